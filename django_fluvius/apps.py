@@ -1,0 +1,16 @@
+from django.apps import AppConfig
+
+
+class FluviusConfig(AppConfig):
+    name = "django_fluvius"
+    label = "django_fluvius"
+    verbose_name = "Fluvius event store"
+    default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self) -> None:
+        from .checks import register_checks
+        from .loading import load_domains, load_handler_modules
+
+        register_checks()
+        load_domains()
+        load_handler_modules()

@@ -1,0 +1,250 @@
+"""The command bus: one command, one transaction.
+
+``CommandBus(domain).handle(command)`` runs the command through the middleware
+chain of ``FLUVIUS['COMMAND_MIDDLEWARE']`` (outermost first), then, inside
+``transaction.atomic``: loads the aggregate, checks the expected version, runs
+the ``@action``, appends the event, updates the inline projection, writes the
+command log and hands the events to the dispatcher (which acts on commit).
+
+A race lost at the database (another writer took the version first) comes back
+from the unique (aggregate_id, version) constraint and leaves as
+``ConcurrencyConflict``. Any error rolls everything back; a rejected command
+still gets its row in the command log, written after the rollback.
+
+The bus receives the domain it serves and never imports ``domain``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from time import perf_counter
+from typing import TYPE_CHECKING, Any
+
+from django.core.serializers.json import DjangoJSONEncoder
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from .conf import fluvius_settings
+from .dispatch import dispatch_committed
+from .exceptions import ConcurrencyConflict, FluviusError
+from .models import CommandLog, Event
+from .projections import project_inline
+from .store import is_stream_conflict
+
+if TYPE_CHECKING:
+    import datetime
+
+    from .aggregate import ActionSpec, Aggregate
+
+logger = logging.getLogger("django_fluvius.bus")
+
+Handler = Callable[["Command"], "CommandResult"]
+
+
+@dataclass(eq=False)
+class Command:
+    """A validated request to run one action, made by ``Domain.create_command``."""
+
+    namespace: str
+    key: str
+    payload: dict[str, Any]
+    spec: ActionSpec
+    context: Any
+    aggregate_id: uuid.UUID | None = None
+    expected_version: int | None = None
+    id: uuid.UUID = field(default_factory=uuid.uuid4)
+    idempotency_key: str | None = None
+    created: datetime.datetime = field(default_factory=timezone.now)
+
+    @property
+    def resource(self) -> str | None:
+        return self.spec.resources[0] if self.spec.resources else None
+
+    def __repr__(self) -> str:
+        return f"<Command {self.namespace}:{self.key} {self.aggregate_id or 'new'}>"
+
+
+@dataclass(eq=False)
+class CommandResult:
+    """What a processed command produced."""
+
+    command: Command
+    aggregate_id: uuid.UUID
+    resource: str
+    version: int
+    events: list[Event]
+    state: dict[str, Any]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "command": self.command.key,
+            "command_id": str(self.command.id),
+            "aggregate_id": str(self.aggregate_id),
+            "resource": self.resource,
+            "version": self.version,
+            "events": [event_as_dict(e) for e in self.events],
+            "state": self.state,
+        }
+
+
+def event_as_dict(event: Event) -> dict[str, Any]:
+    return {
+        "position": event.position,
+        "namespace": event.namespace,
+        "resource": event.resource,
+        "aggregate_id": str(event.aggregate_id),
+        "version": event.version,
+        "evt_key": event.evt_key,
+        "schema_version": event.schema_version,
+        "payload": event.payload,
+        "metadata": event.metadata,
+        "created": event.created.isoformat() if event.created else None,
+    }
+
+
+def to_json_value(value: Any) -> Any:
+    """What the value reads back as from a JSON column, so fresh and reloaded state agree."""
+    return json.loads(json.dumps(value, cls=DjangoJSONEncoder))
+
+
+def build_chain(middleware: list[Any], handler: Handler) -> Handler:
+    """Wrap ``handler`` in the middleware, the first of the list outermost."""
+    call = handler
+    for item in reversed(middleware):
+        mw = item() if isinstance(item, type) else item
+        call = _link(mw, call)
+    return call
+
+
+def _link(mw: Callable[[Command, Handler], CommandResult], call_next: Handler) -> Handler:
+    def step(command: Command) -> CommandResult:
+        return mw(command, call_next)
+
+    step.__qualname__ = f"{getattr(mw, '__qualname__', type(mw).__qualname__)}->step"
+    return step
+
+
+class CommandBus:
+    def __init__(self, domain: Any):
+        self.domain = domain
+
+    @property
+    def using(self) -> str:
+        return self.domain.store.using
+
+    def handle(self, command: Command) -> CommandResult:
+        return build_chain(list(fluvius_settings.COMMAND_MIDDLEWARE), self.execute)(command)
+
+    # -- the innermost handler ------------------------------------------------
+
+    def execute(self, command: Command) -> CommandResult:
+        started = perf_counter()
+        try:
+            return self._commit(command, started)
+        except FluviusError as exc:
+            self._log_outcome(command, started, CommandLog.Status.REJECTED, error=exc)
+            raise
+        except Exception as exc:
+            self._log_outcome(command, started, CommandLog.Status.FAILED, error=exc)
+            raise
+
+    def _commit(self, command: Command, started: float) -> CommandResult:
+        domain = self.domain
+        pending: list[Event] = []
+        try:
+            with transaction.atomic(using=self.using):
+                aggregate = domain.load_for_command(command)
+                self.check_expected_version(command, aggregate)
+                aggregate.context = command.context
+                payload = aggregate.run(command.spec, command.payload)
+                event = self.new_event(command, aggregate, payload)
+                pending.append(event)
+                aggregate.fold(event)
+                domain.store.append(pending)
+                project_inline(domain.projection_model(aggregate.resource), aggregate, self.using)
+                domain.after_append(aggregate, pending)
+                result = CommandResult(
+                    command=command,
+                    aggregate_id=aggregate.id,
+                    resource=aggregate.resource,
+                    version=aggregate.version,
+                    events=pending,
+                    state=aggregate.state,
+                )
+                self._log_outcome(command, started, CommandLog.Status.DONE, result=result)
+                dispatch_committed(pending, self.using)
+        except IntegrityError as exc:
+            if pending and is_stream_conflict(domain.store, exc, pending):
+                raise ConcurrencyConflict(
+                    f"Aggregate {pending[0].aggregate_id} was changed concurrently: "
+                    f"version {pending[0].version} is taken.",
+                    expected_version=command.expected_version,
+                ) from exc
+            raise
+        return result
+
+    @staticmethod
+    def check_expected_version(command: Command, aggregate: Aggregate) -> None:
+        expected = command.expected_version
+        if expected is not None and expected != aggregate.version:
+            raise ConcurrencyConflict(
+                f"Expected version {expected} of {aggregate.id}, but it is at version "
+                f"{aggregate.version}.",
+                code="stale_version",
+                expected_version=expected,
+                actual_version=aggregate.version,
+            )
+
+    def new_event(self, command: Command, aggregate: Aggregate, payload: dict[str, Any]) -> Event:
+        metadata = self.domain.event_metadata(command)
+        return Event(
+            namespace=command.namespace,
+            resource=aggregate.resource,
+            aggregate_id=aggregate.id,
+            version=aggregate.version + 1,
+            evt_key=command.spec.evt_key,
+            payload=to_json_value(payload),
+            metadata=metadata,
+            command_id=command.id,
+            correlation_id=metadata.get("correlation_id") or "",
+            causation_id=metadata.get("causation_id") or "",
+            user=metadata.get("user") or "",
+            tenant=metadata.get("tenant") or "",
+            created=timezone.now(),
+        )
+
+    def _log_outcome(self, command: Command, started: float, status: str, *,
+                     result: CommandResult | None = None, error: BaseException | None = None) -> None:
+        metadata = self.domain.event_metadata(command)
+        entry = CommandLog(
+            command_id=command.id,
+            namespace=command.namespace,
+            command=command.key,
+            resource=(result.resource if result else command.resource) or "",
+            aggregate_id=result.aggregate_id if result else command.aggregate_id,
+            payload=to_json_value(command.payload),
+            status=status,
+            version=result.version if result else None,
+            user=metadata.get("user") or "",
+            tenant=metadata.get("tenant") or "",
+            correlation_id=metadata.get("correlation_id") or "",
+            causation_id=metadata.get("causation_id") or "",
+            metadata=metadata,
+            created=command.created,
+            duration_ms=(perf_counter() - started) * 1000,
+        )
+        if error is not None:
+            entry.error_code = getattr(error, "code", None) or type(error).__name__
+            entry.error_message = str(error)[:10_000]
+        if result is not None:
+            entry.save(using=self.using, force_insert=True)
+            return
+        # A rejection is written after the rollback; failing to log must not hide the error.
+        try:
+            entry.save(using=self.using, force_insert=True)
+        except Exception:  # noqa: BLE001 - e.g. a broken outer transaction
+            logger.exception("Could not write the command log for %r.", command)

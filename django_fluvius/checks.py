@@ -1,0 +1,66 @@
+"""System checks (``manage.py check``): ids ``fluvius.E001`` and up.
+
+| id            | problem                                                      |
+|---------------|--------------------------------------------------------------|
+| fluvius.E001  | a ``FLUVIUS['DOMAINS']`` path does not import                |
+| fluvius.E002  | two domains share a namespace                                |
+| fluvius.E003  | two actions of an aggregate share a command key              |
+| fluvius.E004  | a resource has no model (or names one that does not exist)   |
+| fluvius.E005  | a ``FLUVIUS['DOMAINS']`` entry is not a complete Domain class |
+"""
+
+from __future__ import annotations
+
+from django.core import checks
+from django.core.exceptions import ImproperlyConfigured
+
+from .loading import load_problems
+from .registry import domains, resolve_model
+
+
+def check_domain_loading(app_configs=None, **kwargs):
+    return [checks.Error(msg, hint=hint, id=check_id) for check_id, msg, hint in load_problems]
+
+
+def check_domains(app_configs=None, **kwargs):
+    errors = []
+    for domain in domains:
+        label = f"{domain.__module__}.{domain.__qualname__}"
+        aggregate = getattr(domain, "__aggregate__", None)
+        resources = dict(getattr(domain, "__resources__", {}) or {})
+        if aggregate is not None:
+            for name, first, second in getattr(aggregate, "_action_conflicts", []):
+                errors.append(checks.Error(
+                    f"{aggregate.__qualname__} declares the command key {name!r} twice "
+                    f"({first} and {second}).",
+                    hint="Rename one method or pass @action(name=...).",
+                    obj=aggregate, id="fluvius.E003",
+                ))
+            for spec in aggregate.actions().values():
+                for resource in spec.resources:
+                    if resource not in resources:
+                        errors.append(checks.Error(
+                            f"Action {spec.name!r} of {label} names resource {resource!r}, "
+                            f"which __resources__ does not map to a model.",
+                            hint=f"Add {resource!r} to {domain.__qualname__}.__resources__.",
+                            obj=domain, id="fluvius.E004",
+                        ))
+        for resource, model in resources.items():
+            if model is None:
+                errors.append(checks.Error(
+                    f"Resource {resource!r} of {label} has no model.",
+                    obj=domain, id="fluvius.E004",
+                ))
+                continue
+            try:
+                resolve_model(model)
+            except ImproperlyConfigured as exc:
+                errors.append(checks.Error(
+                    f"Resource {resource!r} of {label}: {exc}", obj=domain, id="fluvius.E004",
+                ))
+    return errors
+
+
+def register_checks() -> None:
+    checks.register(check_domain_loading, "fluvius")
+    checks.register(check_domains, "fluvius")

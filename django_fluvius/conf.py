@@ -1,0 +1,92 @@
+"""One settings object: ``FLUVIUS`` from the project's settings over ``DEFAULTS``.
+
+Read it as ``fluvius_settings.DISPATCH`` and so on. Values are read lazily and the
+cache is dropped whenever Django's ``setting_changed`` signal fires, so
+``override_settings(FLUVIUS=...)`` works in tests. Settings named in
+``IMPORT_STRINGS`` hold dotted paths and are imported on first use.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.conf import settings
+from django.core.signals import setting_changed
+from django.utils.module_loading import import_string
+
+DEFAULTS: dict[str, Any] = {
+    # Dotted paths of the project's Domain classes.
+    "DOMAINS": [],
+    # Database alias that holds the event store, command log and outbox.
+    "DATABASE": "default",
+    # Database alias the read side (queries, statemgr.find) uses; None = DATABASE of the model.
+    "READ_DATABASE": None,
+    # Command-bus middleware, outermost first: callables or dotted paths of
+    # callables/classes taking (command, call_next).
+    "COMMAND_MIDDLEWARE": [],
+    # How committed events reach @event_handler functions: "inline", "celery" or None (off).
+    "DISPATCH": "inline",
+    # Extra modules that hold @event_handler functions (besides each app's handlers.py).
+    "HANDLERS": [],
+    # Take a snapshot every N events of an aggregate (None = never); per aggregate:
+    # ``Aggregate.snapshot_every``.
+    "SNAPSHOT_EVERY": None,
+    # Key used to scope aggregates to tenants; None = no tenancy.
+    "TENANCY": None,
+}
+
+IMPORT_STRINGS = {"COMMAND_MIDDLEWARE"}
+
+
+class FluviusSettings:
+    def __init__(self, defaults: dict[str, Any] | None = None):
+        self.defaults = defaults or DEFAULTS
+        self._cached: set[str] = set()
+
+    @property
+    def user_settings(self) -> dict[str, Any]:
+        if not hasattr(self, "_user_settings"):
+            self._user_settings = getattr(settings, "FLUVIUS", {}) or {}
+        return self._user_settings
+
+    def __getattr__(self, name: str) -> Any:
+        if name not in self.defaults:
+            raise AttributeError(f"Invalid django-fluvius setting: {name!r}")
+        value = self.user_settings.get(name, self.defaults[name])
+        if name in IMPORT_STRINGS:
+            value = perform_import(value, name)
+        self._cached.add(name)
+        setattr(self, name, value)
+        return value
+
+    def reload(self) -> None:
+        for name in self._cached:
+            delattr(self, name)
+        self._cached.clear()
+        if hasattr(self, "_user_settings"):
+            delattr(self, "_user_settings")
+
+
+def perform_import(value: Any, setting_name: str) -> Any:
+    """Import a dotted path, or each dotted path of a list; leave objects as they are."""
+    if isinstance(value, str):
+        try:
+            return import_string(value)
+        except ImportError as exc:
+            raise ImportError(
+                f"Could not import {value!r} for FLUVIUS[{setting_name!r}]: {exc}"
+            ) from exc
+    if isinstance(value, list | tuple):
+        return [perform_import(item, setting_name) for item in value]
+    return value
+
+
+fluvius_settings = FluviusSettings()
+
+
+def _reload_settings(*, setting: str, **kwargs: Any) -> None:
+    if setting == "FLUVIUS":
+        fluvius_settings.reload()
+
+
+setting_changed.connect(_reload_settings)

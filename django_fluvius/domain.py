@@ -1,0 +1,293 @@
+"""Domains (bounded contexts) and the context a command runs in.
+
+A ``Domain`` subclass ties an aggregate class to a namespace and its resources
+(projection models). An instance is built per request or task with a
+``DomainContext`` (who, which tenant, which correlation) and is the entry point
+of both sides: ``create_command``/``process_command`` to write,
+``load``/``statemgr`` to read.
+"""
+
+from __future__ import annotations
+
+import datetime
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from asgiref.sync import sync_to_async
+from django.core.exceptions import ImproperlyConfigured
+from django.db.models import QuerySet
+
+from .aggregate import Aggregate, ActionSpec
+from .bus import Command, CommandBus, CommandResult
+from .exceptions import (
+    AggregateNotFound,
+    CommandValidationError,
+    ConcurrencyConflict,
+    FluviusError,
+    UnknownCommand,
+    UnknownResource,
+)
+from .payload import validate_payload
+from .registry import domains, resolve_model
+from .state import StateManager, parse_aggregate_id
+from .store import EventStore
+
+if TYPE_CHECKING:
+    from django.db.models import Model
+
+
+class WrongResource(FluviusError):
+    """The command does not apply to this aggregate's resource type."""
+
+    status_code = 400
+    default_code = "wrong_resource"
+    default_message = "This command does not apply to this kind of aggregate."
+
+
+@dataclass
+class DomainContext:
+    """Who runs a command, for which tenant, as part of which flow.
+
+    ``DomainContext.create(namespace=..., user=request.user)`` fills in a fresh
+    correlation id. Everything here lands in each event's metadata and in the
+    command log.
+    """
+
+    namespace: str | None = None
+    user: Any = None
+    tenant: str | None = None
+    correlation_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    causation_id: str | None = None
+    client_address: str | None = None
+    source: str = "python"
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def create(cls, namespace: str | None = None, user: Any = None, **kwargs: Any) -> DomainContext:
+        known = set(cls.__dataclass_fields__)
+        extra = {k: kwargs.pop(k) for k in list(kwargs) if k not in known}
+        context = cls(namespace=namespace, user=user, **kwargs)
+        context.extra.update(extra)
+        return context
+
+    @classmethod
+    def system(cls, namespace: str | None = None, **kwargs: Any) -> DomainContext:
+        """The context of work no user started: Celery tasks, management commands."""
+        kwargs.setdefault("source", "system")
+        return cls.create(namespace=namespace, **kwargs)
+
+    @property
+    def user_id(self) -> str:
+        user = self.user
+        if user is None or not getattr(user, "is_authenticated", True):
+            return ""
+        pk = getattr(user, "pk", None)
+        return str(pk if pk is not None else user)
+
+    def metadata(self) -> dict[str, Any]:
+        data: dict[str, Any] = {
+            "user": self.user_id,
+            "correlation_id": self.correlation_id,
+            "source": self.source,
+        }
+        username = getattr(self.user, "get_username", None)
+        if callable(username) and self.user_id:
+            data["username"] = username()
+        if self.tenant:
+            data["tenant"] = self.tenant
+        if self.causation_id:
+            data["causation_id"] = self.causation_id
+        if self.client_address:
+            data["client_address"] = self.client_address
+        data.update(self.extra)
+        return data
+
+
+class Domain:
+    """A bounded context: an aggregate class, a namespace and its resources."""
+
+    __aggregate__: ClassVar[type[Aggregate]]
+    __namespace__: ClassVar[str]
+    __resources__: ClassVar[Mapping[str, Any]] = {}
+
+    def __init__(self, context: DomainContext | None = None):
+        self.context = context or DomainContext.create(namespace=self.__namespace__)
+        self.store = EventStore()
+        self.bus = CommandBus(self)
+        self.statemgr = StateManager(self)
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.__namespace__}>"
+
+    # -- declarations --------------------------------------------------------
+
+    @classmethod
+    def commands(cls) -> dict[str, ActionSpec]:
+        return cls.__aggregate__.actions()
+
+    @classmethod
+    def resource_model(cls, resource: str) -> type[Model]:
+        try:
+            value = cls.__resources__[resource]
+        except KeyError:
+            known = ", ".join(sorted(cls.__resources__)) or "none"
+            raise UnknownResource(
+                f"Domain {cls.__namespace__!r} has no resource {resource!r} (known: {known})."
+            ) from None
+        return resolve_model(value)
+
+    @classmethod
+    def projection_model(cls, resource: str) -> type[Model] | None:
+        """The resource's model, or None for a resource kept without a projection."""
+        if resource not in cls.__resources__:
+            return None
+        return cls.resource_model(resource)
+
+    @classmethod
+    def default_resource(cls) -> str:
+        return next(iter(cls.__resources__), cls.__namespace__)
+
+    # -- commands ------------------------------------------------------------
+
+    def create_command(
+        self,
+        key: str,
+        payload: Mapping[str, Any] | None = None,
+        aggregate_id: Any = None,
+        expected_version: Any = None,
+        *,
+        idempotency_key: str | None = None,
+    ) -> Command:
+        """Validate a command against its action; raise a ``FluviusError`` naming what is wrong."""
+        spec = self.commands().get(key)
+        if spec is None:
+            known = ", ".join(sorted(self.commands())) or "none"
+            raise UnknownCommand(
+                f"Domain {self.__namespace__!r} has no command {key!r} (known: {known})."
+            )
+        errors: dict[str, list[str]] = {}
+        parsed_id = None
+        if aggregate_id is not None and aggregate_id != "":
+            try:
+                parsed_id = parse_aggregate_id(aggregate_id)
+            except AggregateNotFound:
+                errors["aggregate_id"] = [f"{aggregate_id!r} is not a valid UUID."]
+        elif not spec.create:
+            errors["aggregate_id"] = [f"Command {key!r} needs the id of an existing aggregate."]
+        version = None
+        if expected_version is not None:
+            if isinstance(expected_version, bool) or not _is_int(expected_version) or int(expected_version) < 0:
+                errors["expected_version"] = [f"{expected_version!r} is not a version (an integer >= 0)."]
+            else:
+                version = int(expected_version)
+        try:
+            validated = validate_payload(spec.serializer_class, payload)
+        except CommandValidationError as exc:
+            errors.update(exc.errors)
+        if errors:
+            raise CommandValidationError(errors)
+        return Command(
+            namespace=self.__namespace__,
+            key=key,
+            payload=validated,
+            spec=spec,
+            context=self.context,
+            aggregate_id=parsed_id,
+            expected_version=version,
+            idempotency_key=idempotency_key,
+        )
+
+    def process_command(self, command: Command) -> CommandResult:
+        """Run a command in one transaction; return what it produced."""
+        return self.bus.handle(command)
+
+    async def aprocess_command(self, command: Command) -> CommandResult:
+        return await sync_to_async(self.process_command)(command)
+
+    # -- loading aggregates --------------------------------------------------
+
+    def load(self, aggregate_id: Any, *, version: int | None = None,
+             at: datetime.datetime | None = None) -> Aggregate:
+        """The aggregate as it is, or as it was at ``version`` / at time ``at``."""
+        pk = parse_aggregate_id(aggregate_id)
+        if version is not None and (not _is_int(version) or int(version) < 1):
+            raise AggregateNotFound(f"{version!r} is not a version of {pk} (versions start at 1).",
+                                    code="invalid_version")
+        aggregate = self.rehydrate(pk, upto_version=version, until=at)
+        if aggregate is None:
+            if at is not None:
+                raise AggregateNotFound(f"{self.__namespace__} aggregate {pk} did not exist at {at.isoformat()}.")
+            raise AggregateNotFound(f"No {self.__namespace__} aggregate with id {pk}.")
+        if version is not None and aggregate.version < int(version):
+            raise AggregateNotFound(
+                f"Aggregate {pk} has no version {version} (its latest is {aggregate.version}).",
+                code="unknown_version",
+            )
+        return aggregate
+
+    async def aload(self, aggregate_id: Any, **kwargs: Any) -> Aggregate:
+        return await sync_to_async(self.load)(aggregate_id, **kwargs)
+
+    def rehydrate(self, aggregate_id: uuid.UUID, *, upto_version: int | None = None,
+                  until: datetime.datetime | None = None) -> Aggregate | None:
+        """Fold the stream into a fresh aggregate; None if it has no events in this domain."""
+        events = self.store.stream(aggregate_id, upto_version=upto_version, until=until)
+        if not events or events[0].namespace != self.__namespace__:
+            return None
+        aggregate = self.__aggregate__(aggregate_id, events[0].resource, context=self.context)
+        for event in events:
+            aggregate.fold(event)
+        return aggregate
+
+    def load_for_command(self, command: Command) -> Aggregate:
+        """The aggregate a command acts on: a new one for a create action, else the stored one."""
+        spec = command.spec
+        if spec.create:
+            aggregate_id = command.aggregate_id or uuid.uuid4()
+            if command.aggregate_id is not None and self.store.head(aggregate_id) is not None:
+                raise ConcurrencyConflict(f"Aggregate {aggregate_id} already exists.",
+                                          code="already_exists")
+            resource = spec.resources[0] if spec.resources else self.default_resource()
+            return self.__aggregate__(aggregate_id, resource, context=command.context)
+        aggregate = self.rehydrate(command.aggregate_id)
+        if aggregate is None:
+            raise AggregateNotFound(f"No {self.__namespace__} aggregate with id {command.aggregate_id}.")
+        if not spec.applies_to(aggregate.resource):
+            raise WrongResource(
+                f"Command {spec.name!r} applies to {', '.join(spec.resources)}, "
+                f"not to the {aggregate.resource!r} aggregate {aggregate.id}."
+            )
+        return aggregate
+
+    # -- hooks ---------------------------------------------------------------
+
+    def event_metadata(self, command: Command) -> dict[str, Any]:
+        """What every event of this command (and its command-log row) carries as metadata."""
+        data = command.context.metadata() if command.context is not None else {}
+        data["command_id"] = str(command.id)
+        data["command"] = command.key
+        return data
+
+    def after_append(self, aggregate: Aggregate, events: list[Any]) -> None:
+        """Called inside the transaction once events are stored (snapshots hook in here)."""
+
+    def scope_queryset(self, resource: str, queryset: QuerySet) -> QuerySet:
+        """Narrow every read of a resource (row scoping); the default reads everything."""
+        return queryset
+
+
+def _is_int(value: Any) -> bool:
+    try:
+        int(value)
+    except (TypeError, ValueError):
+        return False
+    return not isinstance(value, float) or float(value).is_integer()
+
+
+def register(domain_class: type[Domain]) -> type[Domain]:
+    """Register a domain class (what ``FLUVIUS['DOMAINS']`` does for each path)."""
+    if not (isinstance(domain_class, type) and issubclass(domain_class, Domain)):
+        raise ImproperlyConfigured(f"{domain_class!r} is not a Domain subclass.")
+    return domains.register(domain_class)

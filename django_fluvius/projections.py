@@ -1,0 +1,70 @@
+"""Projections: read models kept from the event store.
+
+Inline projections update each resource's Django model from the aggregate's
+state inside the command's transaction, with one ``INSERT ... ON CONFLICT DO
+UPDATE`` per command. Bookkeeping fields (``version``, ``created_at``,
+``updated_at``) are filled when the model has them.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import TYPE_CHECKING, Any
+
+from django.db import models
+
+if TYPE_CHECKING:
+    from .aggregate import Aggregate
+
+VERSION_FIELD = "version"
+CREATED_FIELD = "created_at"
+UPDATED_FIELD = "updated_at"
+TENANT_FIELD = "tenant"
+
+
+@lru_cache(maxsize=None)
+def writable_fields(model: type[models.Model]) -> dict[str, models.Field]:
+    """The concrete, non-primary-key fields of a model, by name and attname."""
+    fields: dict[str, models.Field] = {}
+    for f in model._meta.concrete_fields:
+        if f.primary_key:
+            continue
+        fields[f.name] = f
+        fields[f.attname] = f
+    return fields
+
+
+def row_values(model: type[models.Model], aggregate: Aggregate, fields: dict[str, Any]) -> dict[str, Any]:
+    """Map a projection dict onto the model's columns, adding the bookkeeping fields."""
+    columns = writable_fields(model)
+    values = {columns[k].attname: v for k, v in fields.items() if k in columns}
+    if VERSION_FIELD in columns:
+        values[VERSION_FIELD] = aggregate.version
+    if UPDATED_FIELD in columns and aggregate.updated is not None:
+        values[UPDATED_FIELD] = aggregate.updated
+    if CREATED_FIELD in columns and aggregate.created is not None:
+        values[CREATED_FIELD] = aggregate.created
+    return values
+
+
+def project_inline(model: type[models.Model] | None, aggregate: Aggregate, using: str) -> None:
+    """Write the aggregate's projection row in the current transaction."""
+    if model is None:
+        return
+    fields = aggregate.projection(aggregate.resource)
+    manager = model._default_manager.db_manager(using)
+    if fields is None:
+        manager.filter(pk=aggregate.id).delete()
+        return
+    values = row_values(model, aggregate, fields)
+    update_fields = [k for k in values if k != CREATED_FIELD]
+    row = model(pk=aggregate.id, **values)
+    if not update_fields:
+        manager.bulk_create([row], ignore_conflicts=True)
+        return
+    manager.bulk_create(
+        [row],
+        update_conflicts=True,
+        unique_fields=[model._meta.pk.name],
+        update_fields=update_fields,
+    )

@@ -1,0 +1,32 @@
+"""The user bounded context of the DESIGN.md example."""
+
+from django_fluvius import Aggregate, Domain, DomainError, action
+
+
+class UserAggregate(Aggregate):
+    @action(evt_key="user-created", resources=["user"], create=True)
+    def create_user(self, name: str, email: str):
+        """Register a new user."""
+        if not email or "@" not in email:
+            raise DomainError("Invalid email")
+        return {"name": name, "email": email, "active": True}
+
+    @action(evt_key="user-renamed", resources=["user"])
+    async def rename_user(self, name: str):
+        """Give a user a new name."""
+        if not name.strip():
+            raise DomainError("A name cannot be blank")
+        return {"name": name}
+
+    @action(evt_key="user-deactivated", resources=["user"])
+    def deactivate_user(self):
+        """Deactivate a user; an inactive user cannot be deactivated again."""
+        if not self.state["active"]:
+            raise DomainError("User is already inactive")
+        return {"active": False}
+
+
+class UserDomain(Domain):
+    __aggregate__ = UserAggregate
+    __namespace__ = "app-user"
+    __resources__ = {"user": "app_user.User"}
