@@ -30,7 +30,25 @@ _PUBLIC = {
     "PermissionDenied": "exceptions",
 }
 
-__all__ = sorted(_PUBLIC)
+__all__ = [
+    "Aggregate",
+    "AggregateNotFound",
+    "Command",
+    "CommandResult",
+    "CommandValidationError",
+    "ConcurrencyConflict",
+    "Domain",
+    "DomainContext",
+    "DomainError",
+    "FluviusError",
+    "PermissionDenied",
+    "QueryBuilder",
+    "UnknownCommand",
+    "action",
+    "apply",
+    "event_handler",
+]
+assert set(__all__) == set(_PUBLIC)
 
 
 def __getattr__(name: str) -> Any:

@@ -19,7 +19,7 @@ from asgiref.sync import sync_to_async
 from django.core.exceptions import ImproperlyConfigured
 from django.db.models import QuerySet
 
-from .aggregate import Aggregate, ActionSpec
+from .aggregate import ActionSpec, Aggregate
 from .bus import Command, CommandBus, CommandResult
 from .exceptions import (
     AggregateNotFound,

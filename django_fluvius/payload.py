@@ -23,6 +23,7 @@ from rest_framework import serializers
 
 from .exceptions import CommandValidationError, ConfigurationError
 
+
 class StrictCharField(serializers.CharField):
     """A ``CharField`` that refuses numbers and booleans: a JSON payload must send text."""
 

@@ -8,7 +8,7 @@ UPDATE`` per command. Bookkeeping fields (``version``, ``created_at``,
 
 from __future__ import annotations
 
-from functools import lru_cache
+from functools import cache
 from typing import TYPE_CHECKING, Any
 
 from django.db import models
@@ -22,7 +22,7 @@ UPDATED_FIELD = "updated_at"
 TENANT_FIELD = "tenant"
 
 
-@lru_cache(maxsize=None)
+@cache
 def writable_fields(model: type[models.Model]) -> dict[str, models.Field]:
     """The concrete, non-primary-key fields of a model, by name and attname."""
     fields: dict[str, models.Field] = {}

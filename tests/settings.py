@@ -1,0 +1,22 @@
+"""Test settings: the example project plus a test app with domains made for the tests."""
+
+import os
+
+from example_project.settings import *  # noqa: F403
+from example_project.settings import DATA_DIR, DATABASES, FLUVIUS, INSTALLED_APPS
+
+INSTALLED_APPS = [*INSTALLED_APPS, "tests.testapp"]
+
+FLUVIUS = {
+    **FLUVIUS,
+    "DOMAINS": [*FLUVIUS["DOMAINS"], "tests.testapp.domain.NoteDomain"],
+    "DISPATCH": "inline",
+}
+
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    # A file, not memory: threads and worker processes must see the same database.
+    DATABASES["default"].setdefault("TEST", {}).setdefault(
+        "NAME", str(DATA_DIR / f"test-{os.environ.get('FLUVIUS_TEST_DB_NAME', 'default')}.sqlite3")
+    )
+
+PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
