@@ -67,8 +67,9 @@ def database_from_env() -> dict:
         # Writers queue for the lock instead of failing with "database is locked".
         config["OPTIONS"] = {"timeout": 30, "transaction_mode": "IMMEDIATE"}
     test_name = os.environ.get("FLUVIUS_TEST_DB_NAME")
-    if test_name:
-        config["TEST"] = {"NAME": test_name}
+    if test_name and config["ENGINE"] != "django.db.backends.sqlite3":
+        # Lets several test runs share one PostgreSQL server without clashing.
+        config["TEST"] = {"NAME": f"test_{test_name}"}
     return config
 
 
