@@ -85,6 +85,10 @@ class Snapshot(models.Model):
     # Bumped by the aggregate when its state's shape changes; older snapshots are ignored.
     schema_version = models.PositiveSmallIntegerField(_("schema version"), default=1)
     state = models.JSONField(_("state"), encoder=DjangoJSONEncoder)
+    # The times of the aggregate's first event and of the event at ``version``:
+    # what a load from this snapshot restores, and what time travel (``at=``) filters on.
+    aggregate_created = models.DateTimeField(_("aggregate created"), null=True, blank=True)
+    aggregate_updated = models.DateTimeField(_("aggregate updated"), null=True, blank=True)
     created = models.DateTimeField(_("created"), default=timezone.now)
 
     class Meta:
@@ -134,6 +138,43 @@ class CommandLog(models.Model):
 
     def __str__(self) -> str:
         return f"{self.namespace}:{self.command} ({self.status})"
+
+
+class RebuildRun(models.Model):
+    """Progress of one ``fluvius_rebuild`` target (a resource or a projection).
+
+    Saved in the same transaction as each batch of rebuilt rows, so a run that
+    crashes resumes after the last batch that committed.
+    """
+
+    class Status(models.TextChoices):
+        RUNNING = "running", _("running")
+        DONE = "done", _("done")
+        FAILED = "failed", _("failed")
+
+    id = models.BigAutoField(primary_key=True)
+    name = models.CharField(_("target"), max_length=200, unique=True)
+    status = models.CharField(_("status"), max_length=10, choices=Status.choices, default=Status.RUNNING)
+    # Where the next batch starts: the last aggregate id rebuilt (or an event position).
+    cursor = models.CharField(_("cursor"), max_length=100, blank=True)
+    total_events = models.BigIntegerField(_("events to read"), default=0)
+    events_done = models.BigIntegerField(_("events read"), default=0)
+    aggregates_done = models.BigIntegerField(_("aggregates folded"), default=0)
+    rows_written = models.BigIntegerField(_("rows written"), default=0)
+    rows_deleted = models.BigIntegerField(_("rows deleted"), default=0)
+    batches = models.PositiveIntegerField(_("batches committed"), default=0)
+    error = models.TextField(_("error"), blank=True)
+    started = models.DateTimeField(_("started"), default=timezone.now)
+    updated = models.DateTimeField(_("updated"), default=timezone.now)
+    finished = models.DateTimeField(_("finished"), null=True, blank=True)
+
+    class Meta:
+        verbose_name = _("rebuild run")
+        verbose_name_plural = _("rebuild runs")
+        ordering = ["-updated"]
+
+    def __str__(self) -> str:
+        return f"rebuild of {self.name} ({self.status})"
 
 
 class Projection(models.Model):
