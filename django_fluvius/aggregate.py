@@ -8,6 +8,7 @@ tags into ``_actions`` and ``_appliers``, so the class reads top to bottom.
 
 from __future__ import annotations
 
+import dis
 import inspect
 import re
 from collections.abc import Callable, Iterable, Mapping
@@ -26,6 +27,27 @@ if TYPE_CHECKING:
 
 ACTION_ATTR = "_fluvius_action"
 APPLY_ATTR = "_fluvius_applies"
+
+
+# Opcodes through which a coroutine can suspend (await, async for, async with).
+_SUSPENDING_OPS = {"GET_AWAITABLE", "GET_AITER", "GET_ANEXT", "BEFORE_ASYNC_WITH", "SEND", "YIELD_VALUE"}
+
+
+def awaits_anything(func: Callable[..., Any]) -> bool:
+    code = getattr(func, "__code__", None)
+    if code is None:
+        return True
+    return any(ins.opname in _SUSPENDING_OPS for ins in dis.get_instructions(code))
+
+
+def drive(coroutine: Any) -> Any:
+    """Run a coroutine that cannot suspend to completion, without an event loop."""
+    try:
+        coroutine.send(None)
+    except StopIteration as done:
+        return done.value
+    coroutine.close()
+    raise RuntimeError("A coroutine judged never to suspend did suspend.")
 
 
 def kebab_case(name: str) -> str:
@@ -52,6 +74,11 @@ class ActionSpec:
     @property
     def is_async(self) -> bool:
         return inspect.iscoroutinefunction(self.func)
+
+    @cached_property
+    def never_suspends(self) -> bool:
+        """An ``async def`` that awaits nothing can be driven without an event loop."""
+        return self.is_async and not awaits_anything(self.func)
 
     @cached_property
     def serializer_class(self) -> type[Serializer]:
@@ -197,7 +224,14 @@ class Aggregate:
     def run(self, spec: ActionSpec, payload: Mapping[str, Any]) -> dict[str, Any]:
         """Run one action and return its event payload (sync and async actions alike)."""
         method = getattr(self, spec.func.__name__)
-        result = async_to_sync(method)(**payload) if spec.is_async else method(**payload)
+        if not spec.is_async:
+            result = method(**payload)
+        elif spec.never_suspends:
+            # asgiref's async_to_sync starts a thread and an event loop per call;
+            # a body with no await needs neither.
+            result = drive(method(**payload))
+        else:
+            result = async_to_sync(method)(**payload)
         if result is None:
             return {}
         if not isinstance(result, Mapping):

@@ -28,6 +28,7 @@ from django.core.serializers.json import DjangoJSONEncoder
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
+from . import sql
 from .conf import fluvius_settings
 from .dispatch import dispatch_committed
 from .exceptions import ConcurrencyConflict, FluviusError
@@ -241,10 +242,10 @@ class CommandBus:
             entry.error_code = getattr(error, "code", None) or type(error).__name__
             entry.error_message = str(error)[:10_000]
         if result is not None:
-            entry.save(using=self.using, force_insert=True)
+            sql.insert(entry, self.using)
             return
         # A rejection is written after the rollback; failing to log must not hide the error.
         try:
-            entry.save(using=self.using, force_insert=True)
+            sql.insert(entry, self.using)
         except Exception:  # noqa: BLE001 - e.g. a broken outer transaction
             logger.exception("Could not write the command log for %r.", command)

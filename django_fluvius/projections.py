@@ -13,6 +13,8 @@ from typing import TYPE_CHECKING, Any
 
 from django.db import models
 
+from . import sql
+
 if TYPE_CHECKING:
     from .aggregate import Aggregate
 
@@ -52,19 +54,8 @@ def project_inline(model: type[models.Model] | None, aggregate: Aggregate, using
     if model is None:
         return
     fields = aggregate.projection(aggregate.resource)
-    manager = model._default_manager.db_manager(using)
     if fields is None:
-        manager.filter(pk=aggregate.id).delete()
+        sql.delete(model, aggregate.id, using)
         return
     values = row_values(model, aggregate, fields)
-    update_fields = [k for k in values if k != CREATED_FIELD]
-    row = model(pk=aggregate.id, **values)
-    if not update_fields:
-        manager.bulk_create([row], ignore_conflicts=True)
-        return
-    manager.bulk_create(
-        [row],
-        update_conflicts=True,
-        unique_fields=[model._meta.pk.name],
-        update_fields=update_fields,
-    )
+    sql.upsert(model, aggregate.id, values, using, update=[k for k in values if k != CREATED_FIELD])

@@ -14,6 +14,7 @@ from typing import Any
 
 from django.db import IntegrityError
 
+from . import sql
 from .conf import fluvius_settings
 from .models import Event
 
@@ -36,10 +37,9 @@ class EventStore:
         Raises ``IntegrityError`` on a duplicate version: the caller, which owns
         the transaction, turns it into ``ConcurrencyConflict``.
         """
-        if len(events) == 1:
-            events[0].save(using=self.using, force_insert=True)
-            return list(events)
-        return self.events.bulk_create(events)
+        for event in events:
+            sql.insert(event, self.using)
+        return list(events)
 
     def version_taken(self, aggregate_id: uuid.UUID, version: int) -> bool:
         return self.events.filter(aggregate_id=aggregate_id, version=version).exists()

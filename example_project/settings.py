@@ -63,6 +63,12 @@ WSGI_APPLICATION = "example_project.wsgi.application"
 def database_from_env() -> dict:
     url = os.environ.get("DATABASE_URL") or f"sqlite:///{DATA_DIR / 'example.sqlite3'}"
     config = dj_database_url.parse(url, conn_max_age=0)
+    if config["ENGINE"] == "django.db.backends.postgresql":
+        # Bind parameters on the server and prepare statements a connection runs
+        # repeatedly (the command bus runs the same few): the PostgreSQL planner
+        # then skips parsing and planning them. Turn off behind PgBouncer in
+        # transaction mode.
+        config["OPTIONS"] = {"server_side_binding": True, "prepare_threshold": 5}
     if config["ENGINE"] == "django.db.backends.sqlite3":
         # Writers queue for the lock instead of failing with "database is locked".
         config["OPTIONS"] = {"timeout": 30, "transaction_mode": "IMMEDIATE"}

@@ -1,0 +1,110 @@
+"""Command throughput of the core against a raw psycopg loop (issue 2).
+
+Scenario: N users, each created then renamed 10 times, one command at a time,
+each command its own durable transaction (synchronous_commit on).
+
+Baseline, in the same run and on the same tables: a raw psycopg loop doing the
+least work per command — read the stream, insert the event, upsert the
+projection row, commit.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+
+from bench.common import arg_parser, dsn, interleaved, report, setup_django
+
+RENAMES = 10
+
+
+def framework_run(users: int) -> float:
+    from example_project.users.domain import UserDomain
+
+    domain = UserDomain()
+    start = time.perf_counter()
+    for i in range(users):
+        result = domain.process_command(
+            domain.create_command("create-user", {"name": f"user {i}", "email": f"u{i}@example.com"})
+        )
+        for n in range(RENAMES):
+            domain.process_command(
+                domain.create_command("rename-user", {"name": f"user {i} v{n}"}, aggregate_id=result.aggregate_id)
+            )
+    return (time.perf_counter() - start)
+
+
+def raw_run(conn, users: int) -> float:
+    """The same commands as SQL: what any event store must do per command, and no more."""
+    from django.utils import timezone
+
+    select_stream = "SELECT version, payload FROM django_fluvius_event WHERE aggregate_id = %s ORDER BY version"
+    insert_event = (
+        "INSERT INTO django_fluvius_event (namespace, resource, aggregate_id, version, evt_key, schema_version,"
+        " payload, metadata, correlation_id, causation_id, \"user\", tenant, created)"
+        " VALUES ('app-user', 'user', %s, %s, %s, 1, %s, '{}', '', '', '', '', %s)"
+    )
+    upsert_row = (
+        "INSERT INTO app_user_user (id, version, created_at, updated_at, name, email, active)"
+        " VALUES (%s, %s, %s, %s, %s, %s, %s)"
+        " ON CONFLICT (id) DO UPDATE SET version = EXCLUDED.version, updated_at = EXCLUDED.updated_at,"
+        " name = EXCLUDED.name, email = EXCLUDED.email, active = EXCLUDED.active"
+    )
+
+    def command(aggregate_id, evt_key, payload):
+        now = timezone.now()
+        with conn.transaction():
+            with conn.cursor() as cur:
+                rows = cur.execute(select_stream, (aggregate_id,)).fetchall()
+                state = {}
+                for _, p in rows:
+                    state.update(p)
+                state.update(payload)
+                version = len(rows) + 1
+                cur.execute(insert_event, (aggregate_id, version, evt_key, json.dumps(payload), now))
+                cur.execute(upsert_row, (aggregate_id, version, now, now, state["name"], state["email"],
+                                         state["active"]))
+
+    start = time.perf_counter()
+    for i in range(users):
+        aggregate_id = uuid.uuid4()
+        command(aggregate_id, "user-created", {"name": f"user {i}", "email": f"u{i}@example.com", "active": True})
+        for n in range(RENAMES):
+            command(aggregate_id, "user-renamed", {"name": f"user {i} v{n}"})
+    return time.perf_counter() - start
+
+
+def main(argv=None) -> dict:
+    parser = arg_parser(__doc__)
+    parser.add_argument("--users", type=int, default=200)
+    args = parser.parse_args(argv)
+    users = 10 if args.quick else args.users
+    runs = 1 if args.quick else args.runs
+    url = setup_django("fluvius_bench_core", sqlite=args.sqlite)
+    commands = users * (1 + RENAMES)
+
+    from django.db import connection
+
+    if args.sqlite:
+        raise SystemExit("The raw baseline is written for PostgreSQL; run without --sqlite.")
+    import psycopg
+
+    with psycopg.connect(dsn(url), autocommit=True) as raw:
+        assert raw.execute("SHOW synchronous_commit").fetchone()[0] == "on"
+        framework_run(2)  # warm up both paths (imports, caches, connections)
+        raw_run(raw, 2)
+        timings = interleaved(lambda: framework_run(users), lambda: raw_run(raw, users), runs)
+    connection.close()
+    framework_rate = commands / timings["subject"]
+    raw_rate = commands / timings["baseline"]
+    return report("core", {
+        "commands per run": commands,
+        "framework commands/s (median)": framework_rate,
+        "raw psycopg commands/s (median)": raw_rate,
+        "framework / raw (target >= 0.7)": framework_rate / raw_rate,
+    }, lines=[f"{users} users x (1 create + {RENAMES} renames), {runs} runs each, interleaved, PostgreSQL"])
+
+
+if __name__ == "__main__":
+    main()
