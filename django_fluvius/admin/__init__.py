@@ -1,0 +1,49 @@
+"""The Django admin as an event browser.
+
+Registered on ``django.contrib.admin.site`` when the admin autodiscovers this
+module: events (list, one event, an aggregate's timeline with the state after
+each version, the diff of two versions), the command log, snapshots, and, where
+their models exist, the outbox, dead letters and projection checkpoints.
+``AggregateAdmin`` is for users' own resource models: rows changed by commands.
+
+To show the same pages on another ``AdminSite``, register the classes there::
+
+    from django_fluvius.admin import EventAdmin, register_on
+    register_on(my_site)
+"""
+
+from __future__ import annotations
+
+from django.contrib import admin
+
+from ..models import CommandLog, Event, Snapshot
+from .aggregates import AggregateAdmin
+from .commandlog import CommandLogAdmin
+from .events import EventAdmin
+from .pagination import EstimatedCountPaginator
+from .snapshots import SnapshotAdmin
+
+MODEL_ADMINS = [
+    (Event, EventAdmin),
+    (CommandLog, CommandLogAdmin),
+    (Snapshot, SnapshotAdmin),
+]
+
+
+def register_on(site: admin.AdminSite) -> None:
+    """Register every event-browser page on ``site`` (skipping models already registered)."""
+    for model, model_admin in MODEL_ADMINS:
+        if not site.is_registered(model):
+            site.register(model, model_admin)
+
+
+register_on(admin.site)
+
+__all__ = [
+    "AggregateAdmin",
+    "CommandLogAdmin",
+    "EstimatedCountPaginator",
+    "EventAdmin",
+    "SnapshotAdmin",
+    "register_on",
+]

@@ -1,0 +1,58 @@
+"""What the event-browser pages share: read-only admins, error pages, admin links."""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import urlencode
+
+from django.contrib import admin
+from django.template.response import TemplateResponse
+from django.urls import NoReverseMatch, reverse
+
+from ..exceptions import FluviusError
+from .pagination import EstimatedCountPaginator
+
+
+class ReadOnlyAdmin(admin.ModelAdmin):
+    """Rows are shown, never added, changed or deleted through the admin.
+
+    Seeing them needs the model's Django ``view`` permission (``change`` implies
+    ``view`` in Django, and grants nothing more here).
+    """
+
+    paginator = EstimatedCountPaginator
+    show_full_result_count = False
+    show_facets = admin.ShowFacets.NEVER
+    list_per_page = 50
+    actions = None
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+
+def admin_url(site: admin.AdminSite, name: str, *args: Any, query: dict | None = None) -> str | None:
+    """The URL of an admin view on ``site``, or None when it is not registered there."""
+    try:
+        url = reverse(f"{site.name}:{name}", args=args)
+    except NoReverseMatch:
+        return None
+    return f"{url}?{urlencode(query)}" if query else url
+
+
+def error_response(request, site: admin.AdminSite, error: FluviusError, *, title: str = "",
+                   back_url: str | None = None) -> TemplateResponse:
+    """A page that says what was wrong with the request, with the error's HTTP status."""
+    status = error.status_code if 400 <= error.status_code < 500 else 400
+    context = {
+        **site.each_context(request),
+        "title": title or "Cannot show this page",
+        "error": error,
+        "back_url": back_url,
+    }
+    return TemplateResponse(request, "admin/django_fluvius/error.html", context, status=status)
