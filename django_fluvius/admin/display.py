@@ -77,11 +77,11 @@ class Change:
 
     @property
     def old_text(self) -> str:
-        return "" if self.kind == "added" else preview(self.old, 300)
+        return "" if self.kind == "added" else preview(dumps(self.old, indent=None), 300)
 
     @property
     def new_text(self) -> str:
-        return "" if self.kind == "removed" else preview(self.new, 300)
+        return "" if self.kind == "removed" else preview(dumps(self.new, indent=None), 300)
 
 
 def diff(old: Any, new: Any, path: str = "") -> list[Change]:
