@@ -11,6 +11,9 @@ class FluviusConfig(AppConfig):
         from .checks import register_checks
         from .loading import load_domains, load_handler_modules
 
+        from .upcasting import autodiscover as autodiscover_upcasters
+
         register_checks()
         load_domains()
         load_handler_modules()
+        autodiscover_upcasters()

@@ -35,6 +35,7 @@ from .exceptions import ConcurrencyConflict, FluviusError
 from .models import CommandLog, Event
 from .projections import project_inline
 from .store import is_stream_conflict
+from .upcasting import current_version as current_schema_version
 
 if TYPE_CHECKING:
     import datetime
@@ -208,6 +209,7 @@ class CommandBus:
             aggregate_id=aggregate.id,
             version=aggregate.version + 1,
             evt_key=command.spec.evt_key,
+            schema_version=current_schema_version(command.namespace, command.spec.evt_key),
             payload=to_json_value(payload),
             metadata=metadata,
             command_id=command.id,

@@ -7,6 +7,14 @@
 | fluvius.E003  | two actions of an aggregate share a command key              |
 | fluvius.E004  | a resource has no model (or names one that does not exist)   |
 | fluvius.E005  | a ``FLUVIUS['DOMAINS']`` entry is not a complete Domain class |
+| fluvius.E050  | stored events carry a key no action or ``@apply`` knows (db)  |
+| fluvius.E051  | stored events have a schema version no upcaster chain covers |
+| fluvius.E052  | stored events have a schema version newer than the code      |
+| fluvius.E053  | a renamed event key is still used by an action or ``@apply`` |
+| fluvius.E054  | the upcasters of an event key skip a version                 |
+| fluvius.W050  | stored events belong to a namespace no domain declares (db)  |
+| fluvius.W051  | an event key is renamed to a key no code knows               |
+| fluvius.W052  | upcasters are registered for a key no code knows             |
 """
 
 from __future__ import annotations
@@ -62,5 +70,11 @@ def check_domains(app_configs=None, **kwargs):
 
 
 def register_checks() -> None:
+    from .upcasting import check_stored_event_types, check_upcasters
+
     checks.register(check_domain_loading, "fluvius")
     checks.register(check_domains, "fluvius")
+    # E050-E059 / W050-W059: event keys, renames and upcasters (upcasting.py); the
+    # stored-keys check reads the event store, so it runs with --database / migrate.
+    checks.register(check_upcasters, "fluvius")
+    checks.register(check_stored_event_types, "fluvius", checks.Tags.database)

@@ -19,6 +19,7 @@ from asgiref.sync import sync_to_async
 from django.core.exceptions import ImproperlyConfigured
 from django.db.models import QuerySet
 
+from . import snapshots
 from .aggregate import ActionSpec, Aggregate
 from .bus import Command, CommandBus, CommandResult
 from .exceptions import (
@@ -232,14 +233,11 @@ class Domain:
 
     def rehydrate(self, aggregate_id: uuid.UUID, *, upto_version: int | None = None,
                   until: datetime.datetime | None = None) -> Aggregate | None:
-        """Fold the stream into a fresh aggregate; None if it has no events in this domain."""
-        events = self.store.stream(aggregate_id, upto_version=upto_version, until=until)
-        if not events or events[0].namespace != self.__namespace__:
-            return None
-        aggregate = self.__aggregate__(aggregate_id, events[0].resource, context=self.context)
-        for event in events:
-            aggregate.fold(event)
-        return aggregate
+        """Fold the stream into a fresh aggregate; None if it has no events in this domain.
+
+        Starts from the latest usable snapshot when snapshots are on (``snapshots.py``).
+        """
+        return snapshots.rehydrate(self, aggregate_id, upto_version=upto_version, until=until)
 
     def load_for_command(self, command: Command) -> Aggregate:
         """The aggregate a command acts on: a new one for a create action, else the stored one."""
@@ -271,7 +269,11 @@ class Domain:
         return data
 
     def after_append(self, aggregate: Aggregate, events: list[Any]) -> None:
-        """Called inside the transaction once events are stored (snapshots hook in here)."""
+        """Called inside the transaction once events are stored: takes a snapshot when one is due.
+
+        Call ``super().after_append(...)`` when overriding.
+        """
+        snapshots.after_append(self, aggregate, events)
 
     def scope_queryset(self, resource: str, queryset: QuerySet) -> QuerySet:
         """Narrow every read of a resource (row scoping); the default reads everything."""

@@ -14,7 +14,7 @@ from typing import Any
 
 from django.db import IntegrityError
 
-from . import sql
+from . import sql, upcasting
 from .conf import fluvius_settings
 from .models import Event
 
@@ -75,7 +75,8 @@ class EventStore:
         if namespace:
             qs = qs.filter(namespace=namespace)
         if evt_keys:
-            qs = qs.filter(evt_key__in=list(evt_keys))
+            # Old names of renamed keys too: they are read back under the new name.
+            qs = qs.filter(evt_key__in=upcasting.registry.stored_keys(evt_keys, namespace))
         return [self.decode(event) for event in qs.order_by("position")[:limit]]
 
     def iter_all(self, *, after_position: int = 0, batch_size: int = 1000, **filters: Any) -> Iterator[Event]:
@@ -95,8 +96,8 @@ class EventStore:
     # -- decoding ------------------------------------------------------------
 
     def decode(self, event: Event) -> Event:
-        """Turn a stored row into the shape current code expects (upcasting hook)."""
-        return event
+        """Turn a stored row into the shape current code expects (renames, upcasters: upcasting.py)."""
+        return upcasting.registry.decode(event)
 
 
 def is_stream_conflict(store: EventStore, error: IntegrityError, events: Sequence[Event]) -> bool:
