@@ -196,6 +196,8 @@ class Aggregate:
         self.context = context
         self.created = None
         self.updated = None
+        # True when the state came from the in-process cache, not the event store.
+        self.from_cache = False
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.resource} {self.id} v{self.version}>"

@@ -29,6 +29,7 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from . import sql
+from .cache import aggregate_cache
 from .conf import fluvius_settings
 from .dispatch import dispatch_committed
 from .exceptions import ConcurrencyConflict, FluviusError
@@ -113,6 +114,10 @@ def to_json_value(value: Any) -> Any:
     return json.loads(json.dumps(value, cls=DjangoJSONEncoder))
 
 
+class StaleCache(Exception):
+    """Internal: the aggregate cache was behind the store; the bus retries from the store."""
+
+
 def build_chain(middleware: list[Any], handler: Handler) -> Handler:
     """Wrap ``handler`` in the middleware, the first of the list outermost."""
     call = handler
@@ -146,7 +151,11 @@ class CommandBus:
     def execute(self, command: Command) -> CommandResult:
         started = perf_counter()
         try:
-            return self._commit(command, started)
+            try:
+                return self._commit(command, started, use_cache=True)
+            except StaleCache:
+                # The cached state was behind the store: run once more from the store.
+                return self._commit(command, started, use_cache=False)
         except FluviusError as exc:
             self._log_outcome(command, started, CommandLog.Status.REJECTED, error=exc)
             raise
@@ -154,21 +163,29 @@ class CommandBus:
             self._log_outcome(command, started, CommandLog.Status.FAILED, error=exc)
             raise
 
-    def _commit(self, command: Command, started: float) -> CommandResult:
+    def _commit(self, command: Command, started: float, *, use_cache: bool) -> CommandResult:
         domain = self.domain
+        using = self.using
         pending: list[Event] = []
+        aggregate = None
         try:
-            with transaction.atomic(using=self.using):
-                aggregate = domain.load_for_command(command)
-                self.check_expected_version(command, aggregate)
-                aggregate.context = command.context
-                payload = aggregate.run(command.spec, command.payload)
+            with transaction.atomic(using=using):
+                aggregate = domain.load_for_command(command, use_cache=use_cache)
+                try:
+                    self.check_expected_version(command, aggregate)
+                    aggregate.context = command.context
+                    payload = aggregate.run(command.spec, command.payload)
+                except FluviusError:
+                    if aggregate.from_cache and domain.store.current_version(aggregate.id) != aggregate.version:
+                        raise StaleCache() from None
+                    raise
                 event = self.new_event(command, aggregate, payload)
                 pending.append(event)
                 aggregate.fold(event)
-                domain.store.append(pending)
-                project_inline(domain.projection_model(aggregate.resource), aggregate, self.using)
-                domain.after_append(aggregate, pending)
+                batch = sql.WriteBatch(using)
+                for pending_event in pending:
+                    batch.insert(pending_event)
+                project_inline(domain.projection_model(aggregate.resource), aggregate, using, batch)
                 result = CommandResult(
                     command=command,
                     aggregate_id=aggregate.id,
@@ -177,9 +194,16 @@ class CommandBus:
                     events=pending,
                     state=aggregate.state,
                 )
-                self._log_outcome(command, started, CommandLog.Status.DONE, result=result)
-                dispatch_committed(pending, self.using)
+                batch.insert(self._log_entry(command, started, CommandLog.Status.DONE, result=result))
+                batch.flush()
+                domain.after_append(aggregate, pending)
+                dispatch_committed(pending, using)
+                self._cache_on_commit(aggregate)
         except IntegrityError as exc:
+            if aggregate is not None:
+                aggregate_cache.evict(using, aggregate.id)
+                if aggregate.from_cache:
+                    raise StaleCache() from exc
             if pending and is_stream_conflict(domain.store, exc, pending):
                 raise ConcurrencyConflict(
                     f"Aggregate {pending[0].aggregate_id} was changed concurrently: "
@@ -187,7 +211,17 @@ class CommandBus:
                     expected_version=command.expected_version,
                 ) from exc
             raise
+        except BaseException:
+            if aggregate is not None:
+                aggregate_cache.evict(using, aggregate.id)
+            raise
         return result
+
+    def _cache_on_commit(self, aggregate: Aggregate) -> None:
+        using = self.using
+        entry = (using, aggregate.id, self.domain.__namespace__, aggregate.resource, aggregate.version,
+                 aggregate.state, aggregate.created, aggregate.updated)
+        transaction.on_commit(lambda: aggregate_cache.put(*entry), using=using)
 
     @staticmethod
     def check_expected_version(command: Command, aggregate: Aggregate) -> None:
@@ -201,8 +235,15 @@ class CommandBus:
                 actual_version=aggregate.version,
             )
 
+    def metadata(self, command: Command) -> dict[str, Any]:
+        """The command's metadata (built once per command: events and log share it)."""
+        metadata = getattr(command, "_metadata", None)
+        if metadata is None:
+            metadata = command._metadata = self.domain.event_metadata(command)
+        return metadata
+
     def new_event(self, command: Command, aggregate: Aggregate, payload: dict[str, Any]) -> Event:
-        metadata = self.domain.event_metadata(command)
+        metadata = self.metadata(command)
         return Event(
             namespace=command.namespace,
             resource=aggregate.resource,
@@ -220,9 +261,9 @@ class CommandBus:
             created=timezone.now(),
         )
 
-    def _log_outcome(self, command: Command, started: float, status: str, *,
-                     result: CommandResult | None = None, error: BaseException | None = None) -> None:
-        metadata = self.domain.event_metadata(command)
+    def _log_entry(self, command: Command, started: float, status: str, *,
+                   result: CommandResult | None = None, error: BaseException | None = None) -> CommandLog:
+        metadata = self.metadata(command)
         entry = CommandLog(
             command_id=command.id,
             namespace=command.namespace,
@@ -243,11 +284,13 @@ class CommandBus:
         if error is not None:
             entry.error_code = getattr(error, "code", None) or type(error).__name__
             entry.error_message = str(error)[:10_000]
-        if result is not None:
-            sql.insert(entry, self.using)
-            return
-        # A rejection is written after the rollback; failing to log must not hide the error.
+        return entry
+
+    def _log_outcome(self, command: Command, started: float, status: str, *,
+                     error: BaseException | None = None) -> None:
+        """Record a command that stored nothing; written after the rollback."""
+        entry = self._log_entry(command, started, status, error=error)
         try:
             sql.insert(entry, self.using)
-        except Exception:  # noqa: BLE001 - e.g. a broken outer transaction
+        except Exception:  # noqa: BLE001 - e.g. a broken outer transaction; logging must not hide the error
             logger.exception("Could not write the command log for %r.", command)

@@ -26,13 +26,50 @@ DEFAULTS: dict[str, Any] = {
     "COMMAND_MIDDLEWARE": [],
     # How committed events reach @event_handler functions: "inline", "celery" or None (off).
     "DISPATCH": "inline",
-    # Extra modules that hold @event_handler functions (besides each app's handlers.py).
+    # Extra modules that hold @event_handler functions (besides each app's handlers.py),
+    # or dotted paths of the handler functions themselves.
     "HANDLERS": [],
+    # Extra modules that hold AsyncProjection classes (besides each app's projections.py).
+    "PROJECTIONS": [],
+    # -- outbox, relay and Celery dispatch (dispatch.py, tasks.py) --
+    # The Celery app (object or dotted path); None = celery.current_app.
+    "CELERY_APP": None,
+    # Queue the relay sends handler and projection tasks to; None = Celery's default.
+    "CELERY_QUEUE": None,
+    # How the on-commit relay hands outbox rows over: "thread" (a background thread:
+    # the request never waits on the broker) or "sync" (in the on-commit callback).
+    "RELAY": "thread",
+    # Seconds the relay thread waits for more commits before publishing (one message per batch).
+    "RELAY_LINGER": 0.05,
+    # Deliveries per Celery message; outbox rows per periodic relay round.
+    "RELAY_BATCH_SIZE": 100,
+    # The periodic relay leaves rows younger than this to the on-commit relay (seconds).
+    "RELAY_GRACE": 5.0,
+    # Tries of a failing handler after the first one, before its dead letter (per handler:
+    # @event_handler(max_retries=...)).
+    "HANDLER_MAX_RETRIES": 5,
+    # Exponential backoff between tries: first delay, cap (seconds), and random jitter.
+    "RETRY_BACKOFF": 1.0,
+    "RETRY_BACKOFF_MAX": 600.0,
+    "RETRY_JITTER": True,
+    # An ordered handler whose previous event of the aggregate is not handled yet waits
+    # this long between checks, at most ORDERED_MAX_WAITS times.
+    "ORDERED_WAIT": 0.5,
+    "ORDERED_MAX_WAITS": 240,
+    # Events per async-projection batch (one transaction, checkpoint included).
+    "PROJECTION_BATCH_SIZE": 500,
+    # Failed tries of an async projection's batch before its failing event is dead-lettered.
+    "PROJECTION_MAX_RETRIES": 3,
     # Take a snapshot every N events of an aggregate (None = never); per aggregate:
     # ``Aggregate.snapshot_every``.
     "SNAPSHOT_EVERY": None,
+    # Folded aggregates kept per process so a command skips reading its stream
+    # (see cache.py); 0 turns the cache off.
+    "AGGREGATE_CACHE_SIZE": 1000,
     # Key used to scope aggregates to tenants; None = no tenancy.
     "TENANCY": None,
+    # Seconds an Idempotency-Key of the REST API is remembered (None = forever).
+    "IDEMPOTENCY_TTL": 24 * 60 * 60,
 }
 
 IMPORT_STRINGS = {"COMMAND_MIDDLEWARE"}

@@ -22,6 +22,7 @@ from django.db.models import QuerySet
 from . import snapshots
 from .aggregate import ActionSpec, Aggregate
 from .bus import Command, CommandBus, CommandResult
+from .cache import aggregate_cache
 from .exceptions import (
     AggregateNotFound,
     CommandValidationError,
@@ -239,8 +240,13 @@ class Domain:
         """
         return snapshots.rehydrate(self, aggregate_id, upto_version=upto_version, until=until)
 
-    def load_for_command(self, command: Command) -> Aggregate:
-        """The aggregate a command acts on: a new one for a create action, else the stored one."""
+    def load_for_command(self, command: Command, *, use_cache: bool = True) -> Aggregate:
+        """The aggregate a command acts on: a new one for a create action, else the stored one.
+
+        With ``use_cache`` a committed state from the in-process aggregate cache
+        may stand in for the stream (``aggregate.from_cache`` tells); the bus
+        re-checks against the store whenever that matters.
+        """
         spec = command.spec
         if spec.create:
             aggregate_id = command.aggregate_id or uuid.uuid4()
@@ -249,7 +255,9 @@ class Domain:
                                           code="already_exists")
             resource = spec.resources[0] if spec.resources else self.default_resource()
             return self.__aggregate__(aggregate_id, resource, context=command.context)
-        aggregate = self.rehydrate(command.aggregate_id)
+        aggregate = self.cached_aggregate(command.aggregate_id) if use_cache else None
+        if aggregate is None:
+            aggregate = self.rehydrate(command.aggregate_id)
         if aggregate is None:
             raise AggregateNotFound(f"No {self.__namespace__} aggregate with id {command.aggregate_id}.")
         if not spec.applies_to(aggregate.resource):
@@ -257,6 +265,16 @@ class Domain:
                 f"Command {spec.name!r} applies to {', '.join(spec.resources)}, "
                 f"not to the {aggregate.resource!r} aggregate {aggregate.id}."
             )
+        return aggregate
+
+    def cached_aggregate(self, aggregate_id: uuid.UUID) -> Aggregate | None:
+        entry = aggregate_cache.get(self.store.using, aggregate_id)
+        if entry is None or entry.namespace != self.__namespace__:
+            return None
+        aggregate = self.__aggregate__(aggregate_id, entry.resource, version=entry.version,
+                                       state=entry.state, context=self.context)
+        aggregate.created, aggregate.updated = entry.created, entry.updated
+        aggregate.from_cache = True
         return aggregate
 
     # -- hooks ---------------------------------------------------------------

@@ -27,6 +27,23 @@ class AppendOnlyQuerySet(models.QuerySet):
         raise TypeError("Events are append-only: they cannot be deleted.")
 
 
+class CurrentTransactionId(models.Func):
+    """The id of the transaction writing the row (PostgreSQL), the default of ``Event.txid``.
+
+    Events are read in (txid, position) order by async projections: a transaction's
+    id is known to be finished or not, a sequence number is not (see feed.py).
+    Elsewhere (SQLite: one writer at a time) positions already follow commit
+    order and the column holds 0.
+    """
+
+    template = "0"
+    arity = 0
+    output_field = models.BigIntegerField()
+
+    def as_postgresql(self, compiler, connection, **extra_context):
+        return "pg_current_xact_id()::text::bigint", []
+
+
 class Event(models.Model):
     """One event of one aggregate's stream."""
 
@@ -46,6 +63,9 @@ class Event(models.Model):
     user = models.CharField(_("user"), max_length=150, blank=True, db_index=True)
     tenant = models.CharField(_("tenant"), max_length=100, blank=True, db_index=True)
     created = models.DateTimeField(_("created"), default=timezone.now, db_index=True)
+    # Filled by the database: the writing transaction's id (commit-order key of the feed).
+    txid = models.BigIntegerField(_("transaction id"), db_default=CurrentTransactionId(), null=True,
+                                  editable=False)
 
     objects = AppendOnlyQuerySet.as_manager()
 
@@ -60,6 +80,7 @@ class Event(models.Model):
         ]
         indexes = [
             models.Index(fields=["namespace", "evt_key"], name="fluvius_event_ns_key"),
+            models.Index(fields=["txid", "position"], name="fluvius_event_feed"),
         ]
 
     def __str__(self) -> str:
@@ -113,7 +134,8 @@ class CommandLog(models.Model):
         FAILED = "failed", _("failed")
 
     id = models.BigAutoField(primary_key=True)
-    command_id = models.UUIDField(_("command id"), default=uuid.uuid4, db_index=True)
+    # Few indexes on purpose: every command writes a row, and each index costs that write.
+    command_id = models.UUIDField(_("command id"), default=uuid.uuid4)
     namespace = models.CharField(_("namespace"), max_length=100)
     command = models.CharField(_("command"), max_length=150)
     resource = models.CharField(_("resource"), max_length=100, blank=True)
@@ -123,12 +145,12 @@ class CommandLog(models.Model):
     version = models.PositiveIntegerField(_("resulting version"), null=True, blank=True)
     error_code = models.CharField(_("error code"), max_length=100, blank=True)
     error_message = models.TextField(_("error message"), blank=True)
-    user = models.CharField(_("user"), max_length=150, blank=True, db_index=True)
+    user = models.CharField(_("user"), max_length=150, blank=True)
     tenant = models.CharField(_("tenant"), max_length=100, blank=True)
     correlation_id = models.CharField(_("correlation id"), max_length=100, blank=True, db_index=True)
     causation_id = models.CharField(_("causation id"), max_length=100, blank=True)
     metadata = models.JSONField(_("metadata"), encoder=DjangoJSONEncoder, default=dict)
-    created = models.DateTimeField(_("created"), default=timezone.now, db_index=True)
+    created = models.DateTimeField(_("created"), default=timezone.now)
     duration_ms = models.FloatField(_("duration (ms)"), default=0)
 
     class Meta:
@@ -175,6 +197,156 @@ class RebuildRun(models.Model):
 
     def __str__(self) -> str:
         return f"rebuild of {self.name} ({self.status})"
+
+
+class IdempotencyRecord(models.Model):
+    """The first response to a command sent with an ``Idempotency-Key`` (per user).
+
+    Written in the command's own transaction, so a retry with the same key finds
+    either nothing (the command did not commit) or the response it must return.
+    """
+
+    id = models.BigAutoField(primary_key=True)
+    user = models.CharField(_("user"), max_length=150, blank=True)
+    key = models.CharField(_("idempotency key"), max_length=255)
+    # SHA-256 of what the request asked (endpoint, aggregate, If-Match, body).
+    fingerprint = models.CharField(_("request fingerprint"), max_length=64)
+    namespace = models.CharField(_("namespace"), max_length=100)
+    command = models.CharField(_("command"), max_length=150)
+    aggregate_id = models.UUIDField(_("aggregate id"), null=True, blank=True)
+    status_code = models.PositiveSmallIntegerField(_("status code"))
+    response = models.JSONField(_("response body"), encoder=DjangoJSONEncoder)
+    headers = models.JSONField(_("response headers"), encoder=DjangoJSONEncoder, default=dict)
+    created = models.DateTimeField(_("created"), default=timezone.now)
+
+    class Meta:
+        verbose_name = _("idempotency record")
+        verbose_name_plural = _("idempotency records")
+        constraints = [
+            models.UniqueConstraint(fields=["user", "key"], name="fluvius_idempotency_user_key"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.key} ({self.namespace}:{self.command})"
+
+
+class Outbox(models.Model):
+    """An event that committed and still has to be handed to its handlers.
+
+    Written in the command's own transaction (so it exists exactly when the event
+    does) and deleted once the relay has handed it over (dispatch.py). The event
+    is named by (aggregate_id, version): it is known before the insert, so the
+    row joins the command's single write statement.
+    """
+
+    id = models.BigAutoField(primary_key=True)
+    aggregate_id = models.UUIDField(_("aggregate id"))
+    version = models.PositiveIntegerField(_("version"))
+    namespace = models.CharField(_("namespace"), max_length=100)
+    evt_key = models.CharField(_("event key"), max_length=150)
+    created = models.DateTimeField(_("created"), default=timezone.now)
+    # Failed hand-overs (broker down): how many, and the last error.
+    attempts = models.PositiveIntegerField(_("relay attempts"), default=0)
+    last_error = models.TextField(_("last error"), blank=True)
+
+    class Meta:
+        verbose_name = _("outbox entry")
+        verbose_name_plural = _("outbox")
+        ordering = ["id"]
+
+    def __str__(self) -> str:
+        return f"{self.evt_key} #{self.version} of {self.aggregate_id} (pending)"
+
+
+class HandlerReceipt(models.Model):
+    """One (handler, event) pair whose effect is done, written in the handler's own transaction.
+
+    The unique constraint is what turns at-least-once delivery into an
+    exactly-once effect: a second delivery finds the receipt and does nothing.
+    """
+
+    class Status(models.TextChoices):
+        DONE = "done", _("done")
+        DISCARDED = "discarded", _("discarded")
+
+    id = models.BigAutoField(primary_key=True)
+    handler = models.CharField(_("handler"), max_length=255)
+    position = models.BigIntegerField(_("event position"))
+    status = models.CharField(_("status"), max_length=10, choices=Status.choices, default=Status.DONE)
+    created = models.DateTimeField(_("created"), default=timezone.now)
+
+    class Meta:
+        verbose_name = _("handler receipt")
+        verbose_name_plural = _("handler receipts")
+        constraints = [
+            models.UniqueConstraint(fields=["handler", "position"], name="fluvius_receipt_once"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.handler} @ {self.position} ({self.status})"
+
+
+class DeadLetter(models.Model):
+    """A (handler or projection, event) pair that failed its last try; re-drivable."""
+
+    class Kind(models.TextChoices):
+        HANDLER = "handler", _("event handler")
+        PROJECTION = "projection", _("async projection")
+
+    id = models.BigAutoField(primary_key=True)
+    kind = models.CharField(_("kind"), max_length=10, choices=Kind.choices, default=Kind.HANDLER)
+    handler = models.CharField(_("handler or projection"), max_length=255)
+    position = models.BigIntegerField(_("event position"), db_index=True)
+    namespace = models.CharField(_("namespace"), max_length=100, blank=True)
+    evt_key = models.CharField(_("event key"), max_length=150, blank=True)
+    aggregate_id = models.UUIDField(_("aggregate id"), null=True, blank=True)
+    version = models.PositiveIntegerField(_("version"), null=True, blank=True)
+    attempts = models.PositiveIntegerField(_("attempts"), default=0)
+    error_type = models.CharField(_("error type"), max_length=255, blank=True)
+    error_message = models.TextField(_("error message"), blank=True)
+    traceback = models.TextField(_("traceback"), blank=True)
+    created = models.DateTimeField(_("created"), default=timezone.now)
+
+    class Meta:
+        verbose_name = _("dead letter")
+        verbose_name_plural = _("dead letters")
+        ordering = ["position", "id"]
+        constraints = [
+            models.UniqueConstraint(fields=["kind", "handler", "position"], name="fluvius_dead_letter_once"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.handler} failed on {self.evt_key} @ {self.position}"
+
+
+class Checkpoint(models.Model):
+    """How far an async projection has read the event feed, saved with its writes.
+
+    The feed key is (txid, position): see feed.py. ``failures`` counts failed
+    tries of the batch starting after the key, so a poison event is retried a
+    bounded number of times before it is dead-lettered and skipped.
+    """
+
+    id = models.BigAutoField(primary_key=True)
+    name = models.CharField(_("projection"), max_length=200, unique=True)
+    txid = models.BigIntegerField(_("transaction id"), default=0)
+    position = models.BigIntegerField(_("position"), default=0)
+    events_applied = models.BigIntegerField(_("events applied"), default=0)
+    failures = models.PositiveIntegerField(_("failed tries"), default=0)
+    last_error = models.TextField(_("last error"), blank=True)
+    updated = models.DateTimeField(_("updated"), default=timezone.now)
+
+    class Meta:
+        verbose_name = _("projection checkpoint")
+        verbose_name_plural = _("projection checkpoints")
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return f"{self.name} @ {self.position}"
+
+    @property
+    def key(self) -> tuple[int, int]:
+        return (self.txid, self.position)
 
 
 class Projection(models.Model):

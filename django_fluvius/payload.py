@@ -61,10 +61,15 @@ class StrictSerializer(serializers.Serializer):
                     f"Expected a JSON object of fields, got {type(data).__name__}."
                 ]}
             )
-        unknown = sorted(set(data) - set(self.fields))
-        if unknown:
-            raise serializers.ValidationError({name: ["Unknown field."] for name in unknown})
-        return super().to_internal_value(data)
+        errors = {name: ["Unknown field."] for name in sorted(set(data) - set(self.fields))}
+        try:
+            value = super().to_internal_value(data)
+        except serializers.ValidationError as exc:
+            errors = {**exc.detail, **errors} if isinstance(exc.detail, dict) else exc.detail
+            raise serializers.ValidationError(errors) from None
+        if errors:
+            raise serializers.ValidationError(errors)
+        return value
 
 
 def field_for_annotation(annotation: Any, **kwargs: Any) -> serializers.Field:

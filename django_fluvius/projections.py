@@ -36,6 +36,12 @@ def writable_fields(model: type[models.Model]) -> dict[str, models.Field]:
     return fields
 
 
+@cache
+def defaulted_fields(model: type[models.Model]) -> tuple[models.Field, ...]:
+    fields = {f.attname: f for f in writable_fields(model).values()}
+    return tuple(f for f in fields.values() if f.has_default())
+
+
 def row_values(model: type[models.Model], aggregate: Aggregate, fields: dict[str, Any]) -> dict[str, Any]:
     """Map a projection dict onto the model's columns, adding the bookkeeping fields."""
     columns = writable_fields(model)
@@ -49,8 +55,9 @@ def row_values(model: type[models.Model], aggregate: Aggregate, fields: dict[str
     return values
 
 
-def project_inline(model: type[models.Model] | None, aggregate: Aggregate, using: str) -> None:
-    """Write the aggregate's projection row in the current transaction."""
+def project_inline(model: type[models.Model] | None, aggregate: Aggregate, using: str,
+                   batch: sql.WriteBatch | None = None) -> None:
+    """Write the aggregate's projection row in the current transaction (or add it to ``batch``)."""
     if model is None:
         return
     fields = aggregate.projection(aggregate.resource)
@@ -58,4 +65,11 @@ def project_inline(model: type[models.Model] | None, aggregate: Aggregate, using
         sql.delete(model, aggregate.id, using)
         return
     values = row_values(model, aggregate, fields)
-    sql.upsert(model, aggregate.id, values, using, update=[k for k in values if k != CREATED_FIELD])
+    # Update only what the state holds; a new row takes the model's defaults for the rest.
+    update = [k for k in values if k != CREATED_FIELD]
+    for field in defaulted_fields(model):
+        values.setdefault(field.attname, field.get_default())
+    if batch is not None:
+        batch.upsert(model, aggregate.id, values, update)
+    else:
+        sql.upsert(model, aggregate.id, values, using, update=update)

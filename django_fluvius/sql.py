@@ -11,11 +11,12 @@ UPDATE``: nothing an ORM save would do differently for these tables.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from functools import cache
 from typing import Any
 
 from django.db import connections, models
+from django.db.models.expressions import DatabaseDefault
 
 
 @cache
@@ -50,6 +51,11 @@ def _fields_by_attname(model: type[models.Model]) -> dict[str, models.Field]:
     return {f.attname: f for f in model._meta.concrete_fields}
 
 
+def _without_db_defaults(obj: models.Model, fields: list[models.Field]) -> list[models.Field]:
+    """Leave out columns the database fills itself (``db_default`` left unset, e.g. ``Event.txid``)."""
+    return [f for f in fields if not isinstance(obj.__dict__.get(f.attname), DatabaseDefault)]
+
+
 def insert(obj: models.Model, using: str, *, exclude_pk: bool = True) -> None:
     """INSERT one model instance; set its auto primary key from RETURNING."""
     model = type(obj)
@@ -59,6 +65,7 @@ def insert(obj: models.Model, using: str, *, exclude_pk: bool = True) -> None:
     for f in fields:
         if f.attname not in obj.__dict__ and f.has_default():
             setattr(obj, f.attname, f.get_default())
+    fields = _without_db_defaults(obj, fields)
     returning = exclude_pk and connection.features.can_return_columns_from_insert
     sql = _insert_sql(model, tuple(f.column for f in fields), connection.vendor, connection.ops.quote_name,
                       returning)
@@ -81,19 +88,94 @@ def upsert(model: type[models.Model], pk: Any, values: dict[str, Any], using: st
            update: Iterable[str] | None = None) -> None:
     """INSERT a row by primary key, or UPDATE the ``update`` columns when it exists."""
     connection = connections[using]
+    sql_text, params = _upsert_statement(model, pk, values, tuple(values if update is None else update),
+                                         connection)
+    with connection.cursor() as cursor:
+        cursor.execute(sql_text, params)
+
+
+class WriteBatch:
+    """The writes of one command, sent to the database together.
+
+    On PostgreSQL they become one statement of data-modifying CTEs (one round
+    trip instead of one per write; a unique violation in any of them fails the
+    whole statement, which the caller's transaction rolls back anyway).
+    Elsewhere (SQLite: no network) they run one by one. Auto primary keys of
+    inserted objects are set from RETURNING either way.
+    """
+
+    def __init__(self, using: str):
+        self.using = using
+        self._inserts: list[tuple[models.Model, list[models.Field]]] = []
+        self._upserts: list[tuple[type[models.Model], Any, dict[str, Any], tuple[str, ...]]] = []
+
+    def insert(self, obj: models.Model) -> None:
+        self._inserts.append((obj, []))
+
+    def upsert(self, model: type[models.Model], pk: Any, values: dict[str, Any],
+               update: Iterable[str] | None = None) -> None:
+        self._upserts.append((model, pk, values, tuple(values if update is None else update)))
+
+    def flush(self) -> None:
+        connection = connections[self.using]
+        if connection.vendor == "postgresql" and len(self._inserts) + len(self._upserts) > 1:
+            self._flush_as_one_statement(connection)
+        else:
+            for obj, _ in self._inserts:
+                insert(obj, self.using)
+            for model, pk, values, update in self._upserts:
+                upsert(model, pk, values, self.using, update=update)
+        self._inserts.clear()
+        self._upserts.clear()
+
+    def _flush_as_one_statement(self, connection: Any) -> None:
+        parts: list[str] = []
+        params: list[Any] = []
+        returning: list[tuple[int, models.Model]] = []
+        for obj, _ in self._inserts:
+            model = type(obj)
+            pk_field = model._meta.pk
+            fields = [f for f in model._meta.concrete_fields if f is not pk_field]
+            for f in fields:
+                if f.attname not in obj.__dict__ and f.has_default():
+                    setattr(obj, f.attname, f.get_default())
+            fields = _without_db_defaults(obj, fields)
+            returning.append((len(parts), obj))
+            parts.append(_insert_sql(model, tuple(f.column for f in fields), connection.vendor,
+                                     connection.ops.quote_name, True))
+            params += [f.get_db_prep_save(getattr(obj, f.attname), connection) for f in fields]
+        for model, pk, values, update in self._upserts:
+            sql_text, sql_params = _upsert_statement(model, pk, values, update, connection)
+            parts.append(sql_text)
+            params += sql_params
+        ctes = ", ".join(f"w{i} AS ({part})" for i, part in enumerate(parts))
+        final = " UNION ALL ".join(
+            f"SELECT {i}, {connection.ops.quote_name(type(obj)._meta.pk.column)} FROM w{i}"
+            for i, obj in returning
+        ) or "SELECT NULL, NULL"
+        with connection.cursor() as cursor:
+            cursor.execute(f"WITH {ctes} {final}", params)
+            pks = dict(cursor.fetchall())
+        for i, obj in returning:
+            pk_field = type(obj)._meta.pk
+            setattr(obj, pk_field.attname, pk_field.to_python(pks[i]))
+            obj._state.adding = False
+            obj._state.db = self.using
+
+
+def _upsert_statement(model: type[models.Model], pk: Any, values: dict[str, Any], update: tuple[str, ...],
+                      connection: Any) -> tuple[str, list[Any]]:
     by_attname = _fields_by_attname(model)
     pk_field = model._meta.pk
-    names: Sequence[str] = tuple(values)
-    update_names = tuple(values if update is None else update)
+    names = tuple(values)
     fields = [pk_field, *(by_attname[n] for n in names)]
-    sql = _upsert_sql(model, tuple(f.column for f in fields), tuple(by_attname[n].column for n in update_names),
-                      connection.vendor, connection.ops.quote_name)
+    sql_text = _upsert_sql(model, tuple(f.column for f in fields), tuple(by_attname[n].column for n in update),
+                           connection.vendor, connection.ops.quote_name)
     params = [pk_field.get_db_prep_save(pk, connection)]
     params += [by_attname[n].get_db_prep_save(by_attname[n].to_python(values[n])
                                                if _needs_python(by_attname[n]) else values[n], connection)
                for n in names]
-    with connection.cursor() as cursor:
-        cursor.execute(sql, params)
+    return sql_text, params
 
 
 def _needs_python(field: models.Field) -> bool:

@@ -41,6 +41,12 @@ class EventStore:
             sql.insert(event, self.using)
         return list(events)
 
+    def current_version(self, aggregate_id: uuid.UUID) -> int:
+        """The version of the last stored event of a stream (0 when there is none)."""
+        last = (self.events.filter(aggregate_id=aggregate_id).order_by("-version")
+                .values_list("version", flat=True).first())
+        return last or 0
+
     def version_taken(self, aggregate_id: uuid.UUID, version: int) -> bool:
         return self.events.filter(aggregate_id=aggregate_id, version=version).exists()
 

@@ -18,3 +18,19 @@ def pytest_collection_modifyitems(config, items):
 @pytest.fixture
 def is_postgres():
     return connection.vendor == "postgresql"
+
+
+@pytest.fixture
+def close_async_connections():
+    """Close the connection that async code opened on asgiref's worker thread.
+
+    ``sync_to_async`` runs ORM calls on a thread of its own; its connection
+    would otherwise outlive the test and block dropping the test database.
+    """
+    yield
+    import asyncio
+
+    from asgiref.sync import sync_to_async
+    from django.db import connections
+
+    asyncio.run(sync_to_async(connections.close_all)())
