@@ -54,6 +54,23 @@ class CommandValidationError(FluviusError):
         super().__init__(message, **kw)
 
 
+class InvalidQuery(FluviusError):
+    """Query parameters name an unknown or hidden field, a forbidden operator, a bad value.
+
+    ``errors`` maps each offending parameter to messages that say what is allowed.
+    """
+
+    status_code = 400
+    default_code = "invalid_query"
+    default_message = "The query is invalid."
+
+    def __init__(self, errors: dict[str, list[str]] | None = None, message: str | None = None, **kw: Any):
+        self.errors = errors or {}
+        if message is None and self.errors:
+            message = f"The query is invalid: {', '.join(sorted(self.errors))}."
+        super().__init__(message, **kw)
+
+
 class PermissionDenied(FluviusError, django_exceptions.PermissionDenied):
     """The user may not run this command or see this resource.
 

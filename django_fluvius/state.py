@@ -13,8 +13,9 @@ from typing import TYPE_CHECKING, Any
 
 from asgiref.sync import sync_to_async
 
-from .conf import fluvius_settings
 from .exceptions import AggregateNotFound
+from .routers import read_alias
+from .surface import surface_for
 
 if TYPE_CHECKING:
     from django.db.models import Model, QuerySet
@@ -39,13 +40,18 @@ class StateManager:
         return self.domain.resource_model(resource)
 
     def queryset(self, resource: str) -> QuerySet:
-        """The base QuerySet of a resource, on the read alias, scoped to the context."""
+        """The base QuerySet of a resource, on the read alias, scoped to the context.
+
+        Scoping is the domain's ``scope_queryset`` (every resource) and then the
+        resource's query surface ``scope`` hook (``surface.py``).
+        """
         model = self.model(resource)
         qs = model._default_manager.all()
-        alias = fluvius_settings.READ_DATABASE
+        alias = read_alias()
         if alias:
             qs = qs.using(alias)
-        return self.domain.scope_queryset(resource, qs)
+        qs = self.domain.scope_queryset(resource, qs)
+        return surface_for(self.domain, resource).scope(qs, self.domain.context)
 
     def fetch(self, resource: str, aggregate_id: Any) -> Model:
         pk = parse_aggregate_id(aggregate_id)

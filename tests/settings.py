@@ -19,4 +19,9 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
         "NAME", str(DATA_DIR / f"test-{os.environ.get('FLUVIUS_TEST_DB_NAME', 'default')}.sqlite3")
     )
 
+# A second alias on the same database, standing in for a read replica: tests turn on
+# FLUVIUS['READ_DATABASE'] = "replica" and see the read side's queries go there.
+DATABASES["replica"] = {**DATABASES["default"], "TEST": {"MIRROR": "default"}}
+DATABASE_ROUTERS = ["django_fluvius.routers.ReadReplicaRouter"]
+
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]

@@ -1,18 +1,121 @@
 """Filtering, ordering and search of resource lists from query parameters.
 
-(Placeholder until the query-surface work lands: exact-match filters only.)
+``ResourceFilterBackend`` reads DRF's conventions: ``field=value`` and
+``field__op=value`` (``in`` takes ``a,b,c``, ``range`` takes ``low,high``),
+``ordering=-created_at,name`` and ``search=text``. Every parameter is checked
+against the resource's query surface (``django_fluvius.surface``) before any
+query runs: an unknown field, a forbidden operator, a value of the wrong type or a
+sort on a hidden field is a 400 whose ``errors`` name the parameter and what is
+allowed. It hands the checked ``QueryBuilder`` to ``ResourcePagination`` on the
+request, so the page is cut from exactly the query that was checked.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from rest_framework.filters import BaseFilterBackend
 
-class ResourceFilterBackend:
+from ..query import QueryBuilder
+from ..registry import domains
+from ..surface import DEFAULT_OPERATORS, QuerySurface, surface_for
+
+# Where the checked builder travels from the filter backend to the paginator.
+REQUEST_ATTRIBUTE = "_fluvius_query"
+
+# Parameters DRF or the browsable API use for themselves: never filters.
+IGNORED_PARAMS = frozenset({"format", "page"})
+
+
+def view_target(view: Any, queryset: Any = None) -> tuple[Any, str]:
+    """(domain, resource) a view serves: its ``get_domain()``/``domain_class`` and ``resource``,
+    else the domain whose resource model is the QuerySet's model."""
+    resource = getattr(view, "resource", None)
+    get_domain = getattr(view, "get_domain", None)
+    domain = None
+    if resource and callable(get_domain) and getattr(view, "request", None) is not None:
+        domain = get_domain()
+    elif resource:
+        domain = getattr(view, "domain_class", None) or getattr(view, "domain", None)
+    if domain is not None and resource:
+        return domain, resource
+    model = getattr(queryset, "model", None)
+    for domain_class in domains:
+        for name in getattr(domain_class, "__resources__", {}):
+            if domain_class.projection_model(name) is model:
+                return domain_class, name
+    raise LookupError(f"{type(view).__name__} does not say which resource it lists.")
+
+
+def view_surface(view: Any) -> QuerySurface:
+    resource = getattr(view, "resource", None)
+    domain_class = getattr(view, "domain_class", None)
+    if resource and domain_class is not None:  # no request needed (schema generation, _meta)
+        return surface_for(domain_class, resource)
+    domain, resource = view_target(view)
+    return surface_for(domain, resource)
+
+
+def builder_for(request: Any, view: Any, queryset: Any) -> QueryBuilder:
+    """The request's checked ``QueryBuilder`` (made once per request)."""
+    builder = getattr(request, REQUEST_ATTRIBUTE, None)
+    if builder is None:
+        domain, resource = view_target(view, queryset)
+        params = getattr(request, "query_params", None)
+        if params is None:
+            params = request.GET
+        builder = QueryBuilder.from_params(resource, params, domain=domain, queryset=queryset,
+                                           ignore=IGNORED_PARAMS)
+        setattr(request, REQUEST_ATTRIBUTE, builder)
+    return builder
+
+
+def is_list(view: Any) -> bool:
+    # get_object() runs filter_queryset too: a detail view's ?version= is no filter.
+    return not getattr(view, "detail", False) and getattr(view, "action", "list") in ("list", None)
+
+
+class ResourceFilterBackend(BaseFilterBackend):
     """A DRF filter backend: ``field=``, ``field__op=``, ``ordering=``, ``search=``."""
 
-    reserved = {"limit", "offset", "cursor", "ordering", "search", "format", "page", "count"}
-
     def filter_queryset(self, request: Any, queryset: Any, view: Any) -> Any:
-        filters = {k: v for k, v in request.query_params.items() if k not in self.reserved}
-        return queryset.filter(**filters) if filters else queryset
+        if not is_list(view):
+            return queryset
+        return builder_for(request, view, queryset).ordered()
+
+    def describe(self, view: Any) -> dict[str, Any]:
+        """Filters, ordering and search of the view's resource, for ``_meta``."""
+        described = view_surface(view).describe()
+        described.pop("pagination", None)  # ResourcePagination says that part
+        return described
+
+    # drf-spectacular / DRF schema generation.
+    def get_schema_operation_parameters(self, view: Any) -> list[dict[str, Any]]:
+        try:
+            surface = view_surface(view)
+        except LookupError:
+            return []
+        params: list[dict[str, Any]] = []
+        for name, spec in surface.filterable.items():
+            for op in spec.operators:
+                key = name if op == "exact" else f"{name}__{op}"
+                hint = {"in": " (comma-separated)", "range": " (low,high)", "isnull": " (true/false)"}.get(op, "")
+                params.append({
+                    "name": key, "required": False, "in": "query",
+                    "description": f"{name} {op}{hint}",
+                    "schema": {"type": _SCHEMA_TYPES.get(spec.kind if op != "isnull" else "boolean", "string")},
+                })
+        params.append({"name": "ordering", "required": False, "in": "query",
+                       "description": "Comma-separated fields, '-' for descending: "
+                                      + ", ".join(sorted(surface.sortable)),
+                       "schema": {"type": "string"}})
+        if surface.searchable:
+            params.append({"name": "search", "required": False, "in": "query",
+                           "description": "Words to find in " + ", ".join(surface.searchable),
+                           "schema": {"type": "string"}})
+        return params
+
+
+_SCHEMA_TYPES = {"integer": "integer", "float": "number", "decimal": "number", "boolean": "boolean"}
+
+__all__ = ["DEFAULT_OPERATORS", "ResourceFilterBackend", "builder_for", "view_target"]

@@ -1,6 +1,7 @@
 """The user bounded context of the DESIGN.md example."""
 
 from django_fluvius import Aggregate, Domain, DomainError, action
+from django_fluvius.surface import QuerySurface
 
 
 class UserAggregate(Aggregate):
@@ -26,7 +27,25 @@ class UserAggregate(Aggregate):
         return {"active": False}
 
 
+class UserQuery(QuerySurface):
+    """What clients may filter, sort and search on users (GET /api/app-user/user/)."""
+
+    filters = {
+        "name": ["exact", "iexact", "icontains", "startswith", "in"],
+        "email": ["exact", "iexact", "icontains", "in"],
+        "active": ["exact"],
+        "created_at": ["gt", "gte", "lt", "lte", "range"],
+        "updated_at": ["gt", "gte", "lt", "lte"],
+        "version": ["exact", "gt", "gte", "lt", "lte"],
+    }
+    ordering = ["name", "email", "created_at", "updated_at"]
+    default_ordering = ["-created_at"]
+    search = ["name", "email"]  # matches the SearchIndex of the User model
+    search_config = "simple"
+
+
 class UserDomain(Domain):
     __aggregate__ = UserAggregate
     __namespace__ = "app-user"
     __resources__ = {"user": "app_user.User"}
+    __query__ = {"user": UserQuery}

@@ -1,6 +1,7 @@
 from django.db import models
 
 from django_fluvius.models import Projection
+from django_fluvius.search import SearchIndex
 
 
 class User(Projection):
@@ -12,6 +13,9 @@ class User(Projection):
 
     class Meta:
         ordering = ["-created_at"]
+        # Full-text search over name and email (GIN on PostgreSQL; nothing on SQLite).
+        # Same fields and config as UserQuery.search in domain.py, so searches use it.
+        indexes = [SearchIndex(fields=["name", "email"], config="simple", name="app_user_search")]
 
     def __str__(self) -> str:
         return f"{self.name} <{self.email}>"

@@ -10,6 +10,7 @@ class Note(Projection):
     priority = models.IntegerField(default=0)
     archived = models.BooleanField(default=False)
     edits = models.IntegerField(default=0)
+    due = models.DateField(null=True, blank=True)
 
 
 class Folder(Projection):
