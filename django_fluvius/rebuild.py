@@ -1,0 +1,538 @@
+"""Rebuilding read models from the event store, in batches, resumably.
+
+``fluvius_rebuild`` (and ``rebuild()`` below) walks the aggregates of a resource
+in aggregate-id order, ``batch_size`` aggregates at a time. For each batch it
+reads their events in (aggregate, version) order, decodes them (upcasters,
+renames), folds them with the aggregate class and writes the projection rows;
+the rows and the run's cursor (the last aggregate id done) commit in one
+transaction. A crashed run therefore resumes after the last committed batch,
+and redoing a batch is harmless because every write is an idempotent upsert.
+Memory is bounded by one batch: events are streamed, never all loaded.
+
+Readers never see an empty table. Instead of building a copy aside and
+swapping tables (which breaks foreign keys, indexes, grants and the model's
+``db_table`` on PostgreSQL, and has no atomic equivalent on SQLite), the
+rebuild writes *in place*: each row is replaced by its rebuilt version with
+``INSERT ... ON CONFLICT (pk) DO UPDATE ... WHERE row.version <= rebuilt.version``.
+Every row a reader sees is therefore the state of its aggregate at some
+version, old rows are never dropped first, and the version guard keeps a
+command that commits during the rebuild from being overwritten by the older
+state the rebuild folded. Rows whose aggregate's projection is now ``None``
+are deleted with the same guard; rows with no aggregate at all are deleted at
+the end of the run.
+
+Progress (``RebuildRun``) is one row per target; ``fluvius_rebuild`` prints a
+progress bar with counts, rate and ETA.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from functools import cache
+from typing import TYPE_CHECKING, Any, TextIO
+
+from django.db import connections, models, transaction
+from django.db.models import Exists, OuterRef, Q
+from django.utils import timezone
+
+from .conf import fluvius_settings
+from .exceptions import EventDecodeError, FluviusError, UnknownResource
+from .models import Event, RebuildRun
+from .projections import VERSION_FIELD, row_values
+from .registry import domains, resolve_model
+from .store import EventStore
+from .upcasting import check_foldable
+
+if TYPE_CHECKING:
+    from .aggregate import Aggregate
+
+logger = logging.getLogger("django_fluvius.rebuild")
+
+DEFAULT_BATCH_SIZE = 500
+# Events fetched from the database per round trip while streaming one batch.
+FETCH_SIZE = 5000
+
+
+class RebuildError(FluviusError):
+    """A rebuild target is unknown, or the rebuild could not finish."""
+
+    status_code = 400
+    default_code = "rebuild_error"
+    default_message = "The rebuild could not run."
+
+
+# -- reading and folding aggregates in batches ----------------------------------------
+
+
+class AggregateScanner:
+    """Aggregates of some resources of one domain, folded from their events, batch by batch."""
+
+    def __init__(self, domain_class: type, resources: Sequence[str] | None = None, *,
+                 using: str | None = None):
+        self.domain_class = domain_class
+        self.namespace = domain_class.__namespace__
+        self.aggregate_class = domain_class.__aggregate__
+        self.resources = list(resources) if resources is not None else None
+        self.store = EventStore(using)
+
+    def _streams(self) -> models.QuerySet:
+        qs = self.store.events.filter(namespace=self.namespace)
+        if self.resources is not None:
+            qs = qs.filter(resource__in=self.resources)
+        return qs
+
+    def count_events(self) -> int:
+        return self._streams().count()
+
+    def count_aggregates(self) -> int:
+        return self._streams().filter(version=1).count()
+
+    def next_ids(self, after: uuid.UUID | None, limit: int) -> list[uuid.UUID]:
+        """The next ``limit`` aggregate ids after ``after``, in id order (the rebuild's cursor order)."""
+        qs = self._streams().filter(version=1)
+        if after is not None:
+            qs = qs.filter(aggregate_id__gt=after)
+        return list(qs.order_by("aggregate_id").values_list("aggregate_id", flat=True)[:limit])
+
+    def fold(self, ids: Sequence[uuid.UUID], *,
+             on_error: Callable[[uuid.UUID, Exception], None] | None = None,
+             observe: Callable[[Aggregate, Event], None] | None = None) -> Iterator[Aggregate]:
+        """Each aggregate of ``ids`` folded to its latest version (``.event_count`` set).
+
+        A bad event raises ``EventDecodeError`` naming it; with ``on_error`` the
+        aggregate is reported and skipped instead. ``observe(aggregate, event)``
+        sees the aggregate after each event (to check intermediate states).
+        """
+        current: Aggregate | None = None
+        broken: uuid.UUID | None = None
+        count = 0
+        make = self.aggregate_class
+        for event in self._decoded(ids, on_error):
+            if isinstance(event, _Broken):
+                broken = event.aggregate_id
+                if current is not None and current.id == broken:
+                    current = None
+                continue
+            if event.aggregate_id == broken:
+                continue
+            if current is None or event.aggregate_id != current.id:
+                if current is not None:
+                    current.event_count = count
+                    yield current
+                current = make(event.aggregate_id, event.resource)
+                count = 0
+            try:
+                if event.version != current.version + 1:
+                    raise EventDecodeError(
+                        f"The stream of {self.namespace} aggregate {event.aggregate_id} jumps from version "
+                        f"{current.version} to {event.version} (event {event.evt_key!r}).",
+                        aggregate_id=str(event.aggregate_id), version=event.version, evt_key=event.evt_key)
+                check_foldable(current, event)
+                current.fold(event)
+                if observe is not None:
+                    observe(current, event)
+            except EventDecodeError as exc:
+                if on_error is None:
+                    raise
+                on_error(event.aggregate_id, exc)
+                broken, current = event.aggregate_id, None
+                continue
+            count += 1
+        if current is not None:
+            current.event_count = count
+            yield current
+
+    def _decoded(self, ids: Sequence[uuid.UUID], on_error: Any) -> Iterator[Any]:
+        """Decoded events of these aggregates in (aggregate id, version) order, streamed."""
+        qs = self.store.events.filter(aggregate_id__in=list(ids)).order_by("aggregate_id", "version")
+        decode = self.store.decode
+        for event in qs.iterator(chunk_size=FETCH_SIZE):
+            try:
+                yield decode(event)
+            except EventDecodeError as exc:
+                if on_error is None:
+                    raise
+                on_error(event.aggregate_id, exc)
+                yield _Broken(event.aggregate_id)
+
+
+@dataclass
+class _Broken:
+    aggregate_id: uuid.UUID
+
+
+# -- writing projection rows ----------------------------------------------------------
+
+
+@cache
+def _columns(model: type[models.Model]) -> tuple[models.Field, ...]:
+    pk = model._meta.pk
+    return (pk, *(f for f in model._meta.concrete_fields if not f.primary_key))
+
+
+def _has_version(model: type[models.Model]) -> bool:
+    return any(f.attname == VERSION_FIELD for f in model._meta.concrete_fields)
+
+
+@cache
+def _upsert_prefix(model: type[models.Model], vendor: str, quote: Any) -> tuple[str, str]:
+    fields = _columns(model)
+    table = quote(model._meta.db_table)
+    pk = quote(model._meta.pk.column)
+    cols = ", ".join(quote(f.column) for f in fields)
+    head = f"INSERT INTO {table} ({cols}) VALUES "
+    sets = ", ".join(f"{quote(f.column)} = EXCLUDED.{quote(f.column)}" for f in fields[1:])
+    tail = f" ON CONFLICT ({pk}) DO UPDATE SET {sets}"
+    if _has_version(model):
+        # Never replace a row a command wrote meanwhile with the older state folded here.
+        tail += f" WHERE {table}.{quote(VERSION_FIELD)} <= EXCLUDED.{quote(VERSION_FIELD)}"
+    return head, tail
+
+
+def _prep(field: models.Field, value: Any, connection: Any) -> Any:
+    if value is not None and not isinstance(field, models.JSONField):
+        value = field.to_python(value)
+    return field.get_db_prep_save(value, connection)
+
+
+class RowWriter:
+    """Upserts (version-guarded) and deletes of projection rows, buffered per model."""
+
+    def __init__(self, using: str):
+        self.using = using
+        self.rows: dict[type[models.Model], list[list[Any]]] = {}
+        self.deletes: dict[type[models.Model], list[tuple[Any, int]]] = {}
+        self.written = 0
+        self.deleted = 0
+
+    def put(self, model: type[models.Model], aggregate: Aggregate) -> None:
+        fields = aggregate.projection(aggregate.resource)
+        if fields is None:
+            self.deletes.setdefault(model, []).append((aggregate.id, aggregate.version))
+            return
+        values = row_values(model, aggregate, fields)
+        connection = connections[self.using]
+        row = []
+        for f in _columns(model):
+            if f.primary_key:
+                value = aggregate.id
+            elif f.attname in values:
+                value = values[f.attname]
+            else:
+                # A column the state does not mention gets its default, as a fresh insert would.
+                value = f.get_default()
+            row.append(_prep(f, value, connection))
+        self.rows.setdefault(model, []).append(row)
+
+    def flush(self) -> None:
+        connection = connections[self.using]
+        for model, rows in self.rows.items():
+            fields = _columns(model)
+            head, tail = _upsert_prefix(model, connection.vendor, connection.ops.quote_name)
+            size = max(1, connection.ops.bulk_batch_size(list(fields), rows))
+            marks = "(" + ", ".join(["%s"] * len(fields)) + ")"
+            with connection.cursor() as cursor:
+                for start in range(0, len(rows), size):
+                    chunk = rows[start:start + size]
+                    params = [value for row in chunk for value in row]
+                    cursor.execute(head + ", ".join([marks] * len(chunk)) + tail, params)
+            self.written += len(rows)
+        self.rows.clear()
+        for model, items in self.deletes.items():
+            manager = model._base_manager.db_manager(self.using)
+            guarded = _has_version(model)
+            for pk, version in items:
+                qs = manager.filter(pk=pk, **({f"{VERSION_FIELD}__lte": version} if guarded else {}))
+                _, per_model = qs.delete()
+                self.deleted += per_model.get(model._meta.label, 0)
+        self.deletes.clear()
+
+
+# -- targets --------------------------------------------------------------------------
+
+
+@dataclass
+class BatchReport:
+    """What one committed batch did; ``on_batch`` callbacks receive it (inside its transaction)."""
+
+    target: str
+    number: int
+    aggregates: int
+    events: int
+    cursor: str
+    run: RebuildRun
+
+
+class RebuildTarget:
+    """Something ``fluvius_rebuild`` can rebuild: a name, a size and a batch loop."""
+
+    name: str
+
+    def total_events(self, using: str) -> int:
+        raise NotImplementedError
+
+    def run_batches(self, run: RebuildRun, *, batch_size: int, using: str,
+                    on_batch: Callable[[BatchReport], None] | None) -> Iterator[BatchReport]:
+        raise NotImplementedError
+
+    def finish(self, run: RebuildRun, *, using: str) -> None:
+        """Once every batch is done (e.g. drop rows no aggregate accounts for)."""
+
+
+@dataclass
+class ResourceTarget(RebuildTarget):
+    """An inline resource projection: fold each aggregate, write its row."""
+
+    domain_class: type
+    resource: str
+    model: type[models.Model] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.name = f"{self.domain_class.__namespace__}.{self.resource}"
+        self.model = self.domain_class.resource_model(self.resource)
+
+    def scanner(self, using: str) -> AggregateScanner:
+        return AggregateScanner(self.domain_class, [self.resource], using=using)
+
+    def total_events(self, using: str | None = None) -> int:
+        return self.scanner(using or fluvius_settings.DATABASE).count_events()
+
+    def run_batches(self, run: RebuildRun, *, batch_size: int, using: str,
+                    on_batch: Callable[[BatchReport], None] | None) -> Iterator[BatchReport]:
+        scanner = self.scanner(using)
+        cursor = uuid.UUID(run.cursor) if run.cursor else None
+        while True:
+            ids = scanner.next_ids(cursor, batch_size)
+            if not ids:
+                return
+            with transaction.atomic(using=using):
+                writer = RowWriter(using)
+                events = aggregates = 0
+                for aggregate in scanner.fold(ids):
+                    writer.put(self.model, aggregate)
+                    events += aggregate.event_count
+                    aggregates += 1
+                writer.flush()
+                cursor = ids[-1]
+                run.cursor = str(cursor)
+                run.events_done += events
+                run.aggregates_done += aggregates
+                run.rows_written += writer.written
+                run.rows_deleted += writer.deleted
+                run.batches += 1
+                run.updated = timezone.now()
+                run.save(using=using)
+                report = BatchReport(self.name, run.batches, aggregates, events, run.cursor, run)
+                if on_batch is not None:
+                    on_batch(report)
+            yield report
+
+    def finish(self, run: RebuildRun, *, using: str) -> None:
+        """Delete rows whose id is no aggregate of any resource kept in this model."""
+        heads = Event.objects.using(using).filter(owners_of(self.model, self), aggregate_id=OuterRef("pk"),
+                                                  version=1)
+        with transaction.atomic(using=using):
+            deleted = self.model._base_manager.db_manager(using).filter(~Exists(heads)).delete()[0]
+            run.rows_deleted += deleted
+            run.save(using=using)
+
+
+def owners_of(model: type[models.Model], target: ResourceTarget | None = None) -> Q:
+    """Which streams may own a row of ``model``: every (namespace, resource) whose model it is."""
+    owners = Q(pk__in=[])
+    pairs = set()
+    for domain in domains:
+        for resource, value in (getattr(domain, "__resources__", {}) or {}).items():
+            try:
+                if resolve_model(value) is model:
+                    pairs.add((domain.__namespace__, resource))
+            except Exception:  # noqa: BLE001 - a broken resource is the system checks' business
+                continue
+    if target is not None:  # a domain class that is not registered (a test's, a script's)
+        pairs.add((target.domain_class.__namespace__, target.resource))
+    for namespace, resource in sorted(pairs):
+        owners |= Q(namespace=namespace, resource=resource)
+    return owners
+
+
+# -- finding targets by name ----------------------------------------------------------
+
+# Other kinds of targets (async projections) register a resolver: name -> targets or None.
+target_resolvers: list[Callable[[str], list[RebuildTarget] | None]] = []
+
+
+def resource_targets(domain_class: type) -> list[RebuildTarget]:
+    return [ResourceTarget(domain_class, resource) for resource in domain_class.__resources__
+            if domain_class.projection_model(resource) is not None]
+
+
+def resolve_targets(names: Iterable[str] = ()) -> list[RebuildTarget]:
+    """Targets by name: ``user``, ``app-user.user``, a namespace (all its resources), or a
+    projection name a resolver knows; every inline resource of every domain when no name is given."""
+    names = list(names)
+    if not names:
+        targets: list[RebuildTarget] = []
+        for domain in domains:
+            targets += resource_targets(domain)
+        for resolver in target_resolvers:
+            targets += resolver("*") or []
+        return targets
+    targets = []
+    for name in names:
+        targets += _resolve_one(name)
+    unique: dict[str, RebuildTarget] = {}
+    for target in targets:
+        unique.setdefault(target.name, target)
+    return list(unique.values())
+
+
+def _resolve_one(name: str) -> list[RebuildTarget]:
+    for resolver in target_resolvers:
+        found = resolver(name)
+        if found:
+            return found
+    if name in domains:
+        return resource_targets(domains.get(name))
+    try:
+        domain_class, resource = domains.find_resource(name)
+    except UnknownResource as exc:
+        known = sorted({t.name for t in resolve_targets()} | {d.__namespace__ for d in domains})
+        raise RebuildError(f"Nothing to rebuild is called {name!r} ({exc.message}). "
+                           f"Known: {', '.join(known) or 'none'}.") from None
+    return [ResourceTarget(domain_class, resource)]
+
+
+# -- running --------------------------------------------------------------------------
+
+
+class Progress:
+    """A progress bar on a terminal, periodic lines elsewhere: counts, rate, ETA."""
+
+    def __init__(self, label: str, total: int, *, done: int = 0, stream: TextIO | None = None,
+                 interval: float | None = None, width: int = 24):
+        self.label = label
+        self.total = total
+        self.start_done = done
+        self.done = done
+        self.aggregates = 0
+        self.stream = stream or sys.stderr
+        self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
+        self.interval = interval if interval is not None else (0.2 if self.tty else 5.0)
+        self.width = width
+        self.started = time.monotonic()
+        self.last_shown = 0.0
+
+    @property
+    def rate(self) -> float:
+        elapsed = time.monotonic() - self.started
+        return (self.done - self.start_done) / elapsed if elapsed > 0 else 0.0
+
+    def eta(self) -> str:
+        rate = self.rate
+        if rate <= 0:
+            return "--:--"
+        return _clock(max(0.0, (self.total - self.done) / rate))
+
+    def line(self) -> str:
+        fraction = min(1.0, self.done / self.total) if self.total else 1.0
+        filled = int(fraction * self.width)
+        bar = "#" * filled + "." * (self.width - filled)
+        return (f"{self.label} [{bar}] {fraction:4.0%} {self.done:,}/{self.total:,} events, "
+                f"{self.aggregates:,} aggregates, {self.rate:,.0f} events/s, ETA {self.eta()}")
+
+    def update(self, events: int, aggregates: int = 0, *, force: bool = False) -> None:
+        self.done += events
+        self.aggregates += aggregates
+        now = time.monotonic()
+        if force or now - self.last_shown >= self.interval:
+            self.last_shown = now
+            self.show()
+
+    def show(self) -> None:
+        if self.tty:
+            self.stream.write("\r" + self.line())
+        else:
+            self.stream.write(self.line() + "\n")
+        self.stream.flush()
+
+    def finish(self) -> None:
+        elapsed = time.monotonic() - self.started
+        self.show()
+        if self.tty:
+            self.stream.write("\n")
+        self.stream.write(f"{self.label}: done in {_clock(elapsed)} ({self.rate:,.0f} events/s)\n")
+        self.stream.flush()
+
+
+def _clock(seconds: float) -> str:
+    seconds = int(round(seconds))
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes:02d}:{secs:02d}"
+
+
+def start_run(target: RebuildTarget, *, using: str, restart: bool = False) -> RebuildRun:
+    """The run to continue (a crashed or failed one) or a fresh one."""
+    run = RebuildRun.objects.using(using).filter(name=target.name).first()
+    total = target.total_events(using)
+    if run is None:
+        run = RebuildRun(name=target.name)
+    elif restart or run.status == RebuildRun.Status.DONE:
+        run = RebuildRun(id=run.id, name=target.name)
+    else:
+        logger.info("Resuming the rebuild of %s after %s (%s events done).", target.name, run.cursor,
+                    run.events_done)
+    run.status = RebuildRun.Status.RUNNING
+    run.total_events = total
+    run.error = ""
+    run.finished = None
+    run.updated = timezone.now()
+    run.save(using=using)
+    return run
+
+
+def rebuild(names: Iterable[str] = (), *, batch_size: int = DEFAULT_BATCH_SIZE, restart: bool = False,
+            using: str | None = None, stream: TextIO | None = None, progress: bool = True,
+            on_batch: Callable[[BatchReport], None] | None = None,
+            targets: Sequence[RebuildTarget] | None = None) -> list[RebuildRun]:
+    """Rebuild the named targets (all when none is named); resume a crashed run unless ``restart``.
+
+    ``on_batch`` runs inside each batch's transaction, after its writes: an
+    exception there rolls that batch back (what a crash does).
+    """
+    using = using or fluvius_settings.DATABASE
+    if batch_size < 1:
+        raise RebuildError(f"The batch size must be at least 1, not {batch_size}.")
+    runs = []
+    for target in (targets if targets is not None else resolve_targets(names)):
+        run = start_run(target, using=using, restart=restart)
+        bar = Progress(target.name, run.total_events, done=run.events_done, stream=stream) if progress else None
+        try:
+            for report in target.run_batches(run, batch_size=batch_size, using=using, on_batch=on_batch):
+                if bar is not None:
+                    bar.update(report.events, report.aggregates)
+            target.finish(run, using=using)
+        except BaseException as exc:
+            _mark_failed(run, exc, using)
+            raise
+        run.status = RebuildRun.Status.DONE
+        run.finished = run.updated = timezone.now()
+        run.save(using=using)
+        if bar is not None:
+            bar.finish()
+        runs.append(run)
+    return runs
+
+
+def _mark_failed(run: RebuildRun, exc: BaseException, using: str) -> None:
+    try:
+        RebuildRun.objects.using(using).filter(pk=run.pk).update(
+            status=RebuildRun.Status.FAILED, error=f"{type(exc).__name__}: {exc}"[:10_000],
+            updated=timezone.now())
+    except Exception:  # noqa: BLE001 - a dead connection: the row stays "running", resume works alike
+        logger.exception("Could not record the failure of the rebuild of %s.", run.name)
