@@ -7,6 +7,16 @@
 | fluvius.E003  | two actions of an aggregate share a command key              |
 | fluvius.E004  | a resource has no model (or names one that does not exist)   |
 | fluvius.E005  | a ``FLUVIUS['DOMAINS']`` entry is not a complete Domain class |
+| fluvius.E020  | a name is both a command and a resource of a domain (rest/checks.py) |
+| fluvius.E021  | a namespace, command or resource name is not a usable URL segment |
+| fluvius.E022  | ``FLUVIUS['IDEMPOTENCY_TTL']`` is not None or seconds >= 0   |
+| fluvius.E030  | ``__query__`` names a resource the domain does not have      |
+| fluvius.E031  | a ``__query__`` entry is not a QuerySurface (or cannot import) |
+| fluvius.E032  | a query surface names a field the model cannot query/sort    |
+| fluvius.E033  | a query surface allows an operator the field's kind does not |
+| fluvius.E034  | a query surface searches a non-text or excluded field        |
+| fluvius.E035  | a query surface's default_limit is not within 1..max_limit   |
+| fluvius.E036  | ``FLUVIUS['READ_DATABASE']`` is not an alias of DATABASES    |
 | fluvius.E050  | stored events carry a key no action or ``@apply`` knows (db)  |
 | fluvius.E051  | stored events have a schema version no upcaster chain covers |
 | fluvius.E052  | stored events have a schema version newer than the code      |
@@ -74,6 +84,16 @@ def register_checks() -> None:
 
     checks.register(check_domain_loading, "fluvius")
     checks.register(check_domains, "fluvius")
+    # E020-E029: the REST face (rest/checks.py).
+    from .rest.checks import check_routes
+
+    checks.register(check_routes, "fluvius")
+    # E030-E039: query surfaces (surface.py) and the read database (routers.py).
+    from .routers import check_read_database
+    from .surface import check_query_surfaces
+
+    checks.register(check_query_surfaces, "fluvius")
+    checks.register(check_read_database, "fluvius")
     # E050-E059 / W050-W059: event keys, renames and upcasters (upcasting.py); the
     # stored-keys check reads the event store, so it runs with --database / migrate.
     checks.register(check_upcasters, "fluvius")

@@ -215,7 +215,8 @@ class IdempotencyRecord(models.Model):
     command = models.CharField(_("command"), max_length=150)
     aggregate_id = models.UUIDField(_("aggregate id"), null=True, blank=True)
     status_code = models.PositiveSmallIntegerField(_("status code"))
-    response = models.JSONField(_("response body"), encoder=DjangoJSONEncoder)
+    # JSON text, not a JSON column: jsonb would reorder the keys of the replayed body.
+    response = models.TextField(_("response body (JSON)"))
     headers = models.JSONField(_("response headers"), encoder=DjangoJSONEncoder, default=dict)
     created = models.DateTimeField(_("created"), default=timezone.now)
 

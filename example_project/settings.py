@@ -25,6 +25,7 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "rest_framework",
+    "drf_spectacular",
     "django_fluvius",
     "example_project.users",
     "example_project.orders",
@@ -97,6 +98,16 @@ REST_FRAMEWORK = {
         "rest_framework.authentication.SessionAuthentication",
         "rest_framework.authentication.BasicAuthentication",
     ],
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    # Every DRF view of the project answers errors in django-fluvius's JSON shape.
+    "EXCEPTION_HANDLER": "django_fluvius.rest.errors.exception_handler",
+}
+
+SPECTACULAR_SETTINGS = {
+    "TITLE": "django-fluvius example project",
+    "DESCRIPTION": "Commands and resources of the users and orders domains.",
+    "VERSION": "0.1.0",
+    "SERVE_INCLUDE_SCHEMA": False,
 }
 
 FLUVIUS = {

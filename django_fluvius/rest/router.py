@@ -1,0 +1,272 @@
+"""``DomainRouter``: the URLs of one or more domains.
+
+::
+
+    router = DomainRouter()
+    router.register(UserDomain)
+    urlpatterns = [path("api/", include(router.urls))]
+
+gives, for the namespace ``app-user``:
+
+| method | path                                  | view                            | URL name                      |
+|--------|---------------------------------------|---------------------------------|-------------------------------|
+| GET    | ``app-user/_meta/``                   | ``MetaView``                    | ``app-user-meta``             |
+| POST   | ``app-user/<create command>/``        | ``CommandViewSet.run`` (201)    | ``app-user-<command>``        |
+| POST   | ``app-user/<command>/<aggregate_id>/``| ``CommandViewSet.run`` (200)    | ``app-user-<command>-aggregate`` |
+| GET    | ``app-user/<resource>/``              | ``ResourceViewSet.list``        | ``app-user-<resource>-list``  |
+| GET    | ``app-user/<resource>/<id>/``         | ``ResourceViewSet.retrieve``    | ``app-user-<resource>-detail``|
+| GET    | ``app-user/<resource>/<id>/events/``  | ``ResourceViewSet.events``      | ``app-user-<resource>-events``|
+
+plus ``GET /`` (the namespaces) and, last, a catch-all answering every other
+path under the prefix with a JSON 404 that says what is wrong (unknown
+namespace, command or resource, a missing aggregate id or trailing slash).
+Include the router last under its prefix, or pass ``catch_all=False``.
+
+Create commands also answer ``<command>/<aggregate_id>/`` (201): the client
+chooses the new aggregate's id.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from django.core.exceptions import ImproperlyConfigured
+from django.urls import Resolver404, path, re_path, register_converter, resolve
+from django.urls.converters import get_converters
+from django.utils.module_loading import import_string
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from ..domain import Domain
+from ..exceptions import UnknownCommand, UnknownDomain, UnknownResource
+from .errors import RouteNotFound
+from .views import CommandViewSet, FluviusAPIMixin, MetaView, ResourceViewSet, url_name
+
+META = "_meta"
+# Names that become one path segment: letters, digits, "-", "_", "."; not "_"-first
+# (the router's own routes start with "_").
+URL_SAFE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+
+class AnySegmentConverter:
+    """Any one path segment: a malformed id still reaches the view, which answers a
+    JSON 404 naming it (instead of Django's HTML 404 for a path that does not match)."""
+
+    regex = "[^/]+"
+
+    def to_python(self, value: str) -> str:
+        return value
+
+    def to_url(self, value: Any) -> str:
+        return str(value)
+
+
+if "fluvius_id" not in get_converters():
+    register_converter(AnySegmentConverter, "fluvius_id")
+AGGREGATE_ID = "<fluvius_id:aggregate_id>"
+
+
+def route_problems(domain_class: type) -> list[tuple[str, str]]:
+    """What keeps a domain from being routed, as (system check id, message); empty if nothing."""
+    namespace = getattr(domain_class, "__namespace__", "") or ""
+    problems = []
+    if not URL_SAFE.match(namespace):
+        problems.append(("fluvius.E021", f"namespace {namespace!r} is not usable as a URL segment"))
+    commands = set(domain_class.commands()) if getattr(domain_class, "__aggregate__", None) else set()
+    resources = set(getattr(domain_class, "__resources__", {}) or {})
+    for kind, names in (("command", commands), ("resource", resources)):
+        for name in sorted(names):
+            if not URL_SAFE.match(name):
+                problems.append(("fluvius.E021", f"{kind} {name!r} is not usable as a URL segment"))
+    for name in sorted(commands & resources):
+        problems.append(("fluvius.E020", f"{name!r} is both a command and a resource (one URL)"))
+    return problems
+
+
+@dataclass
+class Registration:
+    domain_class: type[Domain]
+    command_views: Mapping[str, type] = field(default_factory=dict)
+    resource_views: Mapping[str, type] = field(default_factory=dict)
+    meta_view: type = MetaView
+
+
+def _per_name(value: Any, names: list[str], default: type) -> dict[str, type]:
+    """One class for every name, or a mapping of some names to classes (the rest: default)."""
+    if value is None:
+        return dict.fromkeys(names, default)
+    if isinstance(value, Mapping):
+        unknown = set(value) - set(names)
+        if unknown:
+            raise ImproperlyConfigured(f"No such names to route: {', '.join(sorted(unknown))}.")
+        return {name: value.get(name, default) for name in names}
+    return dict.fromkeys(names, value)
+
+
+class DomainRouter:
+    """Builds the URL patterns of registered domains (see the module docstring)."""
+
+    command_viewset_class: type = CommandViewSet
+    resource_viewset_class: type = ResourceViewSet
+    meta_view_class: type = MetaView
+
+    def __init__(self, *, catch_all: bool = True, root_view: bool = True):
+        self.catch_all = catch_all
+        self.root_view = root_view
+        self.registry: dict[str, Registration] = {}
+        self._urls: list[Any] | None = None
+
+    def register(self, domain: type[Domain] | str, *, command_viewset: Any = None,
+                 resource_viewset: Any = None, meta_view: type | None = None) -> None:
+        """Route a domain class (or its dotted path).
+
+        ``command_viewset`` / ``resource_viewset``: a viewset class for all the
+        domain's commands / resources, or a mapping of some names to classes.
+        """
+        domain_class = import_string(domain) if isinstance(domain, str) else domain
+        if not (isinstance(domain_class, type) and issubclass(domain_class, Domain)):
+            raise ImproperlyConfigured(f"{domain!r} is not a Domain subclass.")
+        problems = route_problems(domain_class)
+        if problems:
+            raise ImproperlyConfigured(
+                f"{domain_class.__qualname__} cannot be routed: {'; '.join(m for _, m in problems)}."
+            )
+        namespace = domain_class.__namespace__
+        if namespace in self.registry:
+            raise ImproperlyConfigured(f"Namespace {namespace!r} is already registered with this router.")
+        self.registry[namespace] = Registration(
+            domain_class=domain_class,
+            command_views=_per_name(command_viewset, list(domain_class.commands()), self.command_viewset_class),
+            resource_views=_per_name(resource_viewset, list(domain_class.__resources__),
+                                     self.resource_viewset_class),
+            meta_view=meta_view or self.meta_view_class,
+        )
+        self._urls = None
+
+    @property
+    def urls(self) -> list[Any]:
+        if self._urls is None:
+            self._urls = self.get_urls()
+        return self._urls
+
+    def get_urls(self) -> list[Any]:
+        patterns: list[Any] = []
+        if self.root_view:
+            patterns.append(path("", RootView.as_view(router=self), name="fluvius-root"))
+        for registration in self.registry.values():
+            patterns.extend(self.domain_urls(registration))
+        if self.catch_all:
+            patterns.append(re_path(r"^(?P<unmatched>.*)$", NotFoundView.as_view(router=self)))
+        return patterns
+
+    def domain_urls(self, reg: Registration) -> list[Any]:
+        domain = reg.domain_class
+        ns = domain.__namespace__
+        patterns = [
+            path(f"{ns}/{META}/", reg.meta_view.as_view(domain_class=domain,
+                                                        resource_views=dict(reg.resource_views)),
+                 name=url_name(ns, "meta")),
+        ]
+        for name, spec in domain.commands().items():
+            view = reg.command_views[name]
+            if spec.create:
+                patterns.append(path(
+                    f"{ns}/{name}/",
+                    view.as_view({"post": "run"}, domain_class=domain, command=name),
+                    name=url_name(ns, name),
+                ))
+            patterns.append(path(
+                f"{ns}/{name}/{AGGREGATE_ID}/",
+                view.as_view({"post": "run"}, domain_class=domain, command=name, on_aggregate=True),
+                name=url_name(ns, name, "aggregate"),
+            ))
+        for resource, view in reg.resource_views.items():
+            base = f"{ns}/{resource}/"
+            kwargs = {"domain_class": domain, "resource": resource}
+            patterns += [
+                path(base, view.as_view({"get": "list"}, **kwargs),
+                     name=url_name(ns, resource, "list")),
+                path(f"{base}{AGGREGATE_ID}/", view.as_view({"get": "retrieve"}, **kwargs),
+                     name=url_name(ns, resource, "detail")),
+                path(f"{base}{AGGREGATE_ID}/events/", view.as_view({"get": "events"}, **kwargs),
+                     name=url_name(ns, resource, "events")),
+            ]
+        return patterns
+
+
+class RouterView(FluviusAPIMixin, APIView):
+    """The router's own views: not part of any domain, nor of the schema."""
+
+    router: DomainRouter | None = None
+    schema = None
+
+
+class RootView(RouterView):
+    """``GET /``: the routed namespaces and where their ``_meta`` is."""
+
+    def get_view_name(self) -> str:
+        return "Domains"
+
+    def get(self, request: Any) -> Response:
+        namespaces = {
+            ns: self.reverse_route(url_name(ns, "meta")) or f"{ns}/{META}/"
+            for ns in self.router.registry
+        }
+        return Response({"namespaces": namespaces})
+
+
+class NotFoundView(RouterView):
+    """Every other path under the router's prefix: a JSON 404 saying what is wrong."""
+
+    def get_view_name(self) -> str:
+        return "Not found"
+
+    def answer(self, request: Any, *args: Any, unmatched: str = "", **kwargs: Any) -> Any:
+        raise self.not_found(unmatched, request)
+
+    get = post = put = patch = delete = options = http_method_not_allowed = answer
+
+    def not_found(self, unmatched: str, request: Any) -> Exception:
+        if not request.path.endswith("/"):
+            try:
+                resolve(request.path + "/")
+            except Resolver404:
+                pass
+            else:
+                return RouteNotFound(f"{request.path} needs a trailing slash: {request.path}/",
+                                     code="missing_trailing_slash")
+        segments = [s for s in unmatched.split("/") if s]
+        base = request.path[: len(request.path) - len(unmatched)]  # where the router is included
+        registry = self.router.registry
+        if not segments:
+            return RouteNotFound()
+        namespace = segments[0]
+        if namespace not in registry:
+            known = ", ".join(sorted(registry)) or "none"
+            return UnknownDomain(f"No domain has the namespace {namespace!r} (known: {known}).")
+        domain = registry[namespace].domain_class
+        here = f"{base}{namespace}"
+        if len(segments) == 1:
+            return RouteNotFound(f"Nothing at the root of {namespace!r}; see {here}/{META}/.")
+        name = segments[1]
+        commands = domain.commands()
+        if name in commands:
+            spec = commands[name]
+            if len(segments) == 2 and not spec.create:
+                return RouteNotFound(
+                    f"Command {name!r} runs on an existing aggregate: POST {here}/{name}/<aggregate_id>/.",
+                    code="aggregate_id_required",
+                )
+            return RouteNotFound(f"No such route for command {name!r}: POST {here}/{name}/"
+                                 f"{'' if spec.create else '<aggregate_id>/'}.")
+        if name in domain.__resources__:
+            return RouteNotFound(f"No such route for resource {name!r}: GET {here}/{name}/, "
+                                 f"{here}/{name}/<id>/ or {here}/{name}/<id>/events/.")
+        if request.method == "POST":
+            known = ", ".join(sorted(commands)) or "none"
+            return UnknownCommand(f"Domain {namespace!r} has no command {name!r} (known: {known}).")
+        known = ", ".join(sorted(domain.__resources__)) or "none"
+        return UnknownResource(f"Domain {namespace!r} has no resource {name!r} (known: {known}).")
