@@ -70,6 +70,24 @@ DEFAULTS: dict[str, Any] = {
     "TENANCY": None,
     # Seconds an Idempotency-Key of the REST API is remembered (None = forever).
     "IDEMPOTENCY_TTL": 24 * 60 * 60,
+    # -- media (media.py, rest/media.py) --
+    # Where uploads go: an alias of Django's STORAGES, a strategy instance
+    # (media.LocalStorage(path=...), media.S3Storage(bucket=...)), or a dict
+    # {"strategy": "local" | "s3" | "storage", ...keyword arguments of that strategy}.
+    "MEDIA_STORAGE": "default",
+    # Largest upload accepted, in bytes (None = no limit).
+    "MEDIA_MAX_SIZE": 50 * 1024 * 1024,
+    # Content types an upload may have (checked against its bytes); patterns such as
+    # "image/*" work; None allows every type.
+    "MEDIA_ALLOWED_TYPES": [
+        "image/png", "image/jpeg", "image/gif", "image/webp",
+        "application/pdf", "text/plain", "text/csv",
+    ],
+    # Seconds a signed download URL (S3) stays valid.
+    "MEDIA_URL_EXPIRES": 300,
+    # Downloads of a storage that can sign URLs (S3) redirect to a signed URL; False
+    # streams them through the application instead.
+    "MEDIA_SIGNED_URLS": True,
 }
 
 IMPORT_STRINGS = {"COMMAND_MIDDLEWARE"}

@@ -364,3 +364,52 @@ class Projection(models.Model):
 
     class Meta:
         abstract = True
+
+
+class MediaEntry(models.Model):
+    """A file uploaded for an aggregate: where its bytes are and what they are.
+
+    Commands and events never carry the bytes: they name the entry by ``id`` and
+    carry ``as_ref()``, its metadata (see media.py). The bytes live in a storage
+    strategy (``storage`` names it) under ``key``. The same bytes are kept once
+    per aggregate: a second upload of them returns this entry.
+    """
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    namespace = models.CharField(_("namespace"), max_length=100)
+    resource = models.CharField(_("resource"), max_length=100, blank=True)
+    aggregate_id = models.UUIDField(_("aggregate id"))
+    filename = models.CharField(_("file name"), max_length=255)
+    # Checked against the content's first bytes, not only taken from the client.
+    content_type = models.CharField(_("content type"), max_length=127)
+    size = models.PositiveBigIntegerField(_("size (bytes)"))
+    sha256 = models.CharField(_("SHA-256"), max_length=64)
+    storage = models.CharField(_("storage"), max_length=100)
+    key = models.CharField(_("storage key"), max_length=1024)
+    uploaded_by = models.CharField(_("uploaded by"), max_length=150, blank=True)
+    created = models.DateTimeField(_("created"), default=timezone.now)
+
+    class Meta:
+        verbose_name = _("media entry")
+        verbose_name_plural = _("media entries")
+        ordering = ["created", "id"]
+        constraints = [
+            # One entry per content and aggregate: what makes de-duplication race-free.
+            models.UniqueConstraint(fields=["namespace", "aggregate_id", "sha256"],
+                                    name="fluvius_media_once_per_aggregate"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.filename} ({self.content_type}, {self.size} bytes)"
+
+    def as_ref(self) -> dict:
+        """What a command or event carries for this file: its id and metadata, no bytes."""
+        return {
+            "id": str(self.id),
+            "filename": self.filename,
+            "content_type": self.content_type,
+            "size": self.size,
+            "sha256": self.sha256,
+            "namespace": self.namespace,
+            "aggregate_id": str(self.aggregate_id),
+        }
