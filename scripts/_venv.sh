@@ -11,7 +11,7 @@ if [ ! -x "$VENV/bin/python" ]; then
   "$PYTHON" -m venv "$VENV"
 fi
 stamp="$VENV/.fluvius-installed"
-want="$(cat pyproject.toml ${EXTRA_REQUIREMENTS:-} 2>/dev/null | sha256sum | cut -d' ' -f1) $EXTRAS"
+want="$(cat pyproject.toml ${EXTRA_REQUIREMENTS:-} 2>/dev/null | sha256sum | cut -d' ' -f1) $EXTRAS ${PIP_EXTRA_ARGS:-}"
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   echo ">> installing django-fluvius[$EXTRAS] into $VENV"
   "$VENV/bin/python" -m pip install --quiet --upgrade pip
