@@ -16,17 +16,23 @@ from __future__ import annotations
 
 from django.contrib import admin
 
-from ..models import CommandLog, Event, Snapshot
+from ..models import Checkpoint, CommandLog, DeadLetter, Event, Outbox, RebuildRun, Snapshot
 from .aggregates import AggregateAdmin
 from .commandlog import CommandLogAdmin
+from .delivery import DeadLetterAdmin, OutboxAdmin
 from .events import EventAdmin
 from .pagination import EstimatedCountPaginator
+from .projections import ProjectionAdmin, RebuildRunAdmin
 from .snapshots import SnapshotAdmin
 
 MODEL_ADMINS = [
     (Event, EventAdmin),
     (CommandLog, CommandLogAdmin),
     (Snapshot, SnapshotAdmin),
+    (Outbox, OutboxAdmin),
+    (DeadLetter, DeadLetterAdmin),
+    (Checkpoint, ProjectionAdmin),
+    (RebuildRun, RebuildRunAdmin),
 ]
 
 
@@ -42,8 +48,12 @@ register_on(admin.site)
 __all__ = [
     "AggregateAdmin",
     "CommandLogAdmin",
+    "DeadLetterAdmin",
     "EstimatedCountPaginator",
     "EventAdmin",
+    "OutboxAdmin",
+    "ProjectionAdmin",
+    "RebuildRunAdmin",
     "SnapshotAdmin",
     "register_on",
 ]

@@ -1,0 +1,205 @@
+"""Deliveries that are pending or failed: the outbox and the dead letters.
+
+The outbox holds events that committed and still wait to be handed to their
+handlers (``attempts`` counts failed hand-overs, e.g. the broker was down); a dead
+letter is a (handler or async projection, event) pair that failed its last try.
+Both are shown read-only, with actions that go through ``dispatch``:
+
+* outbox: **hand over now** (``change`` permission on the outbox) and **discard**
+  (``delete``): the event stays in the store, its handlers never get it;
+* dead letters: **re-drive** (``change``: deliver again from the first try, oldest
+  event first) and **discard** (``delete``: give up for good, an ordered handler
+  moves past it).
+
+Every action asks for confirmation first.
+"""
+
+from __future__ import annotations
+
+from django.contrib import admin, messages
+from django.contrib.admin import helpers
+from django.template.response import TemplateResponse
+from django.utils import timezone
+from django.utils.html import format_html
+from django.utils.timesince import timesince
+from django.utils.translation import gettext as _
+from django.utils.translation import gettext_lazy
+
+from .base import ReadOnlyAdmin, admin_url
+from .display import preview
+from .filters import AggregateFilter, NamespaceFilter
+
+# One action handles at most this many rows (each may run handlers in this request).
+MAX_ROWS = 1000
+
+
+class FailedFilter(admin.SimpleListFilter):
+    title = gettext_lazy("hand-over")
+    parameter_name = "failed"
+
+    def lookups(self, request, model_admin):
+        return [("yes", _("failed at least once")), ("no", _("not tried yet"))]
+
+    def queryset(self, request, queryset):
+        if self.value() == "yes":
+            return queryset.filter(attempts__gt=0)
+        if self.value() == "no":
+            return queryset.filter(attempts=0)
+        return queryset
+
+
+def confirm(model_admin, request, queryset, *, action: str, question: str, warning: str = "",
+            button: str) -> TemplateResponse | None:
+    """None when the user confirmed (``post=yes``); else the page that asks."""
+    if request.POST.get("post") == "yes":
+        return None
+    objects = list(queryset[: MAX_ROWS + 1])
+    context = {
+        **model_admin.admin_site.each_context(request),
+        "opts": model_admin.opts,
+        "title": question,
+        "objects": objects[:MAX_ROWS],
+        "too_many": len(objects) > MAX_ROWS,
+        "max_rows": MAX_ROWS,
+        "action": action,
+        "warning": warning,
+        "button": button,
+        "action_checkbox_name": helpers.ACTION_CHECKBOX_NAME,
+    }
+    request.current_app = model_admin.admin_site.name
+    return TemplateResponse(request, "admin/django_fluvius/confirm_action.html", context)
+
+
+class DeliveryAdmin(ReadOnlyAdmin):
+    """Read-only rows with permission-checked actions (ReadOnlyAdmin turns actions off)."""
+
+    actions = ()
+
+    def has_retry_permission(self, request):
+        return request.user.has_perm(f"{self.opts.app_label}.change_{self.opts.model_name}")
+
+    def has_discard_permission(self, request):
+        return request.user.has_perm(f"{self.opts.app_label}.delete_{self.opts.model_name}")
+
+    @admin.display(description=gettext_lazy("aggregate"))
+    def aggregate_link(self, obj):
+        if not obj.aggregate_id:
+            return "—"
+        url = admin_url(self.admin_site, "django_fluvius_event_timeline", obj.aggregate_id)
+        return format_html('<a href="{}#v{}">{}</a>', url, obj.version or "", obj.aggregate_id)
+
+    @admin.display(description=gettext_lazy("waiting for"))
+    def age(self, obj):
+        return timesince(obj.created, timezone.now())
+
+
+class OutboxAdmin(DeliveryAdmin):
+    list_display = ("id", "created", "age", "namespace", "evt_key", "aggregate_link", "version", "attempts",
+                    "error_summary")
+    list_filter = (FailedFilter, NamespaceFilter, AggregateFilter, ("created", admin.DateFieldListFilter))
+    ordering = ("id",)
+    fields = ("id", "created", "namespace", "evt_key", "aggregate_link", "version", "attempts", "last_error")
+    readonly_fields = ("aggregate_link",)
+    actions = ("hand_over_now", "discard")
+
+    @admin.display(description=gettext_lazy("last error"))
+    def error_summary(self, obj):
+        return preview(obj.last_error, 100) if obj.last_error else ""
+
+    @admin.action(description=gettext_lazy("Hand over now (retry)"), permissions=["retry"])
+    def hand_over_now(self, request, queryset):
+        page = confirm(self, request, queryset, action="hand_over_now",
+                       question=_("Hand these outbox entries to their handlers now?"),
+                       button=_("Yes, hand them over"))
+        if page is not None:
+            return page
+        from .. import dispatch
+
+        using = dispatch.store_database()
+        rows = list(queryset.order_by("id")[:MAX_ROWS])
+        items = dispatch.items_from_rows(rows, using)
+        try:
+            dispatch.get_dispatcher().hand_over(items, using)
+        except Exception as exc:  # noqa: BLE001 - the broker may still be down: say so, keep the rows
+            self.message_user(request, _("Could not hand over %(n)d entries: %(error)s") % {
+                "n": len(items), "error": f"{type(exc).__name__}: {exc}"}, messages.ERROR)
+            return None
+        self.message_user(request, _("Handed over %(n)d outbox entries.") % {"n": len(items)},
+                          messages.SUCCESS)
+        return None
+
+    @admin.action(description=gettext_lazy("Discard (handlers never get these events)"),
+                  permissions=["discard"])
+    def discard(self, request, queryset):
+        page = confirm(self, request, queryset, action="discard",
+                       question=_("Discard these outbox entries?"),
+                       warning=_("The events stay in the event store, but their handlers and async "
+                                 "projections will never be handed them by the relay."),
+                       button=_("Yes, discard them"))
+        if page is not None:
+            return page
+        ids = list(queryset.order_by("id").values_list("id", flat=True)[:MAX_ROWS])
+        count, _details = self.model._default_manager.filter(id__in=ids).delete()
+        self.message_user(request, _("Discarded %(n)d outbox entries.") % {"n": count}, messages.SUCCESS)
+        return None
+
+
+class DeadLetterAdmin(DeliveryAdmin):
+    list_display = ("created", "kind", "handler", "evt_key", "aggregate_link", "version", "event_link",
+                    "attempts", "error_summary")
+    list_filter = ("kind", "handler", NamespaceFilter, AggregateFilter, ("created", admin.DateFieldListFilter))
+    ordering = ("-id",)
+    fieldsets = (
+        (None, {"fields": ("kind", "handler", "created", "attempts")}),
+        (gettext_lazy("Event"), {"fields": ("event_link", "namespace", "evt_key", "aggregate_link", "version")}),
+        (gettext_lazy("Error"), {"fields": ("error_type", "error_message", "traceback_block")}),
+    )
+    readonly_fields = ("aggregate_link", "event_link", "traceback_block")
+    actions = ("redrive", "discard")
+
+    @admin.display(description=gettext_lazy("event"), ordering="position")
+    def event_link(self, obj):
+        url = admin_url(self.admin_site, "django_fluvius_event_change", obj.position)
+        return format_html('<a href="{}">#{}</a>', url, obj.position)
+
+    @admin.display(description=gettext_lazy("error"))
+    def error_summary(self, obj):
+        return preview(f"{obj.error_type}: {obj.error_message}", 100) if obj.error_type else ""
+
+    @admin.display(description=gettext_lazy("traceback"))
+    def traceback_block(self, obj):
+        return format_html('<pre class="fluvius-json" style="white-space: pre-wrap">{}</pre>',
+                           obj.traceback) if obj.traceback else "—"
+
+    @admin.action(description=gettext_lazy("Re-drive (deliver again)"), permissions=["retry"])
+    def redrive(self, request, queryset):
+        page = confirm(self, request, queryset, action="redrive",
+                       question=_("Deliver these events again to their handlers?"),
+                       button=_("Yes, re-drive them"))
+        if page is not None:
+            return page
+        from .. import dispatch
+
+        letters = list(queryset.order_by("position", "id")[:MAX_ROWS])
+        try:
+            count = dispatch.redrive(letters)
+        except LookupError as exc:  # a handler or projection that no longer exists
+            self.message_user(request, str(exc).strip("'\""), messages.ERROR)
+            return None
+        self.message_user(request, _("Re-drove %(n)d dead letters.") % {"n": count}, messages.SUCCESS)
+        return None
+
+    @admin.action(description=gettext_lazy("Discard (give up for good)"), permissions=["discard"])
+    def discard(self, request, queryset):
+        page = confirm(self, request, queryset, action="discard",
+                       question=_("Give up on these deliveries for good?"),
+                       warning=_("Their handlers will never run for these events; an ordered handler "
+                                 "moves on past them."),
+                       button=_("Yes, discard them"))
+        if page is not None:
+            return page
+        from .. import dispatch
+
+        count = dispatch.discard(list(queryset[:MAX_ROWS]))
+        self.message_user(request, _("Discarded %(n)d dead letters.") % {"n": count}, messages.SUCCESS)
+        return None
