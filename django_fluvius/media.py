@@ -735,3 +735,49 @@ def ensure_attached(ref: Mapping[str, Any], aggregate: Any) -> Mapping[str, Any]
     if str(ref.get("aggregate_id")) != str(aggregate.id):
         raise DomainError(f"Media {ref.get('id')} belongs to another aggregate.", code="foreign_media")
     return ref
+
+
+# -- system checks -------------------------------------------------------------
+
+
+def check_media_settings(app_configs: Any = None, **kwargs: Any) -> list[Any]:
+    """System checks fluvius.E060-E063: the MEDIA_* settings.
+
+    | id           | problem                                                        |
+    |--------------|----------------------------------------------------------------|
+    | fluvius.E060 | ``MEDIA_STORAGE`` cannot be built (unknown alias or strategy)  |
+    | fluvius.E061 | ``MEDIA_MAX_SIZE`` is not None or a number of bytes > 0        |
+    | fluvius.E062 | ``MEDIA_ALLOWED_TYPES`` is not None or a list of type patterns |
+    | fluvius.E063 | ``MEDIA_URL_EXPIRES`` is not 1..604800 seconds (S3's limit)    |
+    """
+    from django.core import checks
+
+    errors = []
+    try:
+        build_strategy(fluvius_settings.MEDIA_STORAGE)
+    except (ImproperlyConfigured, ImportError, TypeError, ValueError) as exc:
+        errors.append(checks.Error(
+            f"FLUVIUS['MEDIA_STORAGE'] cannot be used: {exc}",
+            hint="Give an alias of STORAGES, LocalStorage(path=...), S3Storage(bucket=...) or "
+                 "{'strategy': 'local' | 's3' | 'storage', ...} (S3 needs the s3 extra: boto3).",
+            id="fluvius.E060",
+        ))
+    size = fluvius_settings.MEDIA_MAX_SIZE
+    if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size <= 0):
+        errors.append(checks.Error(f"FLUVIUS['MEDIA_MAX_SIZE'] is {size!r}.",
+                                   hint="Give a number of bytes > 0, or None for no limit.",
+                                   id="fluvius.E061"))
+    allowed = fluvius_settings.MEDIA_ALLOWED_TYPES
+    pattern = re.compile(r"^[a-z0-9*][a-z0-9!#$&^_.+*-]*/[a-z0-9*][a-z0-9!#$&^_.+*-]*$")
+    if allowed is not None and (isinstance(allowed, str) or not isinstance(allowed, list | tuple | set)
+                                or not all(isinstance(t, str) and pattern.match(t.lower()) for t in allowed)):
+        errors.append(checks.Error(f"FLUVIUS['MEDIA_ALLOWED_TYPES'] is {allowed!r}.",
+                                   hint="Give a list of content types such as 'image/png' or 'image/*', "
+                                        "or None to allow every type.",
+                                   id="fluvius.E062"))
+    expires = fluvius_settings.MEDIA_URL_EXPIRES
+    if isinstance(expires, bool) or not isinstance(expires, int) or not 1 <= expires <= 604800:
+        errors.append(checks.Error(f"FLUVIUS['MEDIA_URL_EXPIRES'] is {expires!r}.",
+                                   hint="Give seconds from 1 to 604800 (7 days, the most S3 signs).",
+                                   id="fluvius.E063"))
+    return errors

@@ -43,6 +43,7 @@ from rest_framework.views import APIView
 from ..domain import Domain
 from ..exceptions import UnknownCommand, UnknownDomain, UnknownResource
 from .errors import RouteNotFound
+from .media import MediaViewSet, media_patterns
 from .views import CommandViewSet, FluviusAPIMixin, MetaView, ResourceViewSet, url_name
 
 META = "_meta"
@@ -112,6 +113,8 @@ class DomainRouter:
     command_viewset_class: type = CommandViewSet
     resource_viewset_class: type = ResourceViewSet
     meta_view_class: type = MetaView
+    # Uploads/downloads under <resource>/<id>/media/ (rest/media.py); None: no media routes.
+    media_viewset_class: type | None = MediaViewSet
 
     def __init__(self, *, catch_all: bool = True, root_view: bool = True):
         self.catch_all = catch_all
@@ -194,6 +197,8 @@ class DomainRouter:
                 path(f"{base}{AGGREGATE_ID}/events/", view.as_view({"get": "events"}, **kwargs),
                      name=url_name(ns, resource, "events")),
             ]
+            if self.media_viewset_class is not None:
+                patterns += media_patterns(self.media_viewset_class, domain, resource, view)
         return patterns
 
 

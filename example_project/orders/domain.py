@@ -4,6 +4,7 @@ import uuid
 from decimal import Decimal
 
 from django_fluvius import Aggregate, Domain, DomainError, action, apply
+from django_fluvius.media import MediaRef, ensure_attached
 
 
 class OrderAggregate(Aggregate):
@@ -43,10 +44,26 @@ class OrderAggregate(Aggregate):
             raise DomainError(f"Cannot cancel a {self.state['status']} order")
         return {"status": "cancelled", "reason": reason}
 
+    @action(evt_key="order-document-attached", resources=["order"])
+    def attach_document(self, document: MediaRef, note: str = ""):
+        """Attach a file uploaded to this order (POST .../order/<id>/media/) by its media id.
+
+        The event carries the file's metadata (name, type, size, SHA-256), never its bytes.
+        """
+        ensure_attached(document, self)
+        if any(d["id"] == document["id"] for d in self.state.get("documents", [])):
+            raise DomainError(f"{document['filename']} is already attached to this order")
+        return {"document": document, "note": note}
+
     @apply("order-placed")
     def _placed(self, state, event):
         items = event.payload["items"]
         return {**state, **event.payload, "total": _total(items)}
+
+    @apply("order-document-attached")
+    def _document_attached(self, state, event):
+        document = {**event.payload["document"], "note": event.payload.get("note", "")}
+        return {**state, "documents": [*state.get("documents", []), document]}
 
     @apply("order-item-added")
     def _item_added(self, state, event):
@@ -54,14 +71,29 @@ class OrderAggregate(Aggregate):
         return {**state, "items": items, "total": _total(items)}
 
 
+# Bounds that keep an order's total within its column (12 digits, 2 decimals).
+MAX_QUANTITY = 10_000
+MAX_PRICE = Decimal("1000000")
+
+
 def _line(item: dict) -> dict:
-    quantity = int(item.get("quantity", 1))
-    price = Decimal(str(item.get("price", "0")))
-    if quantity < 1:
-        raise DomainError(f"Quantity of {item.get('sku')!r} must be at least 1")
-    if price < 0:
-        raise DomainError(f"Price of {item.get('sku')!r} cannot be negative")
-    return {"sku": str(item.get("sku", "")), "quantity": quantity, "price": str(price)}
+    # Lines arrive as free-form JSON objects: every value is checked, never trusted.
+    sku = item.get("sku")
+    try:
+        quantity = item.get("quantity", 1)
+        if isinstance(quantity, bool) or int(quantity) != quantity:
+            raise ValueError
+        quantity = int(quantity)
+        price = Decimal(str(item.get("price", "0")))
+        if not price.is_finite() or price != price.quantize(Decimal("0.01")):
+            raise ArithmeticError
+    except (ValueError, TypeError, ArithmeticError):
+        raise DomainError(f"Item {sku!r} needs a whole quantity and a price with at most 2 decimals") from None
+    if not 1 <= quantity <= MAX_QUANTITY:
+        raise DomainError(f"Quantity of {sku!r} must be between 1 and {MAX_QUANTITY}")
+    if not 0 <= price <= MAX_PRICE:
+        raise DomainError(f"Price of {sku!r} must be between 0 and {MAX_PRICE}")
+    return {"sku": str(sku if sku is not None else "")[:100], "quantity": quantity, "price": str(price)}
 
 
 def _total(items: list[dict]) -> str:

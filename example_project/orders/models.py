@@ -16,6 +16,8 @@ class Order(Projection):
     items = models.JSONField(default=list)
     total = models.DecimalField(max_digits=12, decimal_places=2, default=0)
     status = models.CharField(max_length=20, choices=Status.choices, default=Status.PLACED)
+    # Metadata of attached files (media entries), as the order-document-attached events carry it.
+    documents = models.JSONField(default=list, blank=True)
 
     class Meta:
         ordering = ["-created_at"]
