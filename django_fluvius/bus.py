@@ -195,10 +195,11 @@ class CommandBus:
                     state=aggregate.state,
                 )
                 batch.insert(self._log_entry(command, started, CommandLog.Status.DONE, result=result))
+                self._cache_on_commit(aggregate)
+                # Outbox rows join the batch (one statement); the relay runs on commit.
+                dispatch_committed(pending, using, batch)
                 batch.flush()
                 domain.after_append(aggregate, pending)
-                dispatch_committed(pending, using)
-                self._cache_on_commit(aggregate)
         except IntegrityError as exc:
             if aggregate is not None:
                 aggregate_cache.evict(using, aggregate.id)

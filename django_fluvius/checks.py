@@ -17,6 +17,7 @@
 | fluvius.E034  | a query surface searches a non-text or excluded field        |
 | fluvius.E035  | a query surface's default_limit is not within 1..max_limit   |
 | fluvius.E036  | ``FLUVIUS['READ_DATABASE']`` is not an alias of DATABASES    |
+| fluvius.E040-E049 | event handlers, async projections, dispatch settings (dispatch_checks.py) |
 | fluvius.E050  | stored events carry a key no action or ``@apply`` knows (db)  |
 | fluvius.E051  | stored events have a schema version no upcaster chain covers |
 | fluvius.E052  | stored events have a schema version newer than the code      |
@@ -94,6 +95,10 @@ def register_checks() -> None:
 
     checks.register(check_query_surfaces, "fluvius")
     checks.register(check_read_database, "fluvius")
+    # E040-E049: event handlers, async projections, dispatch settings (dispatch_checks.py).
+    from .dispatch_checks import register as register_dispatch_checks
+
+    register_dispatch_checks()
     # E050-E059 / W050-W059: event keys, renames and upcasters (upcasting.py); the
     # stored-keys check reads the event store, so it runs with --database / migrate.
     checks.register(check_upcasters, "fluvius")

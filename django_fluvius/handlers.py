@@ -26,6 +26,11 @@ class HandlerSpec:
     namespace: str | None = None
     ordered: bool = False
     max_retries: int | None = None
+    # Database alias of the handler's effect; its receipt is written there, in the same
+    # transaction (None = FLUVIUS['DATABASE']).
+    using: str | None = None
+    # Celery queue of this handler's deliveries (None = FLUVIUS['CELERY_QUEUE']).
+    queue: str | None = None
     options: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -83,13 +88,18 @@ def event_handler(
     name: str | None = None,
     ordered: bool = False,
     max_retries: int | None = None,
+    using: str | None = None,
+    queue: str | None = None,
     registry: HandlerRegistry | None = None,
     **options: Any,
 ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Run the decorated function for every committed event of these keys.
 
     ``namespace`` narrows it to one domain; ``ordered=True`` asks for per-aggregate
-    order; ``max_retries`` overrides the dispatcher's default. ``'*'`` matches all.
+    order (version N+1 of an aggregate is never handled before N);
+    ``max_retries`` overrides ``FLUVIUS['HANDLER_MAX_RETRIES']``; ``using`` is the
+    database its effect (and its receipt) go to; ``queue`` the Celery queue.
+    ``'*'`` matches all keys.
     """
     keys = (evt_keys,) if isinstance(evt_keys, str) else tuple(evt_keys)
     if not keys:
@@ -103,6 +113,8 @@ def event_handler(
             namespace=namespace,
             ordered=ordered,
             max_retries=max_retries,
+            using=using,
+            queue=queue,
             options=options,
         )
         (registry or handlers).register(spec)

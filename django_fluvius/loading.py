@@ -44,17 +44,43 @@ def load_domains() -> None:
 
 
 def load_handler_modules() -> None:
-    from importlib import import_module
-
     from django.utils.module_loading import autodiscover_modules
 
-    autodiscover_modules("handlers")
+    # handlers.py and projections.py of every installed app, like admin.py.
+    autodiscover_modules("handlers", "projections")
     for path in fluvius_settings.HANDLERS:
-        try:
-            import_module(path)
-        except ImportError as exc:
-            load_problems.append(("fluvius.E006", f"FLUVIUS['HANDLERS'] module {path!r} cannot be imported: {exc}",
+        _load_entry("HANDLERS", path, "fluvius.E006", lambda obj: hasattr(obj, "handler_spec"),
+                    "a module or an @event_handler function")
+    for path in fluvius_settings.PROJECTIONS:
+        _load_entry("PROJECTIONS", path, "fluvius.E047", lambda obj: hasattr(obj, "catch_up"),
+                    "a module or an AsyncProjection class")
+
+
+def _load_entry(setting: str, path: str, check_id: str, accepts, expected: str) -> None:
+    """Import a FLUVIUS[setting] entry: a module, or a dotted path to an object in one."""
+    from importlib import import_module
+
+    try:
+        import_module(path)
+        return
+    except ModuleNotFoundError as exc:
+        if exc.name != path or "." not in path:
+            load_problems.append((check_id, f"FLUVIUS[{setting!r}] entry {path!r} cannot be imported: {exc}",
                                   "Check the dotted path."))
+            return
+    except Exception as exc:  # noqa: BLE001 - a broken module: report it, don't crash start-up
+        load_problems.append((check_id, f"FLUVIUS[{setting!r}] entry {path!r} cannot be imported: "
+                                        f"{type(exc).__name__}: {exc}", "Fix the module."))
+        return
+    try:
+        obj = import_string(path)
+    except Exception as exc:  # noqa: BLE001
+        load_problems.append((check_id, f"FLUVIUS[{setting!r}] entry {path!r} cannot be imported: "
+                                        f"{type(exc).__name__}: {exc}", "Check the dotted path."))
+        return
+    if not accepts(obj):
+        load_problems.append(("fluvius.E040", f"FLUVIUS[{setting!r}] entry {path!r} is not {expected}.",
+                              f"List {expected}s in FLUVIUS[{setting!r}]."))
 
 
 def reload() -> None:

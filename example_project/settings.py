@@ -118,6 +118,21 @@ FLUVIUS = {
     "DISPATCH": os.environ.get("FLUVIUS_DISPATCH", "inline"),
 }
 
+# Celery (example_project/celery.py): event handlers and async projections in
+# workers when FLUVIUS_DISPATCH=celery.
+CELERY_BROKER_URL = os.environ.get("CELERY_BROKER_URL", "redis://127.0.0.1:6379/0")
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# Fluvius tasks acknowledge late: one message in hand per worker process.
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+# Redis: seconds before a message a dead worker held goes to another worker.
+CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": int(os.environ.get("CELERY_VISIBILITY_TIMEOUT", 3600))}
+CELERY_BEAT_SCHEDULE = {
+    # The periodic relay: outbox rows the on-commit relay could not hand over (broker down).
+    "fluvius-relay": {"task": "fluvius.relay", "schedule": 10.0},
+    # Async projections catch up even when no commit woke them.
+    "fluvius-catch-up": {"task": "fluvius.catch_up_all", "schedule": 30.0},
+}
+
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,

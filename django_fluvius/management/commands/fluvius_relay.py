@@ -1,0 +1,41 @@
+"""Hand outbox rows over to their handlers: the periodic relay.
+
+The on-commit relay hands most rows over at once; this command picks up what it
+could not (broker down, process killed after COMMIT). Run it once, or with
+``--loop`` as a small service beside the web processes (Celery beat's
+``fluvius.relay`` task does the same from a worker).
+"""
+
+import time
+
+from django.core.management.base import BaseCommand
+
+from django_fluvius.dispatch import relay_pending
+
+
+class Command(BaseCommand):
+    help = "Hand pending outbox rows over to the dispatcher (once, or --loop)."
+
+    def add_arguments(self, parser):
+        parser.add_argument("--loop", action="store_true", help="keep relaying every --interval seconds")
+        parser.add_argument("--interval", type=float, default=2.0, help="seconds between rounds (--loop)")
+        parser.add_argument("--grace", type=float, default=None,
+                            help="leave rows younger than this many seconds (default FLUVIUS['RELAY_GRACE'])")
+        parser.add_argument("--limit", type=int, default=None, help="rows per round")
+        parser.add_argument("--database", default=None, help="database alias of the event store")
+
+    def handle(self, *args, loop=False, interval=2.0, grace=None, limit=None, database=None, **options):
+        while True:
+            total = failed = 0
+            while True:  # drain: rounds until nothing is left to hand over
+                result = relay_pending(using=database, min_age=grace, limit=limit)
+                total += result.handed_over
+                failed += result.failed
+                if not result.handed_over:
+                    break
+            if options["verbosity"] >= 1 and (total or failed or not loop):
+                self.stdout.write(f"Handed over {total} outbox rows" + (f"; {failed} wait (broker down?)"
+                                                                       if failed else "") + ".")
+            if not loop:
+                return
+            time.sleep(interval)

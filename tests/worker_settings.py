@@ -1,0 +1,31 @@
+"""Settings of the Celery worker processes the dispatch tests start.
+
+The test process passes, in the environment, the name of the test database it
+created (``FLUVIUS_WORKER_DB_NAME``: the SQLite file or the PostgreSQL
+database), so the worker reads and writes the very same database.
+"""
+
+import os
+
+from tests.settings import *  # noqa: F403
+from tests.settings import DATABASES, FLUVIUS
+
+DATABASES["default"]["NAME"] = os.environ["FLUVIUS_WORKER_DB_NAME"]
+
+os.environ.setdefault("FLUVIUS_TEST_INSTALL_HANDLERS", "1")
+
+FLUVIUS = {
+    **FLUVIUS,
+    "DISPATCH": "celery",
+    "HANDLERS": [*FLUVIUS.get("HANDLERS", []), "tests.dispatch_handlers"],
+    # Short waits, so the fault tests take seconds.
+    "RETRY_BACKOFF": 0.2,
+    "RETRY_JITTER": False,
+    "ORDERED_WAIT": 0.2,
+    "RELAY": "sync",
+}
+
+CELERY_BROKER_URL = os.environ.get("FLUVIUS_TEST_BROKER", "redis://127.0.0.1:6379/5")
+# A message held by a worker that died is given to another one after this long.
+CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 4}
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
