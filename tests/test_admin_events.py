@@ -392,3 +392,48 @@ def test_reads_through_the_admin_use_a_context_of_the_staff_user(root, history):
     context = admin_context(request, None)
     assert isinstance(context, DomainContext) and context.user_id == str(root.pk)
     assert context.source == "admin"
+
+
+# -- decoding -----------------------------------------------------------------
+
+@pytest.fixture
+def split_names():
+    """An upcaster: user-created v1 payloads gain first/last names when read."""
+    from django_fluvius.upcasting import registry
+
+    def split(payload):
+        first, _, last = payload["name"].partition(" ")
+        return {**payload, "first_name": first, "last_name": last}
+
+    registry.register("user-created", 1, split, namespace="app-user")
+    yield
+    registry.unregister("user-created", 1, namespace="app-user")
+
+
+def test_payloads_are_shown_decoded(client, root, split_names):
+    aggregate_id = uuid.uuid4()
+    event = Event.objects.create(namespace="app-user", resource="user", aggregate_id=aggregate_id, version=1,
+                                 evt_key="user-created", schema_version=1,
+                                 payload={"name": "Ada Lovelace", "email": "ada@example.com", "active": True})
+    html = client.get(reverse("admin:django_fluvius_event_change", args=[event.pk])).content.decode()
+    assert "&quot;first_name&quot;: &quot;Ada&quot;" in html
+    json_url = reverse("admin:django_fluvius_event_json", args=[event.pk])
+    assert client.get(json_url).json()["last_name"] == "Lovelace"
+    state = client.get(timeline_url(aggregate_id)).context["timeline"].entries[0].state
+    assert state["first_name"] == "Ada" and state["last_name"] == "Lovelace"
+
+
+def test_an_event_that_cannot_be_decoded_is_shown_raw_with_the_reason(client, root):
+    aggregate_id = uuid.uuid4()
+    event = Event.objects.create(namespace="app-user", resource="user", aggregate_id=aggregate_id, version=1,
+                                 evt_key="user-created", schema_version=9, payload={"name": "From the future"})
+    page = client.get(reverse("admin:django_fluvius_event_change", args=[event.pk]))
+    assert page.status_code == 200
+    html = page.content.decode()
+    assert "This event cannot be decoded: EventDecodeError" in html and "From the future" in html
+    timeline = client.get(timeline_url(aggregate_id))
+    assert timeline.status_code == 200
+    entry = timeline.context["timeline"].entries[0]
+    assert entry.state is None
+    assert entry.error.startswith("The state cannot be rebuilt for versions 1 to 1: EventDecodeError")
+    assert "From the future" in timeline.content.decode()  # the stored payload, as it is

@@ -149,7 +149,7 @@ def timeline(aggregate_id: Any, *, page: Any = 1, per_page: int = PER_PAGE,
         aggregate = None
         events = list(EventStore().events.filter(aggregate_id=stream.aggregate_id,
                                                  version__gte=start, version__lte=end).order_by("version"))
-        error = f"The state before version {start} could not be rebuilt: {exc}"
+        error = f"The state cannot be rebuilt for versions {start} to {end}: {type(exc).__name__}: {exc}"
     before = copy.deepcopy(aggregate.state) if aggregate is not None else None
     for event in events:
         if aggregate is None:
