@@ -1,11 +1,16 @@
 """Test settings: the example project plus a test app with domains made for the tests."""
 
 import os
+import sys
+from pathlib import Path
 
 from example_project.settings import *  # noqa: F403
 from example_project.settings import DATA_DIR, DATABASES, FLUVIUS, INSTALLED_APPS
 
-INSTALLED_APPS = [*INSTALLED_APPS, "tests.testapp"]
+# The documentation's sample app, importable as `myapp` like in the docs (tests/test_docs.py).
+sys.path.insert(0, str(Path(__file__).resolve().parent / "docs_project"))
+
+INSTALLED_APPS = [*INSTALLED_APPS, "tests.testapp", "myapp"]
 
 FLUVIUS = {
     **FLUVIUS,

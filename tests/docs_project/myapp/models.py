@@ -1,0 +1,19 @@
+"""Read models of the documentation's examples (see docs/quickstart.md)."""
+
+from django.db import models
+
+from django_fluvius.models import Projection
+
+
+class User(Projection):
+    # Projection gives: id (the aggregate id), version, created_at, updated_at.
+    name = models.CharField(max_length=200)
+    email = models.EmailField()
+    active = models.BooleanField(default=True)
+
+
+class Order(Projection):
+    customer = models.CharField(max_length=200)
+    items = models.JSONField(default=list)
+    total = models.DecimalField(max_digits=10, decimal_places=2, default=0)
+    status = models.CharField(max_length=20, default="open")
