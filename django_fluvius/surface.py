@@ -175,6 +175,10 @@ def _decimal(spec: FieldSpec, raw: Any) -> decimal.Decimal:
         raise BadValue(f"{_show(raw)} is not a valid decimal number.") from None
     if not value.is_finite():
         raise BadValue(f"{_show(raw)} is not a finite number.")
+    # Beyond the column's precision the database fails (numeric overflow, i.e. a 500).
+    max_digits, places = getattr(spec.field, "max_digits", None), getattr(spec.field, "decimal_places", None)
+    if max_digits is not None and places is not None and value and value.adjusted() >= max_digits - places:
+        raise BadValue(f"{_show(raw)} is out of range (at most {max_digits - places} digits before the point).")
     return value
 
 
@@ -208,7 +212,6 @@ def _to_python(what: str) -> Callable[[FieldSpec, Any], Any]:
 
 _date = _to_python("date (YYYY-MM-DD)")
 _time = _to_python("time (HH:MM[:SS])")
-_duration = _to_python("duration")
 
 
 def _datetime(spec: FieldSpec, raw: Any) -> datetime.datetime:
@@ -224,7 +227,22 @@ def _datetime(spec: FieldSpec, raw: Any) -> datetime.datetime:
             raise
     if settings.USE_TZ and timezone.is_naive(value):
         value = timezone.make_aware(value, datetime.UTC)
+    try:
+        value.astimezone(datetime.UTC)  # what the database adapter does; year 0 or 10000 overflows
+    except (OverflowError, ValueError):
+        raise BadValue(f"{_show(raw)} is out of range.") from None
     return value
+
+
+def _duration(spec: FieldSpec, raw: Any) -> datetime.timedelta:
+    value = _to_python("duration (e.g. 1 02:00:00 or P1DT2H)")(spec, raw)
+    if abs(value) > _MAX_DURATION:
+        raise BadValue(f"{_show(raw)} is out of range.")
+    return value
+
+
+# Stored as 64-bit microseconds on some backends.
+_MAX_DURATION = datetime.timedelta(days=100_000_000)
 
 
 def _uuid(spec: FieldSpec, raw: Any) -> uuid.UUID:

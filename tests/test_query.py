@@ -194,6 +194,8 @@ def invalid(params, resource="test-notes.note"):
     ({"due": "2024-13-45"}, "due", "not a valid date"),
     ({"due__isnull": "perhaps"}, "due__isnull", "not a boolean"),
     ({"created_at__gte": "yesterday"}, "created_at__gte", "not a valid date-time"),
+    ({"created_at__gte": "0001-01-01T00:00:00+01:00"}, "created_at__gte", "out of range"),
+    ({"created_at__lt": "9999-12-31T23:59:59-01:00"}, "created_at__lt", "out of range"),
     ({"id": "not-a-uuid"}, "id", "not a valid UUID"),
     ({"title": "a\x00b"}, "title", "NUL"),
     ({"title": "x" * 5000}, "title", "longer than"),

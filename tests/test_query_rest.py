@@ -114,6 +114,18 @@ def test_bad_parameters_are_400s_naming_the_field(client, params, field, says):
     assert not [q for q in queries if "testapp_note" in q["sql"]]  # nothing ran on the table
 
 
+def test_sparse_fields_are_refused_rather_than_deferred(client):
+    errors = bad(client, NOTES, fields="title")
+    assert "not supported" in errors["fields"][0]
+
+
+@pytest.mark.django_db
+def test_decimal_filters_never_overflow_the_column(client):
+    response = client.get("/api/app-order/order/", {"total__gte": "1e999999"})
+    assert response.status_code == 400 and "out of range" in response.json()["errors"]["total__gte"][0]
+    assert client.get("/api/app-order/order/", {"total__gte": "10.5"}).status_code == 200
+
+
 def test_sql_looking_values_are_just_values(client):
     make_notes(2)
     assert titles(client.get(NOTES, {"title": "n00' OR '1'='1"})) == []

@@ -55,6 +55,10 @@ def test_choices_fields_are_filtered_but_not_searched_and_decimals_parse():
         surface.parse_params({"total": "NaN"})
     assert "not a finite number" in info.value.errors["total"][0]
     with pytest.raises(InvalidQuery) as info:
+        surface.parse_params({"total__lt": "1e999999"})  # numeric(12, 2) would overflow
+    assert "out of range (at most 10 digits" in info.value.errors["total__lt"][0]
+    assert surface.parse_params({"total__lt": "9999999999.99"}).filters
+    with pytest.raises(InvalidQuery) as info:
         surface.parse_params({"search": "x"})
     assert "no searchable fields" in info.value.errors["search"][0]
 

@@ -16,6 +16,7 @@ from typing import Any
 
 from rest_framework.filters import BaseFilterBackend
 
+from ..exceptions import InvalidQuery
 from ..query import QueryBuilder
 from ..registry import domains
 from ..surface import DEFAULT_OPERATORS, QuerySurface, surface_for
@@ -64,6 +65,9 @@ def builder_for(request: Any, view: Any, queryset: Any) -> QueryBuilder:
         params = getattr(request, "query_params", None)
         if params is None:
             params = request.GET
+        if "fields" in params:
+            # The serializer writes every field: deferring columns would cost a query per row.
+            raise InvalidQuery({"fields": ["is not supported by this endpoint (every field is returned)."]})
         builder = QueryBuilder.from_params(resource, params, domain=domain, queryset=queryset,
                                            ignore=IGNORED_PARAMS)
         setattr(request, REQUEST_ATTRIBUTE, builder)
@@ -103,7 +107,7 @@ class ResourceFilterBackend(BaseFilterBackend):
                 params.append({
                     "name": key, "required": False, "in": "query",
                     "description": f"{name} {op}{hint}",
-                    "schema": {"type": _SCHEMA_TYPES.get(spec.kind if op != "isnull" else "boolean", "string")},
+                    "schema": _param_schema(spec.kind, op),
                 })
         params.append({"name": "ordering", "required": False, "in": "query",
                        "description": "Comma-separated fields, '-' for descending: "
@@ -116,6 +120,23 @@ class ResourceFilterBackend(BaseFilterBackend):
         return params
 
 
-_SCHEMA_TYPES = {"integer": "integer", "float": "number", "decimal": "number", "boolean": "boolean"}
+# field kind -> OpenAPI schema of one value (lists and ranges are comma-separated strings).
+_SCHEMA_TYPES: dict[str, dict[str, Any]] = {
+    "integer": {"type": "integer"},
+    "float": {"type": "number"},
+    "decimal": {"type": "number"},
+    "boolean": {"type": "boolean"},
+    "date": {"type": "string", "format": "date"},
+    "datetime": {"type": "string", "format": "date-time"},
+    "uuid": {"type": "string", "format": "uuid"},
+}
+
+
+def _param_schema(kind: str, op: str) -> dict[str, Any]:
+    if op == "isnull":
+        return {"type": "boolean"}
+    if op in ("in", "range"):
+        return {"type": "string"}
+    return dict(_SCHEMA_TYPES.get(kind, {"type": "string"}))
 
 __all__ = ["DEFAULT_OPERATORS", "ResourceFilterBackend", "builder_for", "view_target"]

@@ -85,11 +85,20 @@ class ResourcePagination(BasePagination):
 
     # drf-spectacular / DRF schema generation.
     def get_schema_operation_parameters(self, view: Any) -> list[dict[str, Any]]:
+        try:
+            surface = view_surface(view)
+            max_limit, max_offset = surface.max_limit, surface.max_offset
+        except LookupError:
+            max_limit = max_offset = None
+        limit = {"type": "integer", "minimum": 1}
+        offset = {"type": "integer", "minimum": 0}
+        if max_limit is not None:
+            limit["maximum"], offset["maximum"] = max_limit, max_offset
         return [
             {"name": self.limit_query_param, "required": False, "in": "query",
-             "description": "Rows per page.", "schema": {"type": "integer", "minimum": 1}},
+             "description": "Rows per page.", "schema": limit},
             {"name": self.offset_query_param, "required": False, "in": "query",
-             "description": "Rows to skip (limit/offset pages).", "schema": {"type": "integer", "minimum": 0}},
+             "description": "Rows to skip (limit/offset pages).", "schema": offset},
             {"name": self.cursor_query_param, "required": False, "in": "query",
              "description": "Keyset page: empty to start, then the cursor of a next/previous link.",
              "schema": {"type": "string"}},
