@@ -360,10 +360,208 @@ def owners_of(model: type[models.Model], target: ResourceTarget | None = None) -
     return owners
 
 
+# -- async projections (projections.AsyncProjection) -----------------------------------------
+
+SHADOW_SCHEMA = "fluvius_rebuild"
+SHADOW_SUFFIX = "@rebuild"
+
+
+def async_projection_registry() -> Any:
+    from . import projections
+
+    return getattr(projections, "async_projections", None)
+
+
+class ProjectionTarget(RebuildTarget):
+    """An async projection, rebuilt *aside* and swapped in.
+
+    On PostgreSQL, when the projection declares its ``models``, the rebuild
+    creates copies of their tables in the schema ``fluvius_rebuild`` (``CREATE
+    TABLE ... (LIKE ... INCLUDING ALL)``) and runs a twin of the projection
+    (its own checkpoint, ``<name>@rebuild``) with ``search_path`` pointing
+    there: the twin's writes land in the copies, batch by batch, each batch
+    committing with the twin's checkpoint (so a crash resumes). Live workers
+    keep the live tables current meanwhile. The swap is one short transaction:
+    lock the live checkpoint, catch the twin up to the feed's end, replace the
+    live rows with the copy's (``DELETE`` + ``INSERT ... SELECT``: readers see
+    the old rows until it commits, then the new ones; no DDL on live tables, so
+    foreign keys, indexes and grants stay), move the live checkpoint to the
+    twin's, and drop the copies.
+
+    Elsewhere (SQLite, or a projection with no ``models``) the reset and the
+    whole catch-up run in one transaction: readers keep the old rows until it
+    commits; a crash rolls back to them and the next run starts over.
+    """
+
+    kind = "async"
+
+    def __init__(self, projection_class: type):
+        self.projection_class = projection_class
+        self.name = projection_class.name
+
+    def total_events(self, using: str) -> int:
+        from .upcasting import registry as upcasters
+
+        cls = self.projection_class
+        qs = Event.objects.using(using)
+        if cls.namespace is not None:
+            qs = qs.filter(namespace=cls.namespace)
+        keys = cls.read_keys()
+        if keys is not None:
+            qs = qs.filter(evt_key__in=upcasters.stored_keys(keys, cls.namespace))
+        return qs.count()
+
+    def models(self) -> list[type[models.Model]]:
+        return [resolve_model(m) for m in self.projection_class.models]
+
+    def aside(self, using: str) -> bool:
+        return connections[using].vendor == "postgresql" and bool(self.projection_class.models)
+
+    def run_batches(self, run: RebuildRun, *, batch_size: int, using: str,
+                    on_batch: Callable[[BatchReport], None] | None) -> Iterator[BatchReport]:
+        if self.aside(using):
+            yield from self._aside(run, batch_size=batch_size, using=using, on_batch=on_batch)
+        else:
+            yield from self._in_one_transaction(run, batch_size=batch_size, using=using, on_batch=on_batch)
+
+    # -- shared -------------------------------------------------------------------------
+
+    def _step(self, projection: Any, run: RebuildRun, batch_size: int, using: str,
+              on_batch: Callable[[BatchReport], None] | None) -> BatchReport | None:
+        """One batch of ``projection`` inside the caller's transaction; None when caught up."""
+        from .projections import APPLIED, IDLE
+
+        result = projection.run_batch(wait=True, limit=batch_size)
+        if result.status == IDLE:
+            return None
+        if result.status != APPLIED:
+            raise RebuildError(f"Rebuilding {self.name} failed after position {result.position} "
+                               f"({result.status}): {result.error!r}")
+        run.events_done += result.applied
+        run.batches += 1
+        run.cursor = str(result.position)
+        run.updated = timezone.now()
+        run.save(using=using)
+        report = BatchReport(self.name, run.batches, 0, result.applied, run.cursor, run)
+        if on_batch is not None:
+            on_batch(report)
+        return report
+
+    def _in_one_transaction(self, run: RebuildRun, *, batch_size: int, using: str,
+                            on_batch: Callable[[BatchReport], None] | None) -> Iterator[BatchReport]:
+        run.cursor, run.events_done, run.batches = "", 0, 0
+        with transaction.atomic(using=using):
+            projection = self.projection_class(using=using)
+            projection.reset()
+            while (report := self._step(projection, run, batch_size, using, on_batch)) is not None:
+                yield report
+
+    # -- aside and swap (PostgreSQL) ------------------------------------------------------
+
+    def twin(self) -> type:
+        cls = self.projection_class
+        return type(f"{cls.__name__}Rebuild", (cls,),
+                    {"name": cls.name + SHADOW_SUFFIX, "__module__": cls.__module__}, register=False)
+
+    def _tables(self, using: str) -> tuple[str, list[tuple[str, str]]]:
+        """(live schema, [(quoted live table, quoted shadow table)])."""
+        connection = connections[using]
+        quote = connection.ops.quote_name
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT current_schema()")
+            live_schema = cursor.fetchone()[0]
+        pairs = [(f"{quote(live_schema)}.{quote(m._meta.db_table)}", f"{quote(SHADOW_SCHEMA)}.{quote(m._meta.db_table)}")
+                 for m in self.models()]
+        return live_schema, pairs
+
+    def _shadow_path(self, using: str, live_schema: str) -> None:
+        quote = connections[using].ops.quote_name
+        with connections[using].cursor() as cursor:
+            cursor.execute(f"SET LOCAL search_path TO {quote(SHADOW_SCHEMA)}, {quote(live_schema)}")
+
+    def _aside(self, run: RebuildRun, *, batch_size: int, using: str,
+               on_batch: Callable[[BatchReport], None] | None) -> Iterator[BatchReport]:
+        from .models import Checkpoint
+
+        connection = connections[using]
+        live_schema, tables = self._tables(using)
+        twin = self.twin()
+        shadow_name = twin.name
+        resuming = run.cursor != "" and Checkpoint.objects.using(using).filter(name=shadow_name).exists()
+        if resuming:
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT count(*) FROM pg_tables WHERE schemaname = %s AND tablename = ANY(%s)",
+                               [SHADOW_SCHEMA, [m._meta.db_table for m in self.models()]])
+                resuming = cursor.fetchone()[0] == len(tables)
+        if not resuming:
+            run.cursor, run.events_done, run.batches = "", 0, 0
+            with transaction.atomic(using=using), connection.cursor() as cursor:
+                cursor.execute(f"CREATE SCHEMA IF NOT EXISTS {connection.ops.quote_name(SHADOW_SCHEMA)}")
+                for live, shadow in tables:
+                    cursor.execute(f"DROP TABLE IF EXISTS {shadow}")
+                    cursor.execute(f"CREATE TABLE {shadow} (LIKE {live} INCLUDING ALL)")
+                self._shadow_path(using, live_schema)
+                twin(using=using).reset()
+                run.cursor = "0"
+                run.save(using=using)
+        projection = twin(using=using)
+        while True:
+            with transaction.atomic(using=using):
+                self._shadow_path(using, live_schema)
+                report = self._step(projection, run, batch_size, using, on_batch)
+            if report is None:
+                break
+            yield report
+        self._swap(projection, tables, run, using=using, live_schema=live_schema, batch_size=batch_size)
+
+    def _swap(self, twin: Any, tables: list[tuple[str, str]], run: RebuildRun, *, using: str,
+              live_schema: str, batch_size: int) -> None:
+        from django.core.management.color import no_style
+
+        from .models import Checkpoint
+
+        connection = connections[using]
+        with transaction.atomic(using=using):
+            live = self.projection_class(using=using)
+            live.checkpoint()
+            live_cp = Checkpoint.objects.using(using).select_for_update().get(name=self.name)
+            # Events committed since the last batch: the twin catches up while live workers wait.
+            self._shadow_path(using, live_schema)
+            while self._step(twin, run, batch_size, using, None) is not None:
+                pass
+            shadow_cp = Checkpoint.objects.using(using).get(name=twin.name)
+            with connection.cursor() as cursor:
+                cursor.execute("SET LOCAL search_path TO DEFAULT")
+                for live_table, shadow in tables:
+                    cursor.execute(f"DELETE FROM {live_table}")
+                    cursor.execute(f"INSERT INTO {live_table} SELECT * FROM {shadow}")
+                for statement in connection.ops.sequence_reset_sql(no_style(), self.models()):
+                    cursor.execute(statement)
+            live_cp.txid, live_cp.position = shadow_cp.txid, shadow_cp.position
+            live_cp.events_applied = shadow_cp.events_applied
+            live_cp.failures, live_cp.last_error, live_cp.updated = 0, "", timezone.now()
+            live_cp.save(using=using)
+            shadow_cp.delete()
+        with transaction.atomic(using=using), connection.cursor() as cursor:
+            for _live, shadow in tables:
+                cursor.execute(f"DROP TABLE IF EXISTS {shadow}")
+
+
+def projection_targets(name: str) -> list[RebuildTarget] | None:
+    registry = async_projection_registry()
+    if registry is None:
+        return None
+    if name == "*":
+        return [ProjectionTarget(cls) for cls in registry]
+    if name in registry:
+        return [ProjectionTarget(registry.get(name))]
+    return None
+
+
 # -- finding targets by name ----------------------------------------------------------
 
-# Other kinds of targets (async projections) register a resolver: name -> targets or None.
-target_resolvers: list[Callable[[str], list[RebuildTarget] | None]] = []
+# Resolvers of target names other than resources: name (or "*": all) -> targets or None.
+target_resolvers: list[Callable[[str], list[RebuildTarget] | None]] = [projection_targets]
 
 
 def resource_targets(domain_class: type) -> list[RebuildTarget]:
@@ -442,8 +640,9 @@ class Progress:
         fraction = min(1.0, self.done / self.total) if self.total else 1.0
         filled = int(fraction * self.width)
         bar = "#" * filled + "." * (self.width - filled)
+        aggregates = f"{self.aggregates:,} aggregates, " if self.aggregates else ""
         return (f"{self.label} [{bar}] {fraction:4.0%} {self.done:,}/{self.total:,} events, "
-                f"{self.aggregates:,} aggregates, {self.rate:,.0f} events/s, ETA {self.eta()}")
+                f"{aggregates}{self.rate:,.0f} events/s, ETA {self.eta()}")
 
     def update(self, events: int, aggregates: int = 0, *, force: bool = False) -> None:
         self.done += events
