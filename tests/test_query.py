@@ -383,3 +383,26 @@ def test_builder_given_a_domain_instance():
     with pytest.raises(UnknownResource):
         QueryBuilder("user", domain=domain)
     assert User.objects.count() == 0
+
+
+@pytest.mark.parametrize("ordering", [
+    ("priority", "-due"), ("-priority", "due"), ("due", "title"), ("-due", "-priority"), ("-archived", "due"),
+])
+def test_keyset_walks_match_the_full_ordering_with_ties_and_nulls(ordering):
+    import random
+
+    rng = random.Random(4)
+    make_notes([(f"n{i:02}", rng.choice([0, 1, 2]), rng.random() < 0.3,
+                 rng.choice([None, datetime.date(2024, 1, 1), datetime.date(2024, 2, 1)])) for i in range(23)])
+    query = QueryBuilder("test-notes.note").order_by(*ordering)
+    expected = [n.title for n in query]
+    assert [t for p in walk(query, 4) for t in p] == expected
+    # Backwards from past the end, page by page.
+    page = query.limit(4).page()
+    while page.has_next:
+        page = query.limit(4).page(page.next_cursor)
+    collected = [n.title for n in page]
+    while page.has_previous:
+        page = query.limit(4).page(page.previous_cursor)
+        collected = [n.title for n in page] + collected
+    assert collected == expected
