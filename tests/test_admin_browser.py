@@ -87,7 +87,7 @@ def test_operator_logs_in_and_reads_an_order_timeline(live_server, order_history
     page.goto(f"{live_server.url}/admin/django_fluvius/event/?namespace=app-order")
     rows = page.locator("#result_list tbody tr")
     assert rows.count() == 3
-    page.locator(f"#result_list a:text('{order_id}')").first.click()
+    page.locator(f"#result_list a[title='{order_id}']").first.click()
     page.wait_for_selector(".fluvius-timeline")
     assert f"/aggregate/{order_id}/" in page.url
 

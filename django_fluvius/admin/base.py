@@ -8,6 +8,8 @@ from urllib.parse import urlencode
 from django.contrib import admin
 from django.template.response import TemplateResponse
 from django.urls import NoReverseMatch, reverse
+from django.utils.html import format_html
+from django.utils.translation import gettext_lazy as _
 
 from ..exceptions import FluviusError
 from .pagination import EstimatedCountPaginator
@@ -34,6 +36,26 @@ class ReadOnlyAdmin(admin.ModelAdmin):
 
     def has_delete_permission(self, request, obj=None):
         return False
+
+
+class AggregateLinks:
+    """Columns linking a row's ``aggregate_id`` to its timeline: whole id, or short for lists."""
+
+    def _timeline_url(self, obj):
+        return admin_url(self.admin_site, "django_fluvius_event_timeline", obj.aggregate_id)
+
+    @admin.display(description=_("aggregate"), ordering="aggregate_id")
+    def aggregate_link(self, obj):
+        if not obj.aggregate_id:
+            return "—"
+        return format_html('<a href="{}">{}</a>', self._timeline_url(obj), obj.aggregate_id)
+
+    @admin.display(description=_("aggregate"))
+    def aggregate_short(self, obj):
+        if not obj.aggregate_id:
+            return "—"
+        return format_html('<a href="{}" title="{}" class="fluvius-id">{}…</a>', self._timeline_url(obj),
+                           obj.aggregate_id, str(obj.aggregate_id)[:8])
 
 
 def admin_url(site: admin.AdminSite, name: str, *args: Any, query: dict | None = None) -> str | None:

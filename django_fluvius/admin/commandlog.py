@@ -9,7 +9,7 @@ from django.db.models import Q
 from django.utils.html import format_html
 from django.utils.translation import gettext_lazy as _
 
-from .base import ReadOnlyAdmin, admin_url
+from .base import AggregateLinks, ReadOnlyAdmin, admin_url
 from .display import json_block, preview
 from .filters import (
     AggregateFilter,
@@ -27,8 +27,8 @@ STATUS_COLOURS = {
 }
 
 
-class CommandLogAdmin(ReadOnlyAdmin):
-    list_display = ("created", "namespace", "command", "status_badge", "user_display", "aggregate_link",
+class CommandLogAdmin(AggregateLinks, ReadOnlyAdmin):
+    list_display = ("created", "namespace", "command", "status_badge", "user_display", "aggregate_short",
                     "version", "duration", "error_summary", "events_link")
     list_display_links = ("created",)
     list_filter = ("status", NamespaceFilter, CommandNameFilter, UserFilter, AggregateFilter,
@@ -77,15 +77,6 @@ class CommandLogAdmin(ReadOnlyAdmin):
         if name and obj.user:
             return f"{name} ({obj.user})"
         return obj.user or "—"
-
-    @admin.display(description=_("aggregate"))
-    def aggregate_link(self, obj):
-        if not obj.aggregate_id:
-            return "—"
-        url = admin_url(self.admin_site, "django_fluvius_event_timeline", obj.aggregate_id)
-        if url is None:
-            return str(obj.aggregate_id)
-        return format_html('<a href="{}">{}</a>', url, obj.aggregate_id)
 
     @admin.display(description=_("error"))
     def error_summary(self, obj):

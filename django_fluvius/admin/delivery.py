@@ -25,7 +25,7 @@ from django.utils.timesince import timesince
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 
-from .base import ReadOnlyAdmin, admin_url
+from .base import AggregateLinks, ReadOnlyAdmin, admin_url
 from .display import preview
 from .filters import AggregateFilter, NamespaceFilter
 
@@ -70,7 +70,7 @@ def confirm(model_admin, request, queryset, *, action: str, question: str, warni
     return TemplateResponse(request, "admin/django_fluvius/confirm_action.html", context)
 
 
-class DeliveryAdmin(ReadOnlyAdmin):
+class DeliveryAdmin(AggregateLinks, ReadOnlyAdmin):
     """Read-only rows with permission-checked actions (ReadOnlyAdmin turns actions off)."""
 
     actions = ()
@@ -81,12 +81,9 @@ class DeliveryAdmin(ReadOnlyAdmin):
     def has_discard_permission(self, request):
         return request.user.has_perm(f"{self.opts.app_label}.delete_{self.opts.model_name}")
 
-    @admin.display(description=gettext_lazy("aggregate"))
-    def aggregate_link(self, obj):
-        if not obj.aggregate_id:
-            return "—"
+    def _timeline_url(self, obj):
         url = admin_url(self.admin_site, "django_fluvius_event_timeline", obj.aggregate_id)
-        return format_html('<a href="{}#v{}">{}</a>', url, obj.version or "", obj.aggregate_id)
+        return f"{url}#v{obj.version}" if obj.version else url
 
     @admin.display(description=gettext_lazy("waiting for"))
     def age(self, obj):
@@ -94,7 +91,7 @@ class DeliveryAdmin(ReadOnlyAdmin):
 
 
 class OutboxAdmin(DeliveryAdmin):
-    list_display = ("id", "created", "age", "namespace", "evt_key", "aggregate_link", "version", "attempts",
+    list_display = ("id", "created", "age", "namespace", "evt_key", "aggregate_short", "version", "attempts",
                     "error_summary")
     list_filter = (FailedFilter, NamespaceFilter, AggregateFilter, ("created", admin.DateFieldListFilter))
     ordering = ("id",)
@@ -145,7 +142,7 @@ class OutboxAdmin(DeliveryAdmin):
 
 
 class DeadLetterAdmin(DeliveryAdmin):
-    list_display = ("created", "kind", "handler", "evt_key", "aggregate_link", "version", "event_link",
+    list_display = ("created", "kind", "handler", "evt_key", "aggregate_short", "version", "event_link",
                     "attempts", "error_summary")
     list_filter = ("kind", "handler", NamespaceFilter, AggregateFilter, ("created", admin.DateFieldListFilter))
     ordering = ("-id",)

@@ -27,7 +27,7 @@ from ..domain import DomainContext
 from ..exceptions import FluviusError
 from ..models import Event
 from ..store import EventStore
-from .base import ReadOnlyAdmin, admin_url, error_response
+from .base import AggregateLinks, ReadOnlyAdmin, admin_url, error_response
 from .display import json_block, preview
 from .filters import (
     AggregateFilter,
@@ -60,8 +60,8 @@ def admin_context(request, site: admin.AdminSite) -> DomainContext:
                                 client_address=request.META.get("REMOTE_ADDR"))
 
 
-class EventAdmin(ReadOnlyAdmin):
-    list_display = ("position", "created", "namespace", "evt_key", "aggregate_link", "version",
+class EventAdmin(AggregateLinks, ReadOnlyAdmin):
+    list_display = ("position", "created", "namespace", "evt_key", "aggregate_short", "version",
                     "user_display", "payload_preview")
     list_display_links = ("position",)
     list_filter = (NamespaceFilter, EventKeyFilter, AggregateFilter, UserFilter, CorrelationFilter,
@@ -103,11 +103,6 @@ class EventAdmin(ReadOnlyAdmin):
         query = (Q(aggregate_id=value) | Q(command_id=value)
                  | Q(correlation_id__in={term, value.hex, str(value)}))
         return queryset.filter(query), False
-
-    @admin.display(description=_("aggregate"), ordering="aggregate_id")
-    def aggregate_link(self, obj):
-        url = admin_url(self.admin_site, "django_fluvius_event_timeline", obj.aggregate_id)
-        return format_html('<a href="{}" title="{}">{}</a>', url, _("timeline"), obj.aggregate_id)
 
     @admin.display(description=_("user"))
     def user_display(self, obj):

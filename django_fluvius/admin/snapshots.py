@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 from django.contrib import admin
-from django.utils.html import format_html
 from django.utils.translation import gettext_lazy as _
 
-from .base import ReadOnlyAdmin, admin_url
+from .base import AggregateLinks, ReadOnlyAdmin
 from .display import json_block
 from .filters import AggregateFilter, NamespaceFilter
 
 
-class SnapshotAdmin(ReadOnlyAdmin):
-    list_display = ("aggregate_link", "namespace", "resource", "version", "schema_version", "created")
+class SnapshotAdmin(AggregateLinks, ReadOnlyAdmin):
+    list_display = ("aggregate_short", "namespace", "resource", "version", "schema_version", "created")
     list_filter = (NamespaceFilter, AggregateFilter)
     ordering = ("-id",)
     fields = ("aggregate_link", "namespace", "resource", "version", "schema_version", "created",
@@ -22,11 +21,6 @@ class SnapshotAdmin(ReadOnlyAdmin):
     def has_delete_permission(self, request, obj=None):
         # A snapshot is a cache: removing one changes no result, so Django's permission decides.
         return admin.ModelAdmin.has_delete_permission(self, request, obj)
-
-    @admin.display(description=_("aggregate"))
-    def aggregate_link(self, obj):
-        url = admin_url(self.admin_site, "django_fluvius_event_timeline", obj.aggregate_id)
-        return format_html('<a href="{}">{}</a>', url, obj.aggregate_id)
 
     @admin.display(description=_("state"))
     def state_pretty(self, obj):
