@@ -94,3 +94,22 @@ def test_search_index_migrates_on_every_backend():
                                    {"fields": ["title", "body"], "name": "testapp_note_tmp_search",
                                     "config": "simple"})
     assert index.clone() == index
+
+
+@pytest.mark.django_db(transaction=True)
+def test_altering_a_searched_column_keeps_migrations_working():
+    # On SQLite this remakes the table (indexes included); on PostgreSQL the GIN index follows.
+    from django.db import models
+
+    old = User._meta.get_field("name")
+    new = models.CharField(max_length=300)
+    new.set_attributes_from_name("name")
+    new.model = User
+    with connection.schema_editor() as editor:
+        editor.alter_field(User, old, new)
+    try:
+        create_users(("Longer Name", "l@example.com"))
+        assert [u.name for u in QueryBuilder("user").search("longer")] == ["Longer Name"]
+    finally:
+        with connection.schema_editor() as editor:
+            editor.alter_field(User, new, old)
