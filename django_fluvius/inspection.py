@@ -24,7 +24,7 @@ from .exceptions import AggregateNotFound, UnknownDomain
 from .handlers import ALL_EVENTS, handlers
 from .models import Event, Snapshot
 from .projections import row_values
-from .rebuild import AggregateScanner, ResourceTarget, owners_of, resolve_targets
+from .rebuild import AggregateScanner, ProjectionTarget, ResourceTarget, owners_of, resolve_targets
 from .registry import domains, resolve_model
 from .snapshots import json_roundtrip, snapshot_interval
 from .state import parse_aggregate_id
@@ -96,6 +96,14 @@ def overview(*, counts: bool = False, using: str | None = None) -> dict[str, lis
             item.update(model=target.model._meta.label, table=target.model._meta.db_table)
             if counts:
                 item["rows"] = target.model._base_manager.using(using).count()
+        elif isinstance(target, ProjectionTarget):
+            models_ = target.models()
+            item.update(model=", ".join(m._meta.label for m in models_) or None,
+                        table=", ".join(m._meta.db_table for m in models_) or None,
+                        evt_keys=list(target.projection_class.keys()))
+            if counts:
+                item["rows"] = sum(m._base_manager.using(using).count() for m in models_)
+                item["lag"] = target.projection_class(using=using).lag()
         result["projections"].append(item)
     return result
 

@@ -206,3 +206,16 @@ def test_projection_target_counts_its_events(projection):
     domain = NoteDomain()
     domain.process_command(domain.create_command("create-folder", {"name": "f"}))  # not its key
     assert ProjectionTarget(ActivityProjection).total_events("default") == 4
+
+
+@pytest.mark.django_db
+def test_inspect_lists_async_projections(projection):
+    import json
+
+    make_notes(1, edits=1)
+    out = io.StringIO()
+    call_command("fluvius_inspect", "projections", "--json", "--counts", stdout=out)
+    item = next(p for p in json.loads(out.getvalue())["projections"] if p["name"] == NAME)
+    assert item == {"name": NAME, "kind": "async", "model": "testapp.NoteActivity",
+                    "table": "testapp_noteactivity", "evt_keys": ["note-created", "note-edited"],
+                    "rows": 0, "lag": 2}

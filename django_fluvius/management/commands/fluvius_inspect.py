@@ -26,7 +26,7 @@ COLUMNS = {
     "events": ("namespace", "evt_key", "schema_version", "upcasters", "renamed_from", "produced_by",
                "applied_by", "handlers", "stored"),
     "handlers": ("name", "evt_keys", "namespace", "ordered", "async"),
-    "projections": ("name", "kind", "model", "table", "rows"),
+    "projections": ("name", "kind", "model", "table", "evt_keys", "rows", "lag"),
 }
 
 
