@@ -437,3 +437,15 @@ def test_an_event_that_cannot_be_decoded_is_shown_raw_with_the_reason(client, ro
     assert entry.state is None
     assert entry.error.startswith("The state cannot be rebuilt for versions 1 to 1: EventDecodeError")
     assert "From the future" in timeline.content.decode()  # the stored payload, as it is
+
+
+def test_diff_links_each_event_to_its_page_of_the_timeline(client, root):
+    domain = NoteDomain()
+    note = domain.process_command(domain.create_command("create-note", {"title": "t"})).aggregate_id
+    for i in range(54):
+        domain.process_command(domain.create_command("edit-note", {"body": f"b{i}"}, aggregate_id=note))
+    response = client.get(diff_url(note), {"from": 49, "to": 52})
+    html = response.content.decode()
+    assert f'href="{timeline_url(note)}?page=1#v50"' in html
+    assert f'href="{timeline_url(note)}?page=2#v52"' in html
+    assert [c.path for c in response.context["diff"].changes] == ["body", "edits"]

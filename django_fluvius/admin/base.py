@@ -58,6 +58,16 @@ class AggregateLinks:
                            obj.aggregate_id, str(obj.aggregate_id)[:8])
 
 
+def timeline_anchor(site: admin.AdminSite, aggregate_id: Any, version: int | None) -> str | None:
+    """The timeline page that shows ``version`` of an aggregate, scrolled to it."""
+    from .timeline import PER_PAGE
+
+    url = admin_url(site, "django_fluvius_event_timeline", aggregate_id)
+    if url is None or not version:
+        return url
+    return f"{url}?page={(version - 1) // PER_PAGE + 1}#v{version}"
+
+
 def admin_url(site: admin.AdminSite, name: str, *args: Any, query: dict | None = None) -> str | None:
     """The URL of an admin view on ``site``, or None when it is not registered there."""
     try:

@@ -25,7 +25,7 @@ from django.utils.timesince import timesince
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 
-from .base import AggregateLinks, ReadOnlyAdmin, admin_url
+from .base import AggregateLinks, ReadOnlyAdmin, admin_url, timeline_anchor
 from .display import preview
 from .filters import AggregateFilter, NamespaceFilter
 
@@ -82,8 +82,7 @@ class DeliveryAdmin(AggregateLinks, ReadOnlyAdmin):
         return request.user.has_perm(f"{self.opts.app_label}.delete_{self.opts.model_name}")
 
     def _timeline_url(self, obj):
-        url = admin_url(self.admin_site, "django_fluvius_event_timeline", obj.aggregate_id)
-        return f"{url}#v{obj.version}" if obj.version else url
+        return timeline_anchor(self.admin_site, obj.aggregate_id, obj.version)
 
     @admin.display(description=gettext_lazy("waiting for"))
     def age(self, obj):

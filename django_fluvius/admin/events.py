@@ -27,7 +27,7 @@ from ..domain import DomainContext
 from ..exceptions import FluviusError
 from ..models import Event
 from ..store import EventStore
-from .base import AggregateLinks, ReadOnlyAdmin, admin_url, error_response
+from .base import AggregateLinks, ReadOnlyAdmin, admin_url, error_response, timeline_anchor
 from .display import json_block, preview
 from .filters import (
     AggregateFilter,
@@ -243,6 +243,8 @@ class EventAdmin(AggregateLinks, ReadOnlyAdmin):
                 "resource": result.resource, "id": result.aggregate_id,
                 "a": result.old_version, "b": result.new_version}),
             "diff": result,
+            "event_links": [(event, timeline_anchor(self.admin_site, result.aggregate_id, event.version))
+                            for event in result.events],
             "old_state": json_block(result.old_state, TIMELINE_JSON_LIMIT),
             "new_state": json_block(result.new_state, TIMELINE_JSON_LIMIT),
             "timeline_url": timeline_url,
