@@ -268,12 +268,13 @@ def main(argv=None) -> dict:
         raise SystemExit("These figures are for PostgreSQL (COPY, server-side cursors); run without --sqlite.")
     if args.quick:
         args.long, args.users, args.runs, args.rebuild_runs = 1_000, 2_000, 1, 1
-    url = setup_django(DB_NAME)
+    # A quick run (the test suite's smoke run) keeps off the real run's database and results.
+    url = setup_django(DB_NAME + ("_quick" if args.quick else ""))
     figures = load_benchmark(url, long_events=args.long, runs=args.runs)
     if not args.skip_rebuild:
         figures.update(rebuild_benchmark(url, users=args.users, events_per_user=args.events_per_user,
                                          runs=args.rebuild_runs, batch_size=args.batch_size))
-    return report("eventsourcing_ops", figures, lines=[
+    return report("eventsourcing_ops" + ("-quick" if args.quick else ""), figures, lines=[
         f"loads: medians of {args.runs} rounds of back-to-back loads; snapshots every 100 events",
         f"rebuild: {args.users:,} users x {args.events_per_user} events, batches of {args.batch_size} aggregates, "
         f"{args.rebuild_runs} runs interleaved with the raw baseline, each in a child process, PostgreSQL",
