@@ -291,9 +291,10 @@ def test_async_projection_shows_checkpoint_head_and_lag_and_rebuilds(client, roo
     assert row.detail == "app-user: user-created"
 
     url = reverse("admin:django_fluvius_checkpoint_rebuild", args=["tests.admin.user-tally"])
-    assert "are emptied, then caught up" in client.get(url).content.decode()
+    assert "swapped in when they have caught up" in client.get(url).content.decode()
     done = client.post(url, {"post": "yes"}, follow=True)
     assert any("tests.admin.user-tally was rebuilt." in m for m in messages_of(done))
     assert sorted(tally) == sorted(users)
     row = rows_of(done)["tests.admin.user-tally"]
     assert (row.position, row.lag) == (head, 0)
+    assert row.run.status == "done" and row.run.events_done == 2

@@ -9,11 +9,10 @@ One page (the changelist of ``Checkpoint``) lists
 * checkpoints no registered projection owns any more.
 
 Seeing the page needs ``django_fluvius.view_checkpoint``. Rebuilding (after a
-confirmation page) needs ``django_fluvius.add_rebuildrun``: an inline resource
-goes through ``django_fluvius.rebuild.rebuild`` (batched, resumable, readers never
-see an empty table), an async projection through its ``rebuild()`` (reset, then
-catch up). It runs in a background thread, so the page returns at once and shows
-the progress on the next visit.
+confirmation page) needs ``django_fluvius.add_rebuildrun`` and goes through
+``django_fluvius.rebuild.rebuild`` (what ``fluvius_rebuild`` runs: batched, resumable,
+readers never see an empty table), in a background thread, so the page returns
+at once and shows the run's progress on the next visit.
 """
 
 from __future__ import annotations
@@ -71,6 +70,12 @@ class ProjectionRow:
         return min(100, int(100 * self.run.events_done / self.run.total_events))
 
 
+def _rebuild(name: str) -> None:
+    from .. import rebuild as rebuilding
+
+    rebuilding.rebuild([name], progress=False)
+
+
 def _inline_rows(head: int) -> list[ProjectionRow]:
     from .. import rebuild as rebuilding
     from ..registry import domains
@@ -81,7 +86,7 @@ def _inline_rows(head: int) -> list[ProjectionRow]:
             rows.append(ProjectionRow(
                 name=target.name, kind="inline", detail=target.model._meta.label, head=head,
                 position=head, lag=0,
-                rebuild=lambda name=target.name: rebuilding.rebuild([name], progress=False),
+                rebuild=lambda name=target.name: _rebuild(name),
             ))
     return rows
 
@@ -107,7 +112,7 @@ def _async_rows(head: int, checkpoints: dict[str, Checkpoint]) -> list[Projectio
             failures=checkpoint.failures if checkpoint else 0,
             last_error=checkpoint.last_error if checkpoint else "",
             updated=checkpoint.updated if checkpoint else None,
-            rebuild=lambda cls=cls: cls().rebuild(),
+            rebuild=lambda name=cls.name: _rebuild(name),
         ))
     return rows
 
@@ -116,7 +121,11 @@ def projection_rows() -> list[ProjectionRow]:
     head = EventStore().last_position()
     checkpoints = {cp.name: cp for cp in Checkpoint.objects.all()}
     rows = _inline_rows(head) + _async_rows(head, checkpoints)
+    from ..rebuild import SHADOW_SUFFIX
+
     for checkpoint in checkpoints.values():  # what is left has no projection class any more
+        if checkpoint.name.endswith(SHADOW_SUFFIX):  # the twin of a rebuild under way
+            continue
         rows.append(ProjectionRow(
             name=checkpoint.name, kind="orphan", detail=_("no registered projection has this name"),
             head=head, position=checkpoint.position, lag=None, failures=checkpoint.failures,
