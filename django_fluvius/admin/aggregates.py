@@ -110,8 +110,14 @@ class AggregateAdmin(admin.ModelAdmin):
         return request.user.is_active and request.user.has_perm(self.command_permission(spec))
 
     def allowed_commands(self, request, *, create: bool) -> list[ActionSpec]:
-        return [s for s in self.command_specs().values()
-                if s.create == create and self.has_command_permission(request, s)]
+        try:
+            specs = self.command_specs()
+        except UnknownCommand as error:  # misconfigured: say so on the page, show the rows anyway
+            if not getattr(request, "_fluvius_warned", False):
+                request._fluvius_warned = True
+                self.message_user(request, error.message, messages.ERROR)
+            return []
+        return [s for s in specs.values() if s.create == create and self.has_command_permission(request, s)]
 
     def domain_for(self, request):
         domain_class, _resource = self.get_domain()
