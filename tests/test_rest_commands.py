@@ -321,3 +321,41 @@ def test_domain_permission_denied_is_403(api, monkeypatch):
     body = assert_error(post(api, f"/api/app-user/deactivate-user/{aggregate_id}/"), 403, "permission_denied")
     assert body["message"] == "Only HR may deactivate users."
 
+
+
+# -- bad input the payload's types let through: never a 500 ---------------------------
+
+
+@pytest.mark.parametrize("line", [
+    {"sku": "a", "quantity": "abc", "price": "1"},
+    {"sku": "a", "quantity": 1, "price": "x"},
+    {"sku": "a", "quantity": 1, "price": "NaN"},
+    {"sku": "a", "quantity": 1.5, "price": "1"},
+    {"sku": "a", "quantity": 10**30, "price": "1"},
+    {"sku": "a", "quantity": 1, "price": 1e308},
+    {"sku": "a", "quantity": 0, "price": "1"},
+    {"sku": "a", "quantity": 1, "price": "-1"},
+])
+def test_free_form_order_lines_are_checked_by_the_domain(api, line):
+    response = post(api, "/api/app-order/place-order/",
+                    {"customer_id": str(uuid.uuid4()), "items": [line]})
+    assert_error(response, 422, "domain_error")
+    assert Event.objects.count() == 0
+
+
+def test_an_order_total_over_its_column_is_refused(api):
+    line = {"sku": "gold", "quantity": 10_000, "price": "1000000"}
+    response = post(api, "/api/app-order/place-order/", {"customer_id": str(uuid.uuid4()), "items": [line] * 2})
+    body = assert_error(response, 422, "domain_error")
+    assert "total" in body["message"]
+
+
+def test_a_value_the_database_cannot_hold_is_400_not_500(api, is_postgres):
+    response = post(api, "/api/app-user/create-user/", {"name": "n" * 500, "email": "long@example.com"})
+    if is_postgres:  # varchar(200) refuses it; SQLite does not enforce lengths
+        body = assert_error(response, 400, "invalid_data")
+        assert "too long" in body["message"]
+        assert_nothing_stored()
+        assert CommandLog.objects.get().status == "failed"
+    else:
+        assert response.status_code == 201

@@ -14,7 +14,7 @@ from typing import Any
 
 from drf_spectacular.openapi import AutoSchema
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, OpenApiResponse
+from drf_spectacular.utils import OpenApiExample, OpenApiParameter, OpenApiResponse
 from rest_framework import serializers
 
 from .serializers import (
@@ -134,6 +134,8 @@ ERRORS: dict[int, OpenApiResponse] = {
                 "another request."),
     429: _error("Throttled."),
 }
+# Versions are parsed from at most 18 digits (they must fit a database integer).
+MAX_VERSION = 10**18 - 1
 COMMAND_ERRORS = (400, 401, 403, 404, 406, 409, 412, 413, 415, 422, 429)
 READ_ERRORS = (400, 401, 403, 404, 406, 429)
 
@@ -154,12 +156,13 @@ ETAG_OUT = OpenApiParameter(
     description='The aggregate\'s version, quoted: "3".',
 )
 IF_MATCH = OpenApiParameter(
-    "If-Match", str, OpenApiParameter.HEADER, required=False,
-    description='Run only if the aggregate is at this version ("3"); 412 otherwise.',
+    "If-Match", str, OpenApiParameter.HEADER, required=False, pattern=r'^(\*|"[0-9]{1,18}"|[0-9]{1,18})$',
+    description='Run only if the aggregate is at this version ("3"); 412 otherwise. * = any version.',
 )
 IDEMPOTENCY_KEY = OpenApiParameter(
-    "Idempotency-Key", str, OpenApiParameter.HEADER, required=False,
-    description="Makes a retry safe: the same key and request return the first response.",
+    "Idempotency-Key", str, OpenApiParameter.HEADER, required=False, pattern=r"^[!-~]{1,255}$",
+    description="Makes a retry safe: the same key and request return the first response "
+                "(1 to 255 printable ASCII characters, no spaces).",
 )
 
 
@@ -205,6 +208,13 @@ class CommandSchema(FluviusAutoSchema):
     def get_request_serializer(self) -> Any:
         return self.spec.serializer_class
 
+    def get_examples(self) -> list[OpenApiExample]:
+        # @action(..., example={...}) shows a ready-made payload (Swagger UI, fuzzers).
+        example = self.spec.extra.get("example")
+        if example is None:
+            return []
+        return [OpenApiExample(self.spec.name, value=example, request_only=True)]
+
     def get_response_serializers(self) -> Any:
         success = 201 if self.spec.create else 200
         return {success: CommandResultSerializer, **self.errors()}
@@ -219,6 +229,13 @@ class CommandSchema(FluviusAutoSchema):
         if _is_strict(serializer):
             # The payload refuses unknown fields; say so, so clients (and fuzzers) know.
             schema["additionalProperties"] = False
+        return schema
+
+    def _map_serializer_field(self, field: Any, direction: str, bypass_extensions: bool = False) -> Any:
+        schema = super()._map_serializer_field(field, direction, bypass_extensions)
+        if (direction == "request" and isinstance(field, serializers.CharField)
+                and not field.allow_blank and isinstance(schema, dict) and "minLength" not in schema):
+            schema["minLength"] = 1  # DRF refuses "" unless allow_blank
         return schema
 
 
@@ -238,16 +255,19 @@ class ResourceSchema(FluviusAutoSchema):
         params = [AGGREGATE_ID, CORRELATION_IN, CORRELATION_OUT]
         if action == "retrieve":
             params += [
-                OpenApiParameter("version", OpenApiTypes.INT, OpenApiParameter.QUERY, required=False,
-                                 description="Time travel: the item as it was at this version (>= 1)."),
+                OpenApiParameter("version", {"type": "integer", "minimum": 1, "maximum": MAX_VERSION},
+                                 OpenApiParameter.QUERY, required=False,
+                                 description="Time travel: the item as it was at this version."),
                 OpenApiParameter("at", OpenApiTypes.DATETIME, OpenApiParameter.QUERY, required=False,
-                                 description="Time travel: the item as it was at this time (ISO 8601)."),
+                                 description="Time travel: the item as it was at this time (ISO 8601; "
+                                             "without an offset, the project's time zone). "
+                                             "Not with version."),
                 ETAG_OUT,
             ]
         if action == "events":
             params.append(OpenApiParameter(
-                "after_version", OpenApiTypes.INT, OpenApiParameter.QUERY, required=False,
-                description="Only events after this version."))
+                "after_version", {"type": "integer", "minimum": 0, "maximum": MAX_VERSION},
+                OpenApiParameter.QUERY, required=False, description="Only events after this version."))
         return params
 
     def _is_list_view(self, serializer: Any = None) -> bool:

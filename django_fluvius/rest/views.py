@@ -230,10 +230,30 @@ class CommandViewSet(FluviusAPIMixin, GenericViewSet):
 
 
 class EventPagination(LimitOffsetPagination):
-    """Pages of an aggregate's event stream, oldest first."""
+    """Pages of an aggregate's event stream, oldest first: ``?limit=`` (1..1000) and ``?offset=``.
+
+    Unlike DRF's class it refuses a bad limit or offset (400) instead of ignoring it.
+    """
 
     default_limit = 100
     max_limit = 1000
+
+    def get_limit(self, request: Any) -> int:
+        limit = _non_negative_int(request, self.limit_query_param, minimum=1)
+        return self.default_limit if limit is None else min(limit, self.max_limit)
+
+    def get_offset(self, request: Any) -> int:
+        return _non_negative_int(request, self.offset_query_param) or 0
+
+    def get_schema_operation_parameters(self, view: Any) -> list[dict[str, Any]]:
+        return [
+            {"name": self.limit_query_param, "required": False, "in": "query",
+             "description": f"Events per page (default {self.default_limit}).",
+             "schema": {"type": "integer", "minimum": 1}},
+            {"name": self.offset_query_param, "required": False, "in": "query",
+             "description": "How many events to skip.",
+             "schema": {"type": "integer", "minimum": 0}},
+        ]
 
 
 def _non_negative_int(request: Any, name: str, *, minimum: int = 0) -> int | None:

@@ -8,20 +8,27 @@ from django_fluvius.media import MediaRef, ensure_attached
 
 
 class OrderAggregate(Aggregate):
-    @action(evt_key="order-placed", resources=["order"], create=True)
+    @action(evt_key="order-placed", resources=["order"], create=True, example={
+        "customer_id": "3b241101-e2bb-4255-8caf-4136c566a962",
+        "items": [{"sku": "TEA-1", "quantity": 2, "price": "4.50"}],
+    })
     def place_order(self, customer_id: uuid.UUID, items: list[dict]):
         """Place an order of items, each {"sku", "quantity", "price"}."""
         if not items:
             raise DomainError("An order needs at least one item")
         lines = [_line(item) for item in items]
+        _check_total(lines)
         return {"customer_id": customer_id, "items": lines, "status": "placed"}
 
-    @action(evt_key="order-item-added", resources=["order"])
+    @action(evt_key="order-item-added", resources=["order"],
+            example={"sku": "PEN-7", "quantity": 3, "price": "1.20"})
     def add_item(self, sku: str, quantity: int, price: Decimal):
         """Add one item to an order that is not paid yet."""
         if self.state["status"] != "placed":
             raise DomainError(f"Cannot add items to a {self.state['status']} order")
-        return _line({"sku": sku, "quantity": quantity, "price": price})
+        line = _line({"sku": sku, "quantity": quantity, "price": price})
+        _check_total([*self.state["items"], line])
+        return line
 
     @action(evt_key="order-paid", resources=["order"])
     def pay_order(self, amount: Decimal):
@@ -74,6 +81,7 @@ class OrderAggregate(Aggregate):
 # Bounds that keep an order's total within its column (12 digits, 2 decimals).
 MAX_QUANTITY = 10_000
 MAX_PRICE = Decimal("1000000")
+MAX_TOTAL = Decimal("9999999999.99")
 
 
 def _line(item: dict) -> dict:
@@ -94,6 +102,11 @@ def _line(item: dict) -> dict:
     if not 0 <= price <= MAX_PRICE:
         raise DomainError(f"Price of {sku!r} must be between 0 and {MAX_PRICE}")
     return {"sku": str(sku if sku is not None else "")[:100], "quantity": quantity, "price": str(price)}
+
+
+def _check_total(items: list[dict]) -> None:
+    if Decimal(_total(items)) > MAX_TOTAL:
+        raise DomainError(f"An order's total cannot exceed {MAX_TOTAL}")
 
 
 def _total(items: list[dict]) -> str:

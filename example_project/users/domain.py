@@ -5,14 +5,15 @@ from django_fluvius.surface import QuerySurface
 
 
 class UserAggregate(Aggregate):
-    @action(evt_key="user-created", resources=["user"], create=True)
+    @action(evt_key="user-created", resources=["user"], create=True,
+            example={"name": "Ann Smith", "email": "ann@example.com"})
     def create_user(self, name: str, email: str):
         """Register a new user."""
         if not email or "@" not in email:
             raise DomainError("Invalid email")
         return {"name": name, "email": email, "active": True}
 
-    @action(evt_key="user-renamed", resources=["user"])
+    @action(evt_key="user-renamed", resources=["user"], example={"name": "Ann Jones"})
     async def rename_user(self, name: str):
         """Give a user a new name."""
         if not name.strip():
