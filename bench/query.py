@@ -57,7 +57,7 @@ def load_sqlite(n: int) -> None:
     batch = []
     with transaction.atomic(), connection.cursor() as cursor:
         cursor.execute("DELETE FROM app_user_user")
-        for pk, version, created, updated, name, email, active in rows(n):
+        for pk, version, created, _updated, name, email, active in rows(n):
             at = ops.adapt_datetimefield_value(created)
             batch.append((pk.hex, version, at, at, name, email, active))
             if len(batch) == 50_000:
@@ -81,7 +81,7 @@ def per_query(func, reps: int):
 def main(argv=None) -> dict:
     parser = arg_parser(__doc__)
     parser.add_argument("--rows", type=int, default=1_000_000)
-    parser.add_argument("--reps", type=int, default=200, help="queries per measurement (builder vs QuerySet)")
+    parser.add_argument("--reps", type=int, default=60, help="queries per measurement (builder vs QuerySet)")
     args = parser.parse_args(argv)
     n = 20_000 if args.quick else args.rows
     runs = 1 if args.quick else args.runs
@@ -122,8 +122,11 @@ def main(argv=None) -> dict:
     assert same == [u.pk for u in queryset()] == [u.pk for u in from_params()] and len(same) == PAGE
     for func in (builder, from_params, queryset):  # warm up: imports, caches, plans
         per_query(func, max(1, reps // 10))()
-    versus_qs = interleaved(per_query(builder, reps), per_query(queryset, reps), runs)
-    params_vs_qs = interleaved(per_query(from_params, reps), per_query(queryset, reps), runs)
+    # Many short interleaved measurements: a burst of load from a neighbour hits both
+    # sides alike and moves the medians less than a few long ones would.
+    rounds = 3 * runs
+    versus_qs = interleaved(per_query(builder, reps), per_query(queryset, reps), rounds)
+    params_vs_qs = interleaved(per_query(from_params, reps), per_query(queryset, reps), rounds)
 
     # 2. Deep pages: the last page of the table, newest first.
     newest_first = QueryBuilder("user").sort("created_at", desc=True).limit(PAGE)
@@ -157,8 +160,8 @@ def main(argv=None) -> dict:
         "cursor deep / first page (target <= 2)": pages["subject"] / pages["baseline"],
         f"offset page at depth {depth} ms (median)": offset_ms,
         "offset deep / first page": offset_ms / pages["baseline"],
-    }, lines=[f"{connection.vendor}, {n} rows, pages of {PAGE}, {runs} runs (interleaved), "
-              f"{reps} queries per builder/QuerySet measurement"])
+    }, lines=[f"{connection.vendor}, {n} rows, pages of {PAGE}; builder vs QuerySet: {rounds} interleaved "
+              f"measurements of {reps} queries each; pages: {max(runs, 3)} interleaved runs"])
 
 
 if __name__ == "__main__":
