@@ -407,6 +407,8 @@ class S3Storage(MediaStorage):
             if not bucket:
                 raise ImproperlyConfigured("S3Storage needs bucket= (the bucket's name).")
             options.setdefault("transfer_config", TransferConfig(**self.transfer_options))
+            # SigV4: what every AWS region accepts (presigned URLs default to SigV2 otherwise).
+            options.setdefault("signature_version", "s3v4")
             storage = Backend(bucket_name=bucket, **options)
         super().__init__(storage, name=name, prefix=prefix)
 
