@@ -23,6 +23,7 @@
 | fluvius.E052  | stored events have a schema version newer than the code      |
 | fluvius.E053  | a renamed event key is still used by an action or ``@apply`` |
 | fluvius.E054  | the upcasters of an event key skip a version                 |
+| fluvius.E060-E063 | the MEDIA_* settings: storage, size limit, types, URL expiry (media.py) |
 | fluvius.W050  | stored events belong to a namespace no domain declares (db)  |
 | fluvius.W051  | an event key is renamed to a key no code knows               |
 | fluvius.W052  | upcasters are registered for a key no code knows             |
@@ -103,3 +104,7 @@ def register_checks() -> None:
     # stored-keys check reads the event store, so it runs with --database / migrate.
     checks.register(check_upcasters, "fluvius")
     checks.register(check_stored_event_types, "fluvius", checks.Tags.database)
+    # E060-E069: media storage and upload settings (media.py).
+    from .media import check_media_settings
+
+    checks.register(check_media_settings, "fluvius")

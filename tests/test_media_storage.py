@@ -353,3 +353,10 @@ def test_checks_accept_the_defaults():
 def test_checks_catch_bad_media_settings(settings, override, check_id):
     settings.FLUVIUS = {**settings.FLUVIUS, **override}
     assert [e.id for e in check_media_settings()] == [check_id]
+
+
+def test_the_media_checks_run_with_manage_py_check(settings):
+    from django.core import checks
+
+    settings.FLUVIUS = {**settings.FLUVIUS, "MEDIA_MAX_SIZE": -1}
+    assert "fluvius.E061" in [e.id for e in checks.run_checks()]

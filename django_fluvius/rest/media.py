@@ -190,9 +190,30 @@ class MediaSchema(FluviusAutoSchema):
     def view_action(self) -> str:
         return getattr(self.view, "action", None) or "list"
 
+    DESCRIPTIONS = {
+        "list": "The files attached to the aggregate, oldest first.",
+        "upload": (
+            "Attach a file to the aggregate: multipart/form-data with one part, `file`. "
+            "Its type is checked against its first bytes and MEDIA_ALLOWED_TYPES, its size "
+            "against MEDIA_MAX_SIZE. The same bytes uploaded again to the same aggregate "
+            "return the existing entry (200, `duplicate: true`)."
+        ),
+        "retrieve": "One file attached to the aggregate: name, type, size, SHA-256.",
+        "download": (
+            "The file's bytes, as an attachment (ETag: its SHA-256); or, from a storage that "
+            "signs URLs (S3), a 302 to a short-lived signed URL."
+        ),
+    }
+
     def get_operation_id(self) -> str:
         ns = self.view.domain_class.__namespace__
         return f"{ns}_{self.view.resource}_media_{self.view_action}".replace("-", "_")
+
+    def get_summary(self) -> str:
+        return f"{self.view.resource} media: {self.view_action}"
+
+    def get_description(self) -> str:
+        return self.DESCRIPTIONS.get(self.view_action, "")
 
     def map_parsers(self) -> list[str]:
         return ["multipart/form-data"] if self.view_action == "upload" else super().map_parsers()
