@@ -72,7 +72,7 @@ DEFAULTS: dict[str, Any] = {
     "IDEMPOTENCY_TTL": 24 * 60 * 60,
     # -- media (media.py, rest/media.py) --
     # Where uploads go: an alias of Django's STORAGES, a strategy instance
-    # (media.LocalStorage(path=...), media.S3Storage(bucket=...)), or a dict
+    # (media.LocalStorage(path=...), media.S3Storage(bucket=...)) or its dotted path, or a dict
     # {"strategy": "local" | "s3" | "storage", ...keyword arguments of that strategy}.
     "MEDIA_STORAGE": "default",
     # Largest upload accepted, in bytes (None = no limit).

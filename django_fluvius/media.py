@@ -7,6 +7,7 @@ One interface over any Django storage, chosen with ``FLUVIUS['MEDIA_STORAGE']``:
     FLUVIUS = {"MEDIA_STORAGE": LocalStorage(path="/srv/uploads")}
     FLUVIUS = {"MEDIA_STORAGE": S3Storage(bucket="my-bucket")}
     FLUVIUS = {"MEDIA_STORAGE": "default"}        # an alias of Django's STORAGES
+    FLUVIUS = {"MEDIA_STORAGE": "myproject.storage.uploads"}  # a strategy's dotted path
 
 Every strategy offers ``put`` (from a stream; size and SHA-256 computed while the
 bytes stream), ``open``, ``url`` (signed and short-lived on S3), ``delete``,
@@ -44,6 +45,7 @@ from django.core.files.base import File
 from django.core.files.storage import FileSystemStorage, Storage, storages
 from django.core.signals import setting_changed
 from django.db import IntegrityError, transaction
+from django.utils.module_loading import import_string
 from rest_framework import serializers
 
 from . import filetypes
@@ -497,6 +499,20 @@ def _from_alias(alias: str) -> MediaStorage:
     return strategy_for_backend(storages[alias], name=alias)
 
 
+def _from_string(value: str) -> MediaStorage:
+    """An alias of ``STORAGES``; else the dotted path of a strategy (or of a callable making one)."""
+    if value in storages.backends or "." not in value:
+        return _from_alias(value)
+    try:
+        found = import_string(value)
+    except ImportError as exc:
+        raise ImproperlyConfigured(f"{value!r} is neither an alias of STORAGES nor importable: {exc}") from exc
+    strategy = found if isinstance(found, MediaStorage) else found() if callable(found) else found
+    if not isinstance(strategy, MediaStorage):
+        raise ImproperlyConfigured(f"{value!r} is not a media storage strategy.")
+    return strategy
+
+
 def _from_mapping(spec: Mapping[str, Any]) -> MediaStorage:
     options = dict(spec)
     kind = options.pop("strategy", None)
@@ -508,14 +524,14 @@ def _from_mapping(spec: Mapping[str, Any]) -> MediaStorage:
 
 
 BUILDERS: dict[type, Callable[[Any], MediaStorage]] = {
-    str: _from_alias,
+    str: _from_string,
     dict: _from_mapping,
     MediaStorage: lambda strategy: strategy,
 }
 
 
 def build_strategy(spec: Any) -> MediaStorage:
-    """A strategy from a ``MEDIA_STORAGE`` value (alias, mapping or strategy instance)."""
+    """A strategy from a ``MEDIA_STORAGE`` value: alias or dotted path, mapping, or strategy."""
     for klass in type(spec).__mro__:
         builder = BUILDERS.get(klass)
         if builder is not None:
@@ -524,7 +540,7 @@ def build_strategy(spec: Any) -> MediaStorage:
         return _from_mapping(spec)
     raise ImproperlyConfigured(
         f"FLUVIUS['MEDIA_STORAGE'] is {spec!r}: give an alias of STORAGES, a strategy "
-        f"(LocalStorage(path=...), S3Storage(bucket=...)) or a dict with 'strategy'.")
+        f"(LocalStorage(path=...), S3Storage(bucket=...)), its dotted path, or a dict with 'strategy'.")
 
 
 _strategies: dict[str | None, MediaStorage] = {}

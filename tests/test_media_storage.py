@@ -153,7 +153,21 @@ def test_strategy_from_a_dict(tmp_path):
     assert isinstance(strategy.storage, FileSystemStorage)
 
 
-@pytest.mark.parametrize("spec", ["nope", {"strategy": "ftp"}, {"path": "/x"}, 42, {"strategy": "local"}])
+# Strategies named by dotted path in the tests below (never written to).
+SHARED_UPLOADS = LocalStorage(path="/nonexistent/shared-uploads", name="shared")
+
+
+def make_uploads():
+    return LocalStorage(path="/nonexistent/made-uploads", name="made")
+
+
+def test_strategy_from_a_dotted_path():
+    assert build_strategy("tests.test_media_storage.SHARED_UPLOADS") is SHARED_UPLOADS
+    assert build_strategy("tests.test_media_storage.make_uploads").name == "made"
+
+
+@pytest.mark.parametrize("spec", ["nope", {"strategy": "ftp"}, {"path": "/x"}, 42, {"strategy": "local"},
+                                  "no_such_module.uploads", "tests.test_media_storage.pdf"])
 def test_bad_strategy_specs_are_refused(spec):
     with pytest.raises(ImproperlyConfigured):
         build_strategy(spec)
