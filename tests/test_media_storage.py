@@ -374,3 +374,60 @@ def test_the_media_checks_run_with_manage_py_check(settings):
 
     settings.FLUVIUS = {**settings.FLUVIUS, "MEDIA_MAX_SIZE": -1}
     assert "fluvius.E061" in [e.id for e in checks.run_checks()]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_uploads_of_the_same_bytes_make_one_entry(media_root, monkeypatch):
+    import threading
+
+    from django.db import connections
+
+    from django_fluvius import media
+
+    order_id = place_order()
+    data = png(20_000)
+    barrier = threading.Barrier(2, timeout=10)
+    original = media.find_duplicate
+    seen = threading.local()
+
+    def racing_find_duplicate(*args):
+        found = original(*args)
+        if not getattr(seen, "waited", False):
+            seen.waited = True
+            barrier.wait()  # both uploads have looked for a duplicate before either records one
+        return found
+
+    monkeypatch.setattr(media, "find_duplicate", racing_find_duplicate)
+    results, errors = [], []
+
+    def upload():
+        try:
+            results.append(store_media(data, namespace="app-order", aggregate_id=order_id, filename="a.png"))
+        except Exception as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+        finally:
+            connections.close_all()
+
+    threads = [threading.Thread(target=upload) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    assert errors == []
+    assert sorted(created for _, created in results) == [False, True]
+    assert results[0][0].pk == results[1][0].pk
+    assert MediaEntry.objects.count() == 1
+    assert len(files_under(media_root)) == 1  # the loser's copy was removed
+
+
+@pytest.mark.django_db
+def test_delete_entry_removes_the_bytes_and_the_entry(media_root):
+    from django_fluvius.media import delete_entry, get_entry, open_entry
+
+    order_id = place_order()
+    entry, _ = store_media(b"some text", namespace="app-order", aggregate_id=order_id, filename="a.txt")
+    with open_entry(get_entry(entry.id, aggregate_id=order_id)) as f:
+        assert f.read() == b"some text"
+    delete_entry(entry)
+    assert MediaEntry.objects.count() == 0 and files_under(media_root) == []

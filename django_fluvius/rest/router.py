@@ -17,7 +17,9 @@ gives, for the namespace ``app-user``:
 | GET    | ``app-user/<resource>/<id>/``         | ``ResourceViewSet.retrieve``    | ``app-user-<resource>-detail``|
 | GET    | ``app-user/<resource>/<id>/events/``  | ``ResourceViewSet.events``      | ``app-user-<resource>-events``|
 
-plus ``GET /`` (the namespaces) and, last, a catch-all answering every other
+plus, per resource, the media routes of ``rest/media.py`` (``<resource>/<id>/media/``
+to list and upload, ``.../media/<media_id>/`` and ``.../download/``; off with
+``media_viewset_class = None``), ``GET /`` (the namespaces) and, last, a catch-all answering every other
 path under the prefix with a JSON 404 that says what is wrong (unknown
 namespace, command or resource, a missing aggregate id or trailing slash).
 Include the router last under its prefix, or pass ``catch_all=False``.
