@@ -458,7 +458,8 @@ class DispatchCapture:
     def __init__(self) -> None:
         self.events: list[Event] = []
         self._override: override_settings | None = None
-        self._done: set[int] = set()
+        # Unique, so captures can nest (a fixture, and a context manager inside the test).
+        self.handler_name = f"{CAPTURE_HANDLER}.{id(self):x}"
 
     # -- reading --------------------------------------------------------------------
 
@@ -492,11 +493,11 @@ class DispatchCapture:
             **user, "DISPATCH": "inline", "COMMAND_MIDDLEWARE": [self.middleware, *chain],
         })
         self._override.enable()
-        handlers.register(HandlerSpec(name=CAPTURE_HANDLER, func=self._record, evt_keys=("*",)))
+        handlers.register(HandlerSpec(name=self.handler_name, func=self._record, evt_keys=("*",)))
         return self
 
     def stop(self) -> None:
-        handlers.unregister(CAPTURE_HANDLER)
+        handlers.unregister(self.handler_name)
         if self._override is not None:
             self._override.disable()
             self._override = None
@@ -517,31 +518,39 @@ class DispatchCapture:
     def middleware(self, command: Command, call_next: Callable[[Command], CommandResult]) -> CommandResult:
         result = call_next(command)
         connection = connections[fluvius_settings.DATABASE]
-        if connection.in_atomic_block and all(
-                getattr(block, "_from_testcase", False) for block in connection.atomic_blocks):
+        if connection.in_atomic_block and _only_test_atomics(connection):
             self.flush()
         return result
 
     def flush(self, using: str | None = None) -> int:
-        """Run the on-commit callbacks queued in the test's transaction; how many ran."""
+        """Run the on-commit callbacks queued in the test's transaction, as a commit would; how many ran.
+
+        Like a commit, it runs each callback once and forgets it. Inside an atomic
+        block of your own it refuses: that block has not committed yet.
+        """
         connection = connections[using or fluvius_settings.DATABASE]
+        if not _only_test_atomics(connection):
+            raise RuntimeError("flush() inside an atomic block: its work has not committed yet.")
         ran = 0
-        while True:
-            pending = [entry for entry in connection.run_on_commit if id(entry) not in self._done]
-            if not pending:
-                return ran
-            for entry in pending:
-                self._done.add(id(entry))
-                _sids, callback, robust = entry
+        while connection.run_on_commit:
+            # Callbacks may run commands that queue more: take the queue, then look again.
+            pending, connection.run_on_commit = connection.run_on_commit, []
+            for _sids, callback, robust in pending:
                 ran += 1
-                if robust:
-                    try:
-                        callback()
-                    except Exception:  # noqa: BLE001 - robust callbacks log, as Django does
-                        logging.getLogger("django.db.backends.base").exception(
-                            "Error calling %s in on_commit() (robust).", callback)
-                else:
+                if not robust:
                     callback()
+                    continue
+                try:
+                    callback()
+                except Exception:  # noqa: BLE001 - robust callbacks log, as Django does
+                    logging.getLogger("django.db.backends.base").exception(
+                        "Error calling %s in on_commit() (robust).", callback)
+        return ran
+
+
+def _only_test_atomics(connection: Any) -> bool:
+    """No atomic block is open but the ones Django's TestCase wraps around a test."""
+    return all(getattr(block, "_from_testcase", False) for block in connection.atomic_blocks)
 
 
 def capture_dispatch() -> DispatchCapture:

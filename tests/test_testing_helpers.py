@@ -242,6 +242,21 @@ def test_commands_inside_your_own_atomic_block_wait_for_flush(fluvius_dispatch, 
     assert fluvius_dispatch.flush() == 0  # each callback runs once
 
 
+def test_flush_refuses_inside_an_uncommitted_block(fluvius_dispatch):
+    with transaction.atomic():
+        with pytest.raises(RuntimeError, match="has not committed yet"):
+            fluvius_dispatch.flush()
+
+
+def test_captures_nest_and_never_run_a_callback_twice(fluvius_dispatch, welcome_handler):
+    create_user("first@example.com")
+    with DispatchCapture() as inner:
+        create_user("second@example.com")
+    assert inner.keys == ["user-created"]  # only what happened while it was on
+    assert fluvius_dispatch.keys == ["user-created", "user-created"]
+    assert [email for _, email in welcome_handler] == ["first@example.com", "second@example.com"]
+
+
 def test_rolled_back_commands_dispatch_nothing(fluvius_dispatch, welcome_handler):
     with pytest.raises(RuntimeError):
         with transaction.atomic():
