@@ -85,6 +85,8 @@ def test_form_posts_work_like_json(api):
 def test_browsable_api_shows_a_form_per_command(api):
     page = api.get("/api/app-user/create-user/", HTTP_ACCEPT="text/html").content.decode()
     assert 'name="name"' in page and 'name="email"' in page
+    assert "<p>Register a new user.</p>" in page  # the action's docstring, as HTML
+    assert "Not found" not in page  # the catch-all does not name the breadcrumbs
     page = api.get("/api/app-order/place-order/", HTTP_ACCEPT="text/html").content.decode()
     assert 'name="customer_id"' in page and 'name="email"' not in page
 
@@ -359,3 +361,40 @@ def test_a_value_the_database_cannot_hold_is_400_not_500(api, is_postgres):
         assert CommandLog.objects.get().status == "failed"
     else:
         assert response.status_code == 201
+
+
+def test_throttled_requests_are_429_with_retry_after(api, settings):
+    import types
+
+    from django.core.cache import cache
+    from django.urls import include, path
+    from rest_framework.throttling import AnonRateThrottle
+
+    from django_fluvius.rest import CommandViewSet, DomainRouter
+    from example_project.users.domain import UserDomain
+
+    class OnePerMinute(AnonRateThrottle):
+        rate = "1/min"
+
+    class Throttled(CommandViewSet):
+        throttle_classes = [OnePerMinute]
+
+    router = DomainRouter()
+    router.register(UserDomain, command_viewset=Throttled)
+    urlconf = types.ModuleType("throttled_urls")
+    urlconf.urlpatterns = [path("t/", include(router.urls))]
+    settings.ROOT_URLCONF = urlconf
+    cache.clear()
+    assert post(api, "/t/app-user/create-user/", {"name": "a", "email": "a@b.c"}).status_code == 201
+    response = post(api, "/t/app-user/create-user/", {"name": "b", "email": "b@b.c"})
+    body = assert_error(response, 429, "throttled")
+    assert "throttled" in body["message"].lower()
+    assert int(response["Retry-After"]) > 0
+    assert User.objects.count() == 1
+
+
+def test_options_describes_the_command_payload(api):
+    response = api.options("/api/app-user/create-user/")
+    assert response.status_code == 200
+    fields = response.json()["actions"]["POST"]
+    assert fields["name"]["required"] is True and fields["email"]["type"] == "string"

@@ -30,6 +30,7 @@ chooses the new aggregate's id.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -164,7 +165,7 @@ class DomainRouter:
         for registration in self.registry.values():
             patterns.extend(self.domain_urls(registration))
         if self.catch_all:
-            patterns.append(re_path(r"^(?P<unmatched>.*)$", NotFoundView.as_view(router=self)))
+            patterns.append(re_path(r"^(?P<unmatched>.*)$", hidden_view(NotFoundView.as_view(router=self))))
         return patterns
 
     def domain_urls(self, reg: Registration) -> list[Any]:
@@ -202,6 +203,18 @@ class DomainRouter:
             if self.media_viewset_class is not None:
                 patterns += media_patterns(self.media_viewset_class, domain, resource, view)
         return patterns
+
+
+def hidden_view(view: Any) -> Any:
+    """The view without the ``cls`` DRF looks for: the browsable API's breadcrumbs skip it
+    (instead of naming every path prefix "Not found")."""
+
+    @functools.wraps(view, assigned=("__module__", "__name__", "__qualname__", "__doc__"), updated=())
+    def catch_all(request: Any, *args: Any, **kwargs: Any) -> Any:
+        return view(request, *args, **kwargs)
+
+    catch_all.csrf_exempt = True
+    return catch_all
 
 
 class RouterView(FluviusAPIMixin, APIView):

@@ -26,6 +26,7 @@ from django.utils.dateparse import parse_datetime
 from rest_framework import mixins
 from rest_framework.pagination import LimitOffsetPagination
 from rest_framework.response import Response
+from rest_framework.utils.formatting import markup_description
 from rest_framework.views import APIView
 from rest_framework.viewsets import GenericViewSet
 
@@ -162,10 +163,7 @@ class CommandViewSet(FluviusAPIMixin, GenericViewSet):
 
     def get_view_description(self, html: bool = False) -> str:
         description = self.get_spec().description
-        if html:
-            from django.utils.html import escape
-            return f"<p>{escape(description)}</p>" if description else ""
-        return description
+        return markup_description(description) if html else description
 
     def get_payload(self, request: Any) -> Any:
         data = request.data
