@@ -61,9 +61,12 @@ def target_of(name: str) -> tuple[str, float] | None:
     return m.group(1), float(m.group(2).replace(",", "").replace("_", ""))
 
 
+UNITS = re.compile(r"\b(ms|s|seconds|MB|MiB|events/s|commands/s|rows)\b|/s\b")
+
+
 def is_ratio(name: str) -> bool:
-    """A ratio compares the subject with its baseline: 'a / b', or a figure with a target."""
-    return " / " in name or target_of(name) is not None and "/s" not in name and "MB" not in name
+    """A ratio compares a subject with its baseline: 'subject / baseline', with no unit in its name."""
+    return " / " in name and UNITS.search(name) is None
 
 
 # -- running ------------------------------------------------------------------------------
@@ -140,6 +143,11 @@ def environment(results: list[dict[str, Any]]) -> dict[str, str]:
         env.update({k: v for k, v in (result.get("machine") or {}).items() if k in {"django", "database"}})
         if "database" in env:
             break
+    # PostgreSQL reports its version as a number: 150020 is 15.20.
+    m = re.fullmatch(r"postgresql (\d+)", env.get("database", ""))
+    if m:
+        number = int(m.group(1))
+        env["database"] = f"PostgreSQL {number // 10000}.{number % 10000}"
     return env
 
 
