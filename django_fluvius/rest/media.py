@@ -31,7 +31,6 @@ from django.urls import path
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse
 from rest_framework import serializers
-from rest_framework.pagination import LimitOffsetPagination
 from rest_framework.parsers import MultiPartParser
 from rest_framework.response import Response
 from rest_framework.viewsets import GenericViewSet
@@ -50,7 +49,13 @@ from ..models import MediaEntry
 from ..routers import write_alias
 from ..state import parse_aggregate_id
 from .schema import AGGREGATE_ID, CORRELATION_IN, CORRELATION_OUT, ERRORS, FluviusAutoSchema
-from .views import CSRF_FIELD, FluviusAPIMixin, ResourceViewSet, url_name
+from .views import (
+    CSRF_FIELD,
+    FluviusAPIMixin,
+    ResourceViewSet,
+    StrictLimitOffsetPagination,
+    url_name,
+)
 
 FILE_FIELD = "file"
 # Room for the multipart boundaries and part headers around the file itself.
@@ -255,7 +260,7 @@ class MediaSchema(FluviusAutoSchema):
 # -- the viewset -----------------------------------------------------------------
 
 
-class MediaPagination(LimitOffsetPagination):
+class MediaPagination(StrictLimitOffsetPagination):
     default_limit = 100
     max_limit = 1000
 

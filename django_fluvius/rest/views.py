@@ -227,11 +227,9 @@ class CommandViewSet(FluviusAPIMixin, GenericViewSet):
 # -- resources -----------------------------------------------------------------
 
 
-class EventPagination(LimitOffsetPagination):
-    """Pages of an aggregate's event stream, oldest first: ``?limit=`` (1..1000) and ``?offset=``.
-
-    Unlike DRF's class it refuses a bad limit or offset (400) instead of ignoring it.
-    """
+class StrictLimitOffsetPagination(LimitOffsetPagination):
+    """``?limit=`` (1..max_limit) and ``?offset=``, as DRF's class, but a bad limit or
+    offset is a 400 (DRF silently ignores it), and the schema says the bounds."""
 
     default_limit = 100
     max_limit = 1000
@@ -246,12 +244,16 @@ class EventPagination(LimitOffsetPagination):
     def get_schema_operation_parameters(self, view: Any) -> list[dict[str, Any]]:
         return [
             {"name": self.limit_query_param, "required": False, "in": "query",
-             "description": f"Events per page (default {self.default_limit}).",
+             "description": f"How many per page (default {self.default_limit}, at most {self.max_limit}).",
              "schema": {"type": "integer", "minimum": 1}},
             {"name": self.offset_query_param, "required": False, "in": "query",
-             "description": "How many events to skip.",
+             "description": "How many to skip.",
              "schema": {"type": "integer", "minimum": 0}},
         ]
+
+
+class EventPagination(StrictLimitOffsetPagination):
+    """Pages of an aggregate's event stream, oldest first."""
 
 
 def _non_negative_int(request: Any, name: str, *, minimum: int = 0) -> int | None:
