@@ -59,7 +59,7 @@ class AggregateAdmin(admin.ModelAdmin):
     """A resource's projection model in the admin, changed through commands only."""
 
     # Command keys to expose, or "__all__" for every command applying to the resource.
-    commands: list[str] | str = ()
+    commands: list[str] | tuple[str, ...] | str = ()
     # Explicit domain class and resource name; found from the model when left unset.
     domain = None
     resource: str | None = None
@@ -183,7 +183,8 @@ class AggregateAdmin(admin.ModelAdmin):
     def _run_on_each(self, request, spec, form, objects):
         domain = self.domain_for(request)
         payload = form.payload()
-        done, failed = 0, []
+        done: int = 0
+        failed: list[tuple[Any, FluviusError]] = []
         for index, obj in enumerate(objects):
             try:
                 command = domain.create_command(spec.name, payload, aggregate_id=obj.pk)
@@ -265,10 +266,11 @@ class AggregateAdmin(admin.ModelAdmin):
             "command": spec.name, "resource": result.resource, "id": result.aggregate_id,
             "v": result.version}, messages.SUCCESS)
         info = self.opts.app_label, self.opts.model_name
+        target = None
         if self.model._default_manager.filter(pk=result.aggregate_id).exists():
-            return HttpResponseRedirect(admin_url(self.admin_site, "{}_{}_change".format(*info),
-                                                  quote(result.aggregate_id)))
-        return HttpResponseRedirect(admin_url(self.admin_site, "{}_{}_changelist".format(*info)))
+            target = admin_url(self.admin_site, "{}_{}_change".format(*info), quote(result.aggregate_id))
+        return HttpResponseRedirect(target or admin_url(self.admin_site, "{}_{}_changelist".format(*info))
+                                    or "../")
 
     def _render_command_form(self, request, spec, form, *, obj=None, objects=(), bulk=False):
         context = {

@@ -41,6 +41,8 @@ class ReadOnlyAdmin(admin.ModelAdmin):
 class AggregateLinks:
     """Columns linking a row's ``aggregate_id`` to its timeline: whole id, or short for lists."""
 
+    admin_site: admin.AdminSite  # given by the ModelAdmin this is mixed into
+
     def _timeline_url(self, obj):
         return admin_url(self.admin_site, "django_fluvius_event_timeline", obj.aggregate_id)
 
@@ -77,7 +79,7 @@ def admin_url(site: admin.AdminSite, name: str, *args: Any, query: dict | None =
     return f"{url}?{urlencode(query)}" if query else url
 
 
-def error_response(request, site: admin.AdminSite, error: FluviusError, *, title: str = "",
+def error_response(request, site: admin.AdminSite, error: FluviusError, *, title: Any = "",
                    back_url: str | None = None) -> TemplateResponse:
     """A page that says what was wrong with the request, with the error's HTTP status."""
     status = error.status_code if 400 <= error.status_code < 500 else 400

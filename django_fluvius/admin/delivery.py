@@ -16,6 +16,8 @@ Every action asks for confirmation first.
 
 from __future__ import annotations
 
+from typing import Any
+
 from django.contrib import admin, messages
 from django.contrib.admin import helpers
 from django.template.response import TemplateResponse
@@ -73,7 +75,7 @@ def confirm(model_admin, request, queryset, *, action: str, question: str, warni
 class DeliveryAdmin(AggregateLinks, ReadOnlyAdmin):
     """Read-only rows with permission-checked actions (ReadOnlyAdmin turns actions off)."""
 
-    actions = ()
+    actions: Any = ()
 
     def has_retry_permission(self, request):
         return request.user.has_perm(f"{self.opts.app_label}.change_{self.opts.model_name}")

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from functools import cached_property
+from typing import Any
 
 from django.core.paginator import Paginator
 from django.db import connections
@@ -61,7 +62,7 @@ class EstimatedCountPaginator(Paginator):
 
     @cached_property
     def count(self) -> int:
-        queryset = self.object_list
+        queryset: Any = self.object_list
         if not hasattr(queryset, "query"):
             return super().count
         exact = queryset.order_by()[: self.cap + 1].count()

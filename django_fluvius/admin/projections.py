@@ -83,6 +83,8 @@ def _inline_rows(head: int) -> list[ProjectionRow]:
     rows = []
     for domain in domains:
         for target in rebuilding.resource_targets(domain):
+            if not isinstance(target, rebuilding.ResourceTarget):
+                continue
             rows.append(ProjectionRow(
                 name=target.name, kind="inline", detail=target.model._meta.label, head=head,
                 position=head, lag=0,
@@ -182,7 +184,7 @@ class ProjectionAdmin(ReadOnlyAdmin):
         if not self.has_rebuild_permission(request):
             raise PermissionDenied
         request.current_app = self.admin_site.name
-        back = admin_url(self.admin_site, "django_fluvius_checkpoint_changelist")
+        back = admin_url(self.admin_site, "django_fluvius_checkpoint_changelist") or "../../"
         row = next((r for r in projection_rows() if r.name == name and r.rebuild is not None), None)
         if row is None:
             known = ", ".join(r.name for r in projection_rows() if r.rebuild is not None) or "none"
