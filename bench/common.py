@@ -36,8 +36,14 @@ def pg_server_url() -> str:
 
 
 def create_pg_database(name: str, *, drop: bool = True) -> str:
-    """(Re)create a PostgreSQL database of the benchmark's own; return its URL."""
+    """(Re)create a PostgreSQL database of the benchmark's own; return its URL.
+
+    ``BENCH_DB_PREFIX`` is put before the name, so two runs on one server (the test
+    suite of two checkouts, say) never drop each other's database.
+    """
     import psycopg
+
+    name = os.environ.get("BENCH_DB_PREFIX", "") + name
 
     base = pg_server_url()
     with psycopg.connect(_dsn(base), autocommit=True) as conn:
@@ -64,7 +70,7 @@ def setup_django(db_name: str, *, sqlite: bool = False, drop: bool = True, migra
     Returns the database URL (usable with ``psycopg.connect(dsn(url))``).
     """
     if sqlite:
-        path = ROOT / ".data" / f"bench-{db_name}.sqlite3"
+        path = ROOT / ".data" / f"bench-{os.environ.get('BENCH_DB_PREFIX', '')}{db_name}.sqlite3"
         path.parent.mkdir(exist_ok=True)
         if drop and path.exists():
             path.unlink()

@@ -75,7 +75,8 @@ def test_docs_page_has_the_section_the_report_fills():
 @pytest.mark.bench
 @pytest.mark.postgres
 def test_every_benchmark_runs_quick(tmp_path):
-    env = {**os.environ, "BENCH_POSTGRES_URL": os.environ["DATABASE_URL"]}
+    env = {**os.environ, "BENCH_POSTGRES_URL": os.environ["DATABASE_URL"],
+           "BENCH_DB_PREFIX": f"{os.environ.get('FLUVIUS_TEST_DB_NAME', 'test')}_quick_"}
     done = subprocess.run([sys.executable, "-m", "bench", "--quick", "--out", str(tmp_path)], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=1200)
     assert done.returncode == 0, (done.stdout[-3000:], done.stderr[-3000:])
