@@ -328,3 +328,34 @@ def test_a_command_committed_during_the_rebuild_is_kept():
     rebuild(progress=False, targets=[ResourceTarget(RacingDomain, "note")])
     row = Note.objects.get(pk=target_id)
     assert (row.version, row.body, row.edits) == (4, "from the command", 3)
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_one_rebuild_of_a_target_at_a_time():
+    import psycopg
+
+    make_notes(2)
+    dsn = database_url().replace("postgres://", "postgresql://", 1)
+    with psycopg.connect(dsn, autocommit=True) as other:
+        other.execute("SELECT pg_advisory_lock(hashtext('fluvius_rebuild:test-notes.note'))")
+        with pytest.raises(RebuildError, match="being rebuilt by another process"):
+            rebuild(["note"], progress=False)
+        assert rebuild(["folder"], progress=False)[0].status == "done"  # other targets are free
+    # The holder's connection is gone: the lock with it (a killed rebuild never blocks the next).
+    assert rebuild(["note"], progress=False)[0].status == "done"
+
+
+@pytest.mark.django_db
+def test_stored_events_are_complete_event_instances():
+    from django_fluvius.rebuild import stored_events
+
+    make_notes(2, edits=1)
+    qs = Event.objects.order_by("position")
+    fast, orm = list(stored_events(qs, "default")), list(qs)
+    names = [f.attname for f in Event._meta.concrete_fields]
+    assert [[getattr(e, n) for n in names] for e in fast] == [[getattr(e, n) for n in names] for e in orm]
+    assert all(isinstance(e, Event) and not e._state.adding and e._state.db == "default" for e in fast)
+    assert fast[0] == orm[0] and fast[1].payload == {"body": "0.0"}
+    with pytest.raises(TypeError, match="append-only"):
+        fast[0].save()
