@@ -93,10 +93,20 @@ def postgres_horizon(connection: Any) -> int:
     return horizon
 
 
+def postgres_own_xid(connection: Any) -> int | None:
+    """This session's transaction id, if it has one (its later events will carry it)."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_current_xact_id_if_assigned()::text::bigint")
+        return cursor.fetchone()[0]
+
+
 # Database vendor -> function giving the horizon; vendors not listed (SQLite)
 # commit in position order and need none.
 HORIZONS: dict[str, Callable[[Any], int]] = {
     "postgresql": postgres_horizon,
+}
+OWN_XIDS: dict[str, Callable[[Any], int | None]] = {
+    "postgresql": postgres_own_xid,
 }
 
 
@@ -174,9 +184,16 @@ class Feed:
         """
         if position <= 0:
             return ORIGIN
-        horizon = HORIZONS.get(self.connection.vendor)
-        # Read the horizon first: every event below it is visible to the queries after it.
-        candidates: list[FeedKey] = [(horizon(self.connection), 0)] if horizon is not None else []
+        vendor = self.connection.vendor
+        horizon = HORIZONS.get(vendor)
+        candidates: list[FeedKey] = []
+        if horizon is not None:
+            # Read the horizon first: every event below it is visible to the queries after it.
+            # Our own transaction may still write events (a test, a caller's atomic block).
+            candidates.append((horizon(self.connection), position))
+            own = OWN_XIDS[vendor](self.connection)
+            if own is not None:
+                candidates.append((own, position))
         later = self.store.events.filter(position__gt=position)
         txid = later.aggregate(value=Min("txid"))["value"]
         if txid is not None:

@@ -43,6 +43,11 @@ def tries(position: int) -> int:
     return len(path.read_text().splitlines()) if path.exists() else 0
 
 
+def try_times(position: int) -> list[float]:
+    path = scratch() / f"tries-{position}"
+    return [float(line.split()[1]) for line in path.read_text().splitlines()] if path.exists() else []
+
+
 def _effect(handler: str, event, detail: str = "") -> Effect:
     return Effect.objects.create(handler=handler, position=event.position, aggregate_id=event.aggregate_id,
                                  version=event.version, detail=detail)
@@ -52,7 +57,7 @@ def _effect(handler: str, event, detail: str = "") -> Effect:
                max_retries=3)
 def record(event):
     with open(scratch() / f"tries-{event.position}", "a") as fh:
-        fh.write(f"{os.getpid()}\n")
+        fh.write(f"{os.getpid()} {time.time()}\n")
     title = event.payload.get("title", "")
     if title == "poison":
         raise RuntimeError(f"poison event {event.position}")

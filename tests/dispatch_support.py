@@ -16,6 +16,8 @@ from django.conf import settings
 
 ROOT = Path(__file__).resolve().parent.parent
 BROKER_URL = os.environ.get("FLUVIUS_TEST_BROKER", "redis://127.0.0.1:6379/5")
+# A queue of this test run's own: several runs (other checkouts, CI jobs) may share the broker.
+QUEUE = f"fluvius-tests-{uuid.uuid4().hex[:10]}"
 
 
 def fluvius(**overrides: Any) -> dict[str, Any]:
@@ -45,11 +47,11 @@ def broker_reachable(url: str = BROKER_URL) -> bool:
         return False
 
 
-def flush_broker(url: str = BROKER_URL) -> None:
-    """Drop every message of earlier runs (the Redis database is this test suite's own)."""
+def flush_broker(url: str = BROKER_URL, queue: str = QUEUE) -> None:
+    """Drop the messages left in this run's queue (never other runs' messages)."""
     import redis
 
-    redis.Redis.from_url(url).flushdb()
+    redis.Redis.from_url(url).delete(queue)
 
 
 class Worker:
@@ -69,13 +71,14 @@ class Worker:
             "FLUVIUS_WORKER_DB_NAME": self.db_name,
             "FLUVIUS_TEST_SCRATCH": str(self.scratch),
             "FLUVIUS_TEST_BROKER": BROKER_URL,
+            "FLUVIUS_TEST_QUEUE": QUEUE,
             "PYTHONPATH": str(ROOT),
         }
         self.log = open(self.log_path, "w")  # noqa: SIM115 - lives as long as the process
         self.process = subprocess.Popen(
             [sys.executable, "-m", "celery", "-A", "example_project", "worker", "--pool", "prefork",
              "-c", str(self.concurrency), "-l", "info", "--without-gossip", "--without-mingle",
-             "--without-heartbeat", "-n", f"h5-{uuid.uuid4().hex[:8]}@%h"],
+             "--without-heartbeat", "-Q", QUEUE, "-n", f"h5-{uuid.uuid4().hex[:8]}@%h"],
             cwd=ROOT, env=env, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True,
         )
         wait_for(lambda: " ready." in self.output() or self.process.poll() is not None, timeout,

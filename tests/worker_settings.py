@@ -23,9 +23,16 @@ FLUVIUS = {
     "RETRY_JITTER": False,
     "ORDERED_WAIT": 0.2,
     "RELAY": "sync",
+    # The test run's own queue (tests/dispatch_support.py).
+    "CELERY_QUEUE": os.environ.get("FLUVIUS_TEST_QUEUE") or None,
 }
 
 CELERY_BROKER_URL = os.environ.get("FLUVIUS_TEST_BROKER", "redis://127.0.0.1:6379/5")
 # A message held by a worker that died is given to another one after this long.
-CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 4}
+CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 4, "unacked_restore_interval": 1,
+                                   "unacked_restore_throttle": 1}
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+
+# The welcome email goes to files the test can read.
+EMAIL_BACKEND = "django.core.mail.backends.filebased.EmailBackend"
+EMAIL_FILE_PATH = os.path.join(os.environ.get("FLUVIUS_TEST_SCRATCH", "/tmp"), "mail")

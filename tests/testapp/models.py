@@ -28,6 +28,9 @@ class Effect(models.Model):
     detail = models.CharField(max_length=200, blank=True)
     created = models.DateTimeField(auto_now_add=True)
 
+    def __str__(self) -> str:
+        return f"{self.handler} @ {self.position}"
+
 
 class NoteActivity(models.Model):
     """Read model of the async projections in the tests and benchmarks."""
@@ -37,3 +40,6 @@ class NoteActivity(models.Model):
     events = models.IntegerField(default=0)
     last_version = models.IntegerField(default=0)
     last_position = models.BigIntegerField(default=0)
+
+    def __str__(self) -> str:
+        return f"{self.title}: {self.events} events"
