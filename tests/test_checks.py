@@ -53,7 +53,8 @@ def check_ids(domain_paths):
         with override_settings(FLUVIUS={"DOMAINS": domain_paths}):
             domains.clear()
             load_domains()
-            errors = checks.run_checks(tags=["fluvius"])
+            # Only the domain checks: the handler checks (E04x) look at other things.
+            errors = [e for e in checks.run_checks(tags=["fluvius"]) if e.id < "fluvius.E010"]
     finally:
         domains.clear()
         for d in saved:
