@@ -15,14 +15,19 @@ from django.core.exceptions import ImproperlyConfigured
 from .exceptions import UnknownDomain, UnknownResource
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator
+
     from django.db.models import Model
+
+    # Type-only: at run time the registry stays below ``domain`` in the layering.
+    from .domain import Domain
 
 
 class DomainRegistry:
     def __init__(self) -> None:
-        self._domains: dict[str, type] = {}
+        self._domains: dict[str, type[Domain]] = {}
 
-    def register(self, domain_class: type) -> type:
+    def register(self, domain_class: type[Domain]) -> type[Domain]:
         namespace = getattr(domain_class, "__namespace__", None)
         if not namespace:
             raise ImproperlyConfigured(f"{domain_class.__qualname__} has no __namespace__.")
@@ -41,7 +46,7 @@ class DomainRegistry:
     def clear(self) -> None:
         self._domains.clear()
 
-    def get(self, namespace: str) -> type:
+    def get(self, namespace: str) -> type[Domain]:
         try:
             return self._domains[namespace]
         except KeyError:
@@ -51,13 +56,13 @@ class DomainRegistry:
     def __contains__(self, namespace: str) -> bool:
         return namespace in self._domains
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[type[Domain]]:
         return iter(list(self._domains.values()))
 
     def __len__(self) -> int:
         return len(self._domains)
 
-    def find_resource(self, name: str) -> tuple[type, str]:
+    def find_resource(self, name: str) -> tuple[type[Domain], str]:
         """Find ``'user'`` or ``'app-user.user'``; return (domain class, resource name)."""
         if "." in name:
             namespace, resource = name.rsplit(".", 1)
