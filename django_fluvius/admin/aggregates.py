@@ -138,9 +138,13 @@ class AggregateAdmin(admin.ModelAdmin):
 
     # -- actions on the list ---------------------------------------------------
 
-    def get_actions(self, request):
-        actions = super().get_actions(request)
-        if self.actions is None:
+    def get_actions(self, request, action_location: Any = None):
+        # Django 6.1 asks per location (the list, or one row's page); the row page has its buttons.
+        if action_location is None:
+            actions = super().get_actions(request)
+        else:
+            actions = super().get_actions(request, action_location=action_location)  # type: ignore[call-arg]
+        if self.actions is None or getattr(action_location, "value", "CHANGE_LIST") != "CHANGE_LIST":
             return actions
         for spec in self.allowed_commands(request, create=False):
             name = ACTION_PREFIX + spec.name
