@@ -26,7 +26,7 @@ import re
 import uuid
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, cast
 
 from django.conf import settings
 from django.db import connections, transaction
@@ -535,7 +535,9 @@ class DispatchCapture:
         while connection.run_on_commit:
             # Callbacks may run commands that queue more: take the queue, then look again.
             pending, connection.run_on_commit = connection.run_on_commit, []
-            for _sids, callback, robust in pending:
+            for entry in pending:
+                # (savepoint ids, callback, robust) on Django >= 4.2 (the stubs still say 2 items).
+                _sids, callback, robust = cast("tuple[Any, Callable[[], Any], bool]", entry)
                 ran += 1
                 if not robust:
                     callback()
