@@ -238,11 +238,14 @@ def pending_predecessor(spec: HandlerSpec, event: Any) -> int | None:
     return position if (in_outbox or dead) else None
 
 
-def deliver(spec: HandlerSpec, event: Any, *, force: bool = False) -> Delivery:
+def deliver(spec: HandlerSpec, event: Any, *, force: bool = False,
+            also: Callable[[], None] | None = None) -> Delivery:
     """Run one handler for one event in its own transaction, with its receipt.
 
     ``force=True`` (replays) runs it even if a receipt exists and ignores ordering.
-    Never raises for the handler's own errors: they come back as ``FAILED``.
+    ``also`` runs in the same transaction after the handler (the inline dispatcher
+    deletes the outbox row there: one commit instead of two). Never raises for the
+    handler's own errors: they come back as ``FAILED``.
     """
     using = handler_database(spec)
     if spec.ordered and not force:
@@ -254,6 +257,8 @@ def deliver(spec: HandlerSpec, event: Any, *, force: bool = False) -> Delivery:
             if not claim_receipt(spec.name, event.position, using) and not force:
                 return Delivery(DUPLICATE)
             spec(event)
+            if also is not None:
+                also()
     except Exception as exc:  # noqa: BLE001 - a handler's failure is data: retried, then dead-lettered
         return Delivery(FAILED, error=exc, traceback=traceback.format_exc())
     return Delivery(DONE)
@@ -341,7 +346,7 @@ class Attempt:
 
 
 def run_attempt(item: Attempt, *, schedule: Callable[[Attempt, float], None] | None,
-                event: Any = None) -> str:
+                event: Any = None, also: Callable[[], None] | None = None) -> str:
     """Try one delivery; schedule the next try (``schedule(attempt, countdown)``) or dead-letter it.
 
     ``schedule=None`` means there is no later try (inline mode): a failure is
@@ -360,9 +365,9 @@ def run_attempt(item: Attempt, *, schedule: Callable[[Attempt, float], None] | N
         except Exception as exc:  # noqa: BLE001 - a missing or undecodable event is a poison message
             result = Delivery(FAILED, error=exc, traceback=traceback.format_exc())
         else:
-            result = deliver(spec, event)
+            result = deliver(spec, event, also=also)
     else:
-        result = deliver(spec, event)
+        result = deliver(spec, event, also=also)
 
     if result.outcome == WAIT:
         if schedule is not None and item.waits < fluvius_settings.ORDERED_MAX_WAITS:
@@ -491,13 +496,22 @@ class InlineDispatcher(Dispatcher):
         done: list[int | None] = []
         woken: dict[str, Any] = {}
         for outbox_id, event in pairs:
-            waiting = False
-            for spec in handlers.for_event(event):
-                outcome = run_attempt(Attempt(spec.name, event.position), schedule=None, event=event)
+            waiting = deleted = False
+            specs = handlers.for_event(event)
+            for i, spec in enumerate(specs):
+                also = None
+                if (i == len(specs) - 1 and not waiting and outbox_id is not None
+                        and handler_database(spec) == using):
+                    # The last handler's transaction takes the row with it (saves a commit).
+                    def also(outbox_id=outbox_id):
+                        nonlocal deleted
+                        delete_rows([outbox_id], using)
+                        deleted = True
+                outcome = run_attempt(Attempt(spec.name, event.position), schedule=None, event=event, also=also)
                 waiting = waiting or outcome == WAIT
             for subscriber in subscribers.wanting(event):
                 woken[subscriber.name] = subscriber
-            if not waiting:  # an ordered handler still waits: the relay tries the row again later
+            if not waiting and not deleted:  # an ordered handler still waits: the relay tries again later
                 done.append(outbox_id)
         for subscriber in woken.values():
             try:
@@ -670,13 +684,13 @@ class BackgroundRelay:
                 first = q.get()
             taken = [first]
             linger = float(fluvius_settings.RELAY_LINGER)
-            deadline = time.monotonic() + linger
-            while linger > 0:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    break
+            if linger > 0:
+                # Sleep rather than wait on the queue: a waiting thread would wake (and
+                # take the GIL from the request) at every commit.
+                time.sleep(linger)
+            while True:
                 try:
-                    taken.append(q.get(timeout=remaining))
+                    taken.append(q.get_nowait())
                 except queue.Empty:
                     break
             groups: dict[tuple[int, str], tuple[Any, list[RelayItem]]] = {}
