@@ -677,35 +677,41 @@ class BackgroundRelay:
     def _run(self, q: queue.Queue) -> None:
         while True:
             try:
-                first = q.get(timeout=1.0)
+                self._round(q)
+            except Exception:  # noqa: BLE001 - the thread must outlive any one round
+                logger.exception("The relay thread failed a round; the periodic relay keeps the rows.")
+
+    def _round(self, q: queue.Queue) -> None:
+        try:
+            first = q.get(timeout=1.0)
+        except queue.Empty:
+            # Idle: give the connection back (test databases are dropped at the end).
+            connections.close_all()
+            first = q.get()
+        taken = [first]
+        linger = float(fluvius_settings.RELAY_LINGER)
+        if linger > 0:
+            # Sleep rather than wait on the queue: a waiting thread would wake (and
+            # take the GIL from the request) at every commit.
+            time.sleep(linger)
+        while True:
+            try:
+                taken.append(q.get_nowait())
             except queue.Empty:
-                # Idle: give the connection back (test databases are dropped at the end).
-                connections.close_all()
-                first = q.get()
-            taken = [first]
-            linger = float(fluvius_settings.RELAY_LINGER)
-            if linger > 0:
-                # Sleep rather than wait on the queue: a waiting thread would wake (and
-                # take the GIL from the request) at every commit.
-                time.sleep(linger)
-            while True:
-                try:
-                    taken.append(q.get_nowait())
-                except queue.Empty:
-                    break
-            groups: dict[tuple[int, str], tuple[Any, list[RelayItem]]] = {}
-            for entry in taken:
-                if entry is None:  # close_connections() asked for it
-                    connections.close_all()
-                    continue
+                break
+        groups: dict[tuple[int, str], tuple[Any, list[RelayItem]]] = {}
+        for entry in taken:
+            if entry is not None:  # None: close_connections() asks for the connections back
                 dispatcher, using, items = entry
                 groups.setdefault((id(type(dispatcher)), using), (dispatcher, []))[1].extend(items)
-            try:
-                for (_, using), (dispatcher, items) in groups.items():
-                    _hand_over_logged(dispatcher, items, using)
-            finally:
-                for _ in taken:
-                    q.task_done()
+        try:
+            for (_, using), (dispatcher, items) in groups.items():
+                _hand_over_logged(dispatcher, items, using)
+            if None in taken:
+                connections.close_all()
+        finally:
+            for _ in taken:
+                q.task_done()
 
     def close_connections(self, timeout: float = 10.0) -> bool:
         """Hand over what is queued, then close the thread's database connections."""
@@ -745,6 +751,18 @@ RELAY_MODES: dict[str, Callable[[Any, Sequence[RelayItem], str], None]] = {
     "thread": _relay_in_thread,
     "sync": _relay_now,
 }
+
+
+def prune_receipts(older_than: timedelta, *, using: str | None = None) -> int:
+    """Delete done receipts older than ``older_than``: no redelivery comes that late.
+
+    Receipts are what make a late duplicate harmless, so keep them longer than a
+    message can stay in the broker (the Redis visibility timeout, a broker outage).
+    """
+    cutoff = timezone.now() - older_than
+    deleted, _ = (HandlerReceipt.objects.using(using or store_database())
+                  .filter(created__lt=cutoff, status=HandlerReceipt.Status.DONE).delete())
+    return deleted
 
 
 @dataclass

@@ -383,3 +383,19 @@ def test_the_orders_process_manager_cancels_open_orders_of_a_deactivated_custome
                           evt_key=cause.evt_key)
     relay_pending(min_age=0)
     assert Event.objects.filter(evt_key="order-cancelled").count() == 2
+
+
+@pytest.mark.django_db(transaction=True)
+def test_old_receipts_can_be_pruned(test_handlers):
+    import datetime
+
+    from django.core.management.base import CommandError
+
+    create_note("old")
+    new = create_note("new")
+    HandlerReceipt.objects.exclude(position=new.events[0].position).update(
+        created=datetime.datetime(2000, 1, 1, tzinfo=datetime.UTC))
+    call_command("fluvius_relay", "--prune-receipts", "30", verbosity=0)
+    assert set(HandlerReceipt.objects.values_list("position", flat=True)) == {new.events[0].position}
+    with pytest.raises(CommandError, match="days > 0"):
+        call_command("fluvius_relay", "--prune-receipts", "0")

@@ -7,9 +7,11 @@ could not (broker down, process killed after COMMIT). Run it once, or with
 """
 
 import time
+from datetime import timedelta
 
-from django.core.management.base import BaseCommand
+from django.core.management.base import BaseCommand, CommandError
 
+from django_fluvius.dispatch import prune_receipts as prune
 from django_fluvius.dispatch import relay_pending
 
 
@@ -23,8 +25,17 @@ class Command(BaseCommand):
                             help="leave rows younger than this many seconds (default FLUVIUS['RELAY_GRACE'])")
         parser.add_argument("--limit", type=int, default=None, help="rows per round")
         parser.add_argument("--database", default=None, help="database alias of the event store")
+        parser.add_argument("--prune-receipts", type=float, default=None, metavar="DAYS",
+                            help="first delete handler receipts older than DAYS days")
 
-    def handle(self, *args, loop=False, interval=2.0, grace=None, limit=None, database=None, **options):
+    def handle(self, *args, loop=False, interval=2.0, grace=None, limit=None, database=None,
+               prune_receipts=None, **options):
+        if prune_receipts is not None:
+            if prune_receipts <= 0:
+                raise CommandError("--prune-receipts takes a number of days > 0.")
+            pruned = prune(timedelta(days=prune_receipts), using=database)
+            if options["verbosity"] >= 1:
+                self.stdout.write(f"Deleted {pruned} handler receipts older than {prune_receipts:g} days.")
         while True:
             total = failed = 0
             while True:  # drain: rounds until nothing is left to hand over
