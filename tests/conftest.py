@@ -34,3 +34,18 @@ def close_async_connections():
     from django.db import connections
 
     asyncio.run(sync_to_async(connections.close_all)())
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _database_features_known(django_db_setup, django_db_blocker):
+    """Ask each database once whether it supports JSON fields.
+
+    Django 6 runs model checks against every alias, and JSONField's check asks the
+    database (once per connection). Asked here, ``manage.py check`` in a test without
+    database access reads the cached answer, on Django 5.2 and 6.x alike.
+    """
+    from django.db import connections
+
+    with django_db_blocker.unblock():
+        for connection in connections.all():
+            connection.features.supports_json_field  # noqa: B018 - cached on the connection
