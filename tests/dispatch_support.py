@@ -36,12 +36,12 @@ def wait_for(predicate, timeout: float = 20.0, interval: float = 0.1, message: s
         time.sleep(interval)
 
 
-def broker_reachable(url: str = BROKER_URL) -> bool:
+def broker_reachable(url: str = BROKER_URL, default_port: int = 6379) -> bool:
     from urllib.parse import urlparse
 
     parsed = urlparse(url)
     try:
-        with socket.create_connection((parsed.hostname or "127.0.0.1", parsed.port or 6379), timeout=1):
+        with socket.create_connection((parsed.hostname or "127.0.0.1", parsed.port or default_port), timeout=1):
             return True
     except OSError:
         return False
@@ -57,7 +57,9 @@ def flush_broker(url: str = BROKER_URL, queue: str = QUEUE) -> None:
 class Worker:
     """A real ``celery -A example_project worker`` process on the test database."""
 
-    def __init__(self, db_name: str, scratch: Path, log_dir: Path, *, concurrency: int = 2):
+    def __init__(self, db_name: str, scratch: Path, log_dir: Path, *, concurrency: int = 2,
+                 broker: str = BROKER_URL):
+        self.broker = broker
         self.db_name = db_name
         self.scratch = scratch
         self.log_path = log_dir / f"worker-{uuid.uuid4().hex[:6]}.log"
@@ -70,7 +72,7 @@ class Worker:
             "DJANGO_SETTINGS_MODULE": "tests.worker_settings",
             "FLUVIUS_WORKER_DB_NAME": self.db_name,
             "FLUVIUS_TEST_SCRATCH": str(self.scratch),
-            "FLUVIUS_TEST_BROKER": BROKER_URL,
+            "FLUVIUS_TEST_BROKER": self.broker,
             "FLUVIUS_TEST_QUEUE": QUEUE,
             "PYTHONPATH": str(ROOT),
         }

@@ -261,3 +261,29 @@ def test_the_process_manager_and_welcome_email_run_in_the_worker(worker, scratch
     mails = wait_for(lambda: list((scratch / "mail").glob("*.log")) if (scratch / "mail").exists() else [],
                      message="the welcome email")
     assert "cy@example.com" in mails[0].read_text() and "Welcome!" in mails[0].read_text()
+
+
+RABBITMQ_URL = os.environ.get("FLUVIUS_TEST_AMQP", "amqp://guest:guest@127.0.0.1:5672//")
+
+
+def test_handlers_run_in_a_worker_on_rabbitmq_too(celery_mode, scratch, tmp_path):
+    if not broker_reachable(RABBITMQ_URL, default_port=5672):
+        pytest.skip(f"needs RabbitMQ at {RABBITMQ_URL} (unreachable)")
+    from kombu import Connection
+
+    app = Celery("fluvius-tests-amqp", broker=RABBITMQ_URL, set_as_current=False)
+    worker = Worker(connection.settings_dict["NAME"], scratch, tmp_path, broker=RABBITMQ_URL).start()
+    try:
+        with override_settings(FLUVIUS=fluvius(DISPATCH="celery", RELAY="thread", CELERY_APP=app,
+                                               CELERY_QUEUE=QUEUE)):
+            notes = [create_note(f"amqp {i}") for i in range(2)]
+            assert relay.flush(20)
+        wait_for(lambda: effect_count("record") == 2 and effect_count("other") == 2,
+                 message=f"the deliveries over AMQP\n{worker.output()}")
+        assert {e.position for e in Effect.objects.filter(handler="other")} == {
+            n.events[0].position for n in notes}
+    finally:
+        worker.stop()
+        with Connection(RABBITMQ_URL) as conn:  # leave no queue behind
+            conn.default_channel.queue_delete(QUEUE)
+        app.close()
