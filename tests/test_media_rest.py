@@ -10,6 +10,9 @@ import pytest
 from django.contrib.auth import get_user_model
 from django.http.multipartparser import MultiPartParser
 from django.urls import include, path
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
 from rest_framework.permissions import IsAuthenticated
 from rest_framework.test import APIClient
 
@@ -368,3 +371,43 @@ def test_the_upload_handler_streams_without_holding_the_file(tmp_path):
     assert peak < 4 * 1024 * 1024, f"peak {peak} bytes while parsing a {size} byte upload"
     upload_.close()
     assert files_under(tmp_path) == []
+
+
+# -- fuzzing the upload with real aggregates: never a 500 ----------------------------------
+
+VALID_BODY, VALID_TYPE = multipart(("file", "a.png", "image/png", png(3000, seed=b"fuzz")))
+
+
+@st.composite
+def mangled_uploads(draw):
+    """A valid upload body, cut, spliced with noise or with bytes flipped; or noise alone."""
+    body = bytearray(VALID_BODY)
+    for _ in range(draw(st.integers(0, 4))):
+        action = draw(st.sampled_from(["cut", "flip", "insert", "noise"]))
+        at = draw(st.integers(0, max(0, len(body) - 1)))
+        if action == "cut":
+            del body[at:]
+        elif action == "flip" and body:
+            body[at] = draw(st.integers(0, 255))
+        elif action == "insert":
+            body[at:at] = draw(st.binary(max_size=64))
+        else:
+            body = bytearray(draw(st.binary(max_size=300)))
+    content_type = draw(st.sampled_from([VALID_TYPE, "multipart/form-data", "multipart/form-data; boundary=",
+                                         "multipart/form-data; boundary=x", "text/plain", "",
+                                         VALID_TYPE + "; charset=utf-8"]))
+    return bytes(body), content_type
+
+
+@hypothesis_settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(upload_=mangled_uploads())
+def test_mangled_uploads_never_answer_500(api, order_id, media_root, upload_):
+    body, content_type = upload_
+    response = api.generic("POST", media_url(order_id), body, content_type=content_type)
+    assert response.status_code < 500, (response.status_code, response.content[:300])
+    if response.status_code >= 400:
+        assert response.json()["code"]
+    else:
+        entry = MediaEntry.objects.get(pk=response.json()["id"])
+        assert (media_root / entry.key).is_file()
+    assert not (media_root / ".incoming").exists() or not any((media_root / ".incoming").iterdir())
