@@ -212,9 +212,11 @@ class PageRunner:
                 clear_url_caches()
 
     def close(self) -> None:
-        self.capture.stop()
+        # Settings overrides unwind in the reverse order of their making: the page's first,
+        # then the capture's (made before them).
         for override in reversed(self.overrides):
             override.disable()
+        self.capture.stop()
         clear_url_caches()
         for name in self.modules:
             sys.modules.pop(name, None)
@@ -242,12 +244,14 @@ def test_docs_page_runs(page, db, django_user_model):
     user = django_user_model.objects.create_superuser("alice", "alice@example.com", "secret")
     request = RequestFactory().get("/")
     request.user = user
+    before = (settings.FLUVIUS, settings.ROOT_URLCONF)
     runner = PageRunner(page, request)
     try:
         for block in python_blocks(page):
             runner.run(block)
     finally:
         runner.close()
+    assert (settings.FLUVIUS, settings.ROOT_URLCONF) == before, "the page left its settings behind"
 
 
 # -- the harness itself ---------------------------------------------------------------------
