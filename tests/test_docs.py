@@ -128,6 +128,7 @@ class PageRunner:
             module = types.ModuleType(name)
             module.__file__ = f"<docs {self.page.name}: {name}>"
             module.request = self.request
+            module.__package__ = name.rpartition(".")[0]  # relative imports, as in a real module
             sys.modules[name] = module
             parent, _, child = name.rpartition(".")
             if parent in sys.modules:

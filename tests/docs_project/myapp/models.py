@@ -17,3 +17,10 @@ class Order(Projection):
     items = models.JSONField(default=list)
     total = models.DecimalField(max_digits=10, decimal_places=2, default=0)
     status = models.CharField(max_length=20, default="open")
+
+
+class CustomerStats(models.Model):
+    """Kept by an async projection (docs/handlers.md), not by the command bus."""
+
+    customer_id = models.UUIDField(primary_key=True)
+    orders = models.IntegerField(default=0)
