@@ -32,7 +32,7 @@ import threading
 import time
 from pathlib import Path
 
-from bench.common import ROOT, arg_parser, interleaved, report, setup_django
+from bench.common import ROOT, arg_parser, dsn, interleaved, pg_server_url, report, setup_django
 
 PORTS = range(18850, 18900)  # this benchmark's share of helper h8's range
 MiB = 1024 * 1024
@@ -171,6 +171,18 @@ def post_file(port: int, url: str, path: Path, filename: str, content_type: str)
     return response.status, (json.loads(raw) if raw.startswith(b"{") else {})
 
 
+def drop_database(url: str) -> None:
+    """Remove a quick run's own database (a SQLite file, or a PostgreSQL database)."""
+    if url.startswith("sqlite:///"):
+        Path(url[len("sqlite:///"):]).unlink(missing_ok=True)
+        return
+    import psycopg
+
+    name = url.rsplit("/", 1)[1]
+    with psycopg.connect(dsn(pg_server_url()), autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
 def make_source(path: Path, size: int) -> str:
     """A file of ``size`` bytes that is a PDF by its first bytes; returns its SHA-256."""
     digest = hashlib.sha256()
@@ -208,7 +220,9 @@ def main(argv=None) -> dict:
     args = parser.parse_args(argv)
     size = (4 if args.quick else args.size_mib) * MiB
     runs = 1 if args.quick else args.runs
-    url = setup_django("fluvius_bench_media", sqlite=args.sqlite)
+    # A quick run (the test suite's) gets a database of its own: test runs may overlap.
+    db_name = f"fluvius_bench_media_{os.getpid()}" if args.quick else "fluvius_bench_media"
+    url = setup_django(db_name, sqlite=args.sqlite)
 
     from django.db import connections
 
@@ -277,6 +291,9 @@ def main(argv=None) -> dict:
     finally:
         stop_server(server)
         shutil.rmtree(work, ignore_errors=True)
+        connections.close_all()
+        if args.quick:
+            drop_database(url)
 
     import statistics
 
