@@ -21,6 +21,7 @@ from asgiref.sync import async_to_sync
 from .payload import build_serializer
 
 if TYPE_CHECKING:
+    import datetime
     import uuid
 
     from rest_framework.serializers import Serializer
@@ -194,8 +195,9 @@ class Aggregate:
         self.version = version
         self.state: dict[str, Any] = dict(state or {})
         self.context = context
-        self.created = None
-        self.updated = None
+        # Times of the first and the last folded event.
+        self.created: datetime.datetime | None = None
+        self.updated: datetime.datetime | None = None
         # True when the state came from the in-process cache, not the event store.
         self.from_cache = False
 

@@ -62,6 +62,8 @@ class Command:
     id: uuid.UUID = field(default_factory=uuid.uuid4)
     idempotency_key: str | None = None
     created: datetime.datetime = field(default_factory=timezone.now)
+    # The metadata of its events and log row, built once by the bus (CommandBus.metadata).
+    _metadata: dict[str, Any] | None = field(default=None, init=False, repr=False)
 
     @property
     def resource(self) -> str | None:
@@ -238,7 +240,7 @@ class CommandBus:
 
     def metadata(self, command: Command) -> dict[str, Any]:
         """The command's metadata (built once per command: events and log share it)."""
-        metadata = getattr(command, "_metadata", None)
+        metadata = command._metadata
         if metadata is None:
             metadata = command._metadata = self.domain.event_metadata(command)
         return metadata

@@ -255,9 +255,12 @@ class Domain:
                                           code="already_exists")
             resource = spec.resources[0] if spec.resources else self.default_resource()
             return self.__aggregate__(aggregate_id, resource, context=command.context)
-        aggregate = self.cached_aggregate(command.aggregate_id) if use_cache else None
+        existing_id = command.aggregate_id
+        if existing_id is None:  # create_command refuses this; a hand-made Command may not
+            raise AggregateNotFound(f"Command {spec.name!r} needs the id of an existing aggregate.")
+        aggregate = self.cached_aggregate(existing_id) if use_cache else None
         if aggregate is None:
-            aggregate = self.rehydrate(command.aggregate_id)
+            aggregate = self.rehydrate(existing_id)
         if aggregate is None:
             raise AggregateNotFound(f"No {self.__namespace__} aggregate with id {command.aggregate_id}.")
         if not spec.applies_to(aggregate.resource):

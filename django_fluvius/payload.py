@@ -65,8 +65,8 @@ class StrictSerializer(serializers.Serializer):
         try:
             value = super().to_internal_value(data)
         except serializers.ValidationError as exc:
-            errors = {**exc.detail, **errors} if isinstance(exc.detail, dict) else exc.detail
-            raise serializers.ValidationError(errors) from None
+            detail: Any = exc.detail
+            raise serializers.ValidationError({**detail, **errors} if isinstance(detail, dict) else detail) from None
         if errors:
             raise serializers.ValidationError(errors)
         return value

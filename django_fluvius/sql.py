@@ -75,7 +75,7 @@ def insert(obj: models.Model, using: str, *, exclude_pk: bool = True) -> None:
         if returning:
             pk = cursor.fetchone()[0]
         elif exclude_pk:
-            pk = connection.ops.last_insert_id(cursor, model._meta.db_table, pk_field.column)
+            pk = connection.ops.last_insert_id(cursor, model._meta.db_table, str(pk_field.column))
         else:
             pk = None
     if pk is not None:

@@ -12,6 +12,7 @@ import uuid
 from typing import TYPE_CHECKING, Any
 
 from asgiref.sync import sync_to_async
+from django.core.exceptions import ObjectDoesNotExist
 
 from .exceptions import AggregateNotFound
 from .routers import read_alias
@@ -57,7 +58,7 @@ class StateManager:
         pk = parse_aggregate_id(aggregate_id)
         try:
             return self.queryset(resource).get(pk=pk)
-        except self.model(resource).DoesNotExist:
+        except ObjectDoesNotExist:  # the model's DoesNotExist
             raise AggregateNotFound(f"No {resource} with id {pk}.") from None
 
     def find(self, resource: str, *args: Any, **filters: Any) -> QuerySet:
