@@ -29,7 +29,13 @@ from .registry import domains, resolve_model
 from .snapshots import json_roundtrip, snapshot_interval
 from .state import parse_aggregate_id
 from .store import EventStore
-from .upcasting import check_foldable, event_type_problems, registry, stored_event_types
+from .upcasting import (
+    check_foldable,
+    event_type_problems,
+    fold_fingerprint,
+    registry,
+    stored_event_types,
+)
 
 
 def label(obj: Any) -> str:
@@ -292,7 +298,9 @@ def _verify_domain(domain_class: type, targets: list[ResourceTarget], resources:
         for target in targets:
             rows[target.model] = target.model._base_manager.using(using).in_bulk(ids)
         snapshots: dict[uuid.UUID, dict[int, Snapshot]] = {}
+        fingerprint = fold_fingerprint(domain_class.__aggregate__, domain_class.__namespace__)
         for snap in Snapshot.objects.using(using).filter(aggregate_id__in=ids, schema_version=schema,
+                                                           fingerprint=fingerprint,
                                                            namespace=domain_class.__namespace__):
             snapshots.setdefault(snap.aggregate_id, {})[snap.version] = snap
 

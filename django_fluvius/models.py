@@ -105,6 +105,9 @@ class Snapshot(models.Model):
     version = models.PositiveIntegerField(_("version"))
     # Bumped by the aggregate when its state's shape changes; older snapshots are ignored.
     schema_version = models.PositiveSmallIntegerField(_("schema version"), default=1)
+    # Digest of the event schema versions the state was folded with (upcasting.py): a new
+    # upcaster changes how old events read, so snapshots folded before it are ignored.
+    fingerprint = models.CharField(_("fingerprint"), max_length=64, blank=True)
     state = models.JSONField(_("state"), encoder=DjangoJSONEncoder)
     # The times of the aggregate's first event and of the event at ``version``:
     # what a load from this snapshot restores, and what time travel (``at=``) filters on.

@@ -14,6 +14,9 @@ result, only the time a load takes. A snapshot is not used when
 - its ``schema_version`` is not the class's ``snapshot_schema`` (bump it when
   the state's shape or the folding code changes: state is then rebuilt from
   the events and new snapshots are taken in the new shape),
+- its ``fingerprint`` (the schema versions of the event types the class folds)
+  is not the current one: an upcaster was added since, so old events now read
+  differently and the snapshot's state has the old shape,
 - it is newer than the version or time asked for (time travel),
 - its state is not a JSON object (it was damaged): the load falls back to the
   events and logs a warning.
@@ -38,7 +41,7 @@ from django.utils import timezone
 from .conf import fluvius_settings
 from .models import Snapshot
 from .store import EventStore
-from .upcasting import check_foldable
+from .upcasting import check_foldable, fold_fingerprint
 
 if TYPE_CHECKING:
     import datetime
@@ -47,7 +50,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("django_fluvius.snapshots")
 
-SNAPSHOT_UPDATE_FIELDS = ["namespace", "resource", "schema_version", "state", "aggregate_created",
+SNAPSHOT_UPDATE_FIELDS = ["namespace", "resource", "schema_version", "fingerprint", "state", "aggregate_created",
                           "aggregate_updated", "created"]
 
 
@@ -85,7 +88,8 @@ class SnapshotStore:
                upto_version: int | None = None, until: datetime.datetime | None = None) -> Snapshot | None:
         """The newest snapshot usable for this load, or None."""
         qs = self.snapshots.filter(aggregate_id=aggregate_id, namespace=namespace,
-                                   schema_version=aggregate_class.snapshot_schema)
+                                   schema_version=aggregate_class.snapshot_schema,
+                                   fingerprint=fold_fingerprint(aggregate_class, namespace))
         if upto_version is not None:
             qs = qs.filter(version__lte=upto_version)
         if until is not None:
@@ -114,6 +118,7 @@ class SnapshotStore:
             resource=aggregate.resource,
             version=aggregate.version,
             schema_version=type(aggregate).snapshot_schema,
+            fingerprint=fold_fingerprint(type(aggregate), namespace),
             state=state,
             aggregate_created=aggregate.created,
             aggregate_updated=aggregate.updated,

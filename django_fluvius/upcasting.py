@@ -28,6 +28,7 @@ upcaster that fails. Nothing is ever folded in a shape the code does not know.
 
 from __future__ import annotations
 
+import hashlib
 import inspect
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -289,6 +290,25 @@ def foldable_keys(aggregate_class: type) -> frozenset[str]:
                           | set(getattr(aggregate_class, "_appliers", {})))
         _known_cache[aggregate_class] = known
     return known
+
+
+_fingerprints: dict[tuple[type, str, tuple[int, ...]], str] = {}
+
+
+def fold_fingerprint(aggregate_class: type, namespace: str) -> str:
+    """A digest of the schema version of every key the class folds, in this namespace.
+
+    Snapshots store it: state folded before an upcaster was added (or removed)
+    has the old shape, so such snapshots no longer match and are ignored.
+    """
+    keys = sorted(foldable_keys(aggregate_class))
+    versions = tuple(registry.current_version(namespace, key) for key in keys)
+    digest = _fingerprints.get((aggregate_class, namespace, versions))
+    if digest is None:
+        text = "|".join(f"{key}:{version}" for key, version in zip(keys, versions, strict=True))
+        digest = hashlib.sha256(text.encode()).hexdigest()[:32]
+        _fingerprints[(aggregate_class, namespace, versions)] = digest
+    return digest
 
 
 def check_foldable(aggregate: Any, event: Any) -> None:

@@ -12,8 +12,8 @@ from django_fluvius import event_handler
 from django_fluvius.handlers import handlers
 from django_fluvius.inspection import verify
 from django_fluvius.models import Event, Snapshot
-from django_fluvius.upcasting import registry, rename_event, upcaster
-from tests.testapp.domain import NoteDomain
+from django_fluvius.upcasting import fold_fingerprint, registry, rename_event, upcaster
+from tests.testapp.domain import NoteAggregate, NoteDomain
 from tests.testapp.models import Note
 
 pytestmark = pytest.mark.django_db
@@ -120,7 +120,7 @@ def test_verify_reports_each_kind_of_drift():
                          evt_key="note-exploded", payload={})
     snapped = note_with_history()
     Snapshot.objects.create(aggregate_id=snapped, namespace="test-notes", resource="note", version=2,
-                            state={"title": "wrong"})
+                            state={"title": "wrong"}, fingerprint=fold_fingerprint(NoteAggregate, "test-notes"))
     assert domain.load(snapped).version == 3
 
     report = verify()

@@ -261,3 +261,32 @@ def test_snapshot_of_another_namespace_is_not_used():
     Snapshot.objects.filter(aggregate_id=result.aggregate_id).update(namespace="elsewhere")
     loaded = domain.load(result.aggregate_id)
     assert loaded.state == PlainNoteDomain().load(result.aggregate_id).state
+
+
+def test_a_new_upcaster_makes_older_snapshots_stale():
+    from django_fluvius.upcasting import registry, upcaster
+
+    domain = SnapNoteDomain()
+    result = make_note(domain, 3)  # a snapshot at 3, version 4
+    snap = Snapshot.objects.get(aggregate_id=result.aggregate_id)
+    snap.state = {**snap.state, "marker": True}
+    snap.save()
+    assert domain.load(result.aggregate_id).state["marker"] is True  # used while the code is unchanged
+
+    @upcaster("note-created", version=1)
+    def with_editor(payload):
+        return {**payload, "editor": "unknown"}
+
+    try:
+        # Old events now read differently: the snapshot folded before the upcaster has the old shape.
+        loaded = domain.load(result.aggregate_id)
+        assert "marker" not in loaded.state and loaded.state["editor"] == "unknown"
+        assert loaded.state == PlainNoteDomain().load(result.aggregate_id).state
+        domain.process_command(domain.create_command("edit-note", {"body": "x"}, aggregate_id=result.aggregate_id))
+        domain.process_command(domain.create_command("edit-note", {"body": "y"}, aggregate_id=result.aggregate_id))
+        fresh = Snapshot.objects.get(aggregate_id=result.aggregate_id, version=6)
+        assert fresh.fingerprint != snap.fingerprint and fresh.state["editor"] == "unknown"
+        assert domain.load(result.aggregate_id).state == PlainNoteDomain().load(result.aggregate_id).state
+    finally:
+        registry.unregister("note-created", 1)
+    assert domain.load(result.aggregate_id).state["marker"] is True  # the code went back: so does the cache
