@@ -94,10 +94,13 @@ def _drf_code(exc: drf_exceptions.APIException) -> str:
 
 def _from_drf(exc: drf_exceptions.APIException) -> ErrorBody:
     headers: dict[str, str] = {}
-    if getattr(exc, "auth_header", None):
-        headers["WWW-Authenticate"] = exc.auth_header
-    if getattr(exc, "wait", None):
-        headers["Retry-After"] = str(int(exc.wait))
+    # Set on DRF's NotAuthenticated (by the view) and Throttled.
+    auth_header = getattr(exc, "auth_header", None)
+    if auth_header:
+        headers["WWW-Authenticate"] = auth_header
+    wait = getattr(exc, "wait", None)
+    if wait:
+        headers["Retry-After"] = str(int(wait))
     detail = exc.detail
     if isinstance(detail, dict | list):
         body = {"code": exc.default_code, "message": "The request is invalid.", "errors": _flatten(detail)}

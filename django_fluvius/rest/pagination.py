@@ -87,7 +87,8 @@ class ResourcePagination(BasePagination):
     def get_schema_operation_parameters(self, view: Any) -> list[dict[str, Any]]:
         try:
             surface = view_surface(view)
-            max_limit, max_offset = surface.max_limit, surface.max_offset
+            max_limit: int | None = surface.max_limit
+            max_offset: int | None = surface.max_offset
         except LookupError:
             max_limit = max_offset = None
         limit = {"type": "integer", "minimum": 1}

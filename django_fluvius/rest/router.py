@@ -40,6 +40,7 @@ from django.core.exceptions import ImproperlyConfigured
 from django.urls import Resolver404, path, re_path, register_converter, resolve
 from django.urls.converters import get_converters
 from django.utils.module_loading import import_string
+from django.views.decorators.csrf import csrf_exempt
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
@@ -72,8 +73,11 @@ if "fluvius_id" not in get_converters():
     register_converter(AnySegmentConverter, "fluvius_id")
 AGGREGATE_ID = "<fluvius_id:aggregate_id>"
 
+# A DRF view or viewset class (typed Any: the stubs give `type` no `as_view`).
+ViewClass = Any
 
-def route_problems(domain_class: type) -> list[tuple[str, str]]:
+
+def route_problems(domain_class: Any) -> list[tuple[str, str]]:
     """What keeps a domain from being routed, as (system check id, message); empty if nothing."""
     namespace = getattr(domain_class, "__namespace__", "") or ""
     problems = []
@@ -93,12 +97,12 @@ def route_problems(domain_class: type) -> list[tuple[str, str]]:
 @dataclass
 class Registration:
     domain_class: type[Domain]
-    command_views: Mapping[str, type] = field(default_factory=dict)
-    resource_views: Mapping[str, type] = field(default_factory=dict)
-    meta_view: type = MetaView
+    command_views: Mapping[str, ViewClass] = field(default_factory=dict)
+    resource_views: Mapping[str, ViewClass] = field(default_factory=dict)
+    meta_view: ViewClass = MetaView
 
 
-def _per_name(value: Any, names: list[str], default: type) -> dict[str, type]:
+def _per_name(value: Any, names: list[str], default: ViewClass) -> dict[str, ViewClass]:
     """One class for every name, or a mapping of some names to classes (the rest: default)."""
     if value is None:
         return dict.fromkeys(names, default)
@@ -113,11 +117,11 @@ def _per_name(value: Any, names: list[str], default: type) -> dict[str, type]:
 class DomainRouter:
     """Builds the URL patterns of registered domains (see the module docstring)."""
 
-    command_viewset_class: type = CommandViewSet
-    resource_viewset_class: type = ResourceViewSet
-    meta_view_class: type = MetaView
+    command_viewset_class: ViewClass = CommandViewSet
+    resource_viewset_class: ViewClass = ResourceViewSet
+    meta_view_class: ViewClass = MetaView
     # Uploads/downloads under <resource>/<id>/media/ (rest/media.py); None: no media routes.
-    media_viewset_class: type | None = MediaViewSet
+    media_viewset_class: ViewClass | None = MediaViewSet
 
     def __init__(self, *, catch_all: bool = True, root_view: bool = True):
         self.catch_all = catch_all
@@ -126,7 +130,7 @@ class DomainRouter:
         self._urls: list[Any] | None = None
 
     def register(self, domain: type[Domain] | str, *, command_viewset: Any = None,
-                 resource_viewset: Any = None, meta_view: type | None = None) -> None:
+                 resource_viewset: Any = None, meta_view: ViewClass | None = None) -> None:
         """Route a domain class (or its dotted path).
 
         ``command_viewset`` / ``resource_viewset``: a viewset class for all the
@@ -213,14 +217,13 @@ def hidden_view(view: Any) -> Any:
     def catch_all(request: Any, *args: Any, **kwargs: Any) -> Any:
         return view(request, *args, **kwargs)
 
-    catch_all.csrf_exempt = True
-    return catch_all
+    return csrf_exempt(catch_all)
 
 
 class RouterView(FluviusAPIMixin, APIView):
     """The router's own views: not part of any domain, nor of the schema."""
 
-    router: DomainRouter | None = None
+    router: DomainRouter = None  # type: ignore[assignment]  # set through as_view(router=...)
     schema = None
 
 

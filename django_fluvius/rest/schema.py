@@ -10,7 +10,7 @@ and every error body are in the project's OpenAPI document.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Literal
 
 from drf_spectacular.openapi import AutoSchema
 from drf_spectacular.types import OpenApiTypes
@@ -170,6 +170,8 @@ class FluviusAutoSchema(AutoSchema):
     """Common ground: tags by namespace, JSON-only bodies, error responses."""
 
     error_statuses: tuple[int, ...] = READ_ERRORS
+    # One of our views (the stubs say APIView, which has none of their attributes).
+    view: Any
 
     def get_tags(self) -> list[str]:
         return [self.view.domain_class.__namespace__]
@@ -196,7 +198,7 @@ class CommandSchema(FluviusAutoSchema):
     def get_summary(self) -> str:
         return self.spec.name
 
-    def get_description(self) -> str:
+    def get_description(self) -> str:  # type: ignore[override]  # drf-spectacular's takes no arguments
         return self.spec.description or f"Run the {self.spec.name} command."
 
     def get_override_parameters(self) -> list[Any]:
@@ -219,7 +221,7 @@ class CommandSchema(FluviusAutoSchema):
         success = 201 if self.spec.create else 200
         return {success: CommandResultSerializer, **self.errors()}
 
-    def get_serializer_name(self, serializer: Any, direction: str) -> str:
+    def get_serializer_name(self, serializer: Any, direction: Literal["request", "response"]) -> str:
         if isinstance(serializer, self.spec.serializer_class):
             return f"{camel(self.view.domain_class.__namespace__)}{camel(self.spec.name)}Payload"
         return super().get_serializer_name(serializer, direction)

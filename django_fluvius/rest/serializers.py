@@ -25,8 +25,12 @@ def camel(name: str) -> str:
 
 
 @cache
-def resource_serializer(domain_class: type, resource: str) -> type[serializers.ModelSerializer]:
-    """A read-only ModelSerializer of every field of the resource's model."""
+def resource_serializer(domain_class: Any, resource: str) -> type[serializers.ModelSerializer]:
+    """A read-only ModelSerializer of every field of the resource's model.
+
+    ``domain_class`` is a ``Domain`` class (typed ``Any``: mypy does not take classes for
+    the hashable arguments ``@cache`` wants).
+    """
     model = domain_class.resource_model(resource)
     name = f"{camel(domain_class.__namespace__)}{camel(resource)}"
     field_names = [f.name for f in model._meta.concrete_fields]
@@ -78,7 +82,8 @@ class ErrorSerializer(serializers.Serializer):
 
     code = serializers.CharField()
     message = serializers.CharField()
-    errors = serializers.DictField(child=serializers.ListField(child=serializers.CharField()),
+    # DRF's metaclass takes declared fields off the class, so this shadows nothing at run time.
+    errors = serializers.DictField(child=serializers.ListField(child=serializers.CharField()),  # type: ignore[assignment]
                                    required=False)
     details = serializers.DictField(child=serializers.JSONField(), required=False)
 
@@ -87,7 +92,7 @@ class CommandInfoSerializer(serializers.Serializer):
     name = serializers.CharField()
     url = serializers.CharField()
     method = serializers.CharField()
-    create = serializers.BooleanField()
+    create = serializers.BooleanField()  # type: ignore[assignment]  # a field, not the method (see above)
     needs_aggregate_id = serializers.BooleanField()
     resources = serializers.ListField(child=serializers.CharField())
     evt_key = serializers.CharField()

@@ -15,7 +15,7 @@ Every response carries ``X-Correlation-ID``; every error is the JSON body of
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from django.conf import settings
 from django.db.models import Max
@@ -80,10 +80,18 @@ def check_body_size(request: Any) -> None:
     )
 
 
-class FluviusAPIMixin:
+# The mixin is used with DRF views only: type it as one (at run time it stays a plain class).
+if TYPE_CHECKING:
+    _ViewBase = APIView
+else:
+    _ViewBase = object
+
+
+class FluviusAPIMixin(_ViewBase):
     """What every view of the REST face shares: its domain, errors, correlation id."""
 
-    domain_class: type[Domain] | None = None
+    # Set by the router through as_view(domain_class=...); DRF wants the attribute to exist.
+    domain_class: type[Domain] = None  # type: ignore[assignment]
 
     def get_exception_handler(self):
         return exception_handler
@@ -148,7 +156,7 @@ class CommandViewSet(FluviusAPIMixin, GenericViewSet):
     at commit is 409; ``Idempotency-Key`` makes a retry return the first response.
     """
 
-    command: str | None = None
+    command: str = None  # type: ignore[assignment]  # set by the router through as_view()
     on_aggregate: bool = False
     schema = CommandSchema()
 
@@ -274,7 +282,7 @@ class ResourceViewSet(FluviusAPIMixin, mixins.ListModelMixin, GenericViewSet):
     ``?version=N`` / ``?at=<ISO time>`` from the event store (time travel).
     """
 
-    resource: str | None = None
+    resource: str = None  # type: ignore[assignment]  # set by the router through as_view()
     filter_backends = [ResourceFilterBackend]
     pagination_class = ResourcePagination
     event_pagination_class = EventPagination
@@ -294,7 +302,7 @@ class ResourceViewSet(FluviusAPIMixin, mixins.ListModelMixin, GenericViewSet):
         return self.get_domain().statemgr.queryset(self.resource)
 
     def get_serializer_class(self) -> Any:
-        return self.serializer_class or resource_serializer(self.domain_class, self.resource)
+        return self.serializer_class or resource_serializer(cast(Any, self.domain_class), self.resource)
 
     def get_visible(self, pk: Any) -> Any:
         instance = self.get_queryset().filter(pk=pk).first()
@@ -363,7 +371,7 @@ class ResourceViewSet(FluviusAPIMixin, mixins.ListModelMixin, GenericViewSet):
         if after:
             events = events.filter(version__gt=after)
         paginator = self.event_pagination_class()
-        page = paginator.paginate_queryset(events.order_by("version"), request, view=self)
+        page: list[Any] = paginator.paginate_queryset(events.order_by("version"), request, view=self) or []
         data = EventSerializer([store.decode(e) for e in page], many=True).data
         return paginator.get_paginated_response(data)
 
@@ -414,7 +422,7 @@ class MetaView(FluviusAPIMixin, APIView):
         model = self.domain_class.resource_model(resource)
         view_class = (self.resource_views or {}).get(resource, ResourceViewSet)
         serializer = getattr(view_class, "serializer_class", None) or resource_serializer(
-            self.domain_class, resource)
+            cast(Any, self.domain_class), resource)
         return {
             "name": resource,
             "model": model._meta.label,
