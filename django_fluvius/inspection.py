@@ -13,7 +13,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import models
@@ -28,6 +28,9 @@ from .rebuild import AggregateScanner, ProjectionTarget, ResourceTarget, owners_
 from .registry import domains, resolve_model
 from .snapshots import json_roundtrip, snapshot_interval
 from .state import parse_aggregate_id
+
+if TYPE_CHECKING:
+    from .domain import Domain
 from .store import EventStore
 from .upcasting import (
     check_foldable,
@@ -90,7 +93,7 @@ def overview(*, counts: bool = False, using: str | None = None) -> dict[str, lis
             if (spec.namespace in (None, namespace)) and (ALL_EVENTS in spec.evt_keys or evt_key in spec.evt_keys):
                 entry["handlers"].append(spec.name)
     if counts:
-        stored = Counter()
+        stored: Counter[tuple[str, str]] = Counter()
         for namespace, evt_key, _version, n in stored_event_types(using):
             stored[(namespace, registry.resolve(namespace, evt_key))] += n
         for key, entry in events.items():
@@ -142,7 +145,7 @@ class StreamStep:
 
 
 def stream_history(aggregate_id: Any, *, upto_version: int | None = None,
-                   using: str | None = None) -> tuple[type, str, list[StreamStep]]:
+                   using: str | None = None) -> tuple[type[Domain], str, list[StreamStep]]:
     """(domain class, resource, each event with the state right after it), folded from the events."""
     pk = parse_aggregate_id(aggregate_id)
     store = EventStore(using)
@@ -282,7 +285,7 @@ def verify(names: Iterable[str] = (), *, batch_size: int = 500, using: str | Non
     return report
 
 
-def _verify_domain(domain_class: type, targets: list[ResourceTarget], resources: list[str] | None,
+def _verify_domain(domain_class: type[Domain], targets: list[ResourceTarget], resources: list[str] | None,
                    report: VerifyReport, *, batch_size: int, using: str,
                    on_batch: Callable[[int, int], None] | None) -> None:
     scanner = AggregateScanner(domain_class, resources, using=using)
@@ -295,8 +298,8 @@ def _verify_domain(domain_class: type, targets: list[ResourceTarget], resources:
             break
         cursor = ids[-1]
         rows: dict[type[models.Model], dict[Any, models.Model]] = {}
-        for target in targets:
-            rows[target.model] = target.model._base_manager.using(using).in_bulk(ids)
+        for each in targets:
+            rows[each.model] = each.model._base_manager.using(using).in_bulk(ids)
         snapshots: dict[uuid.UUID, dict[int, Snapshot]] = {}
         fingerprint = fold_fingerprint(domain_class.__aggregate__, domain_class.__namespace__)
         for snap in Snapshot.objects.using(using).filter(aggregate_id__in=ids, schema_version=schema,

@@ -52,6 +52,8 @@ from .upcasting import check_foldable
 
 if TYPE_CHECKING:
     from .aggregate import Aggregate
+    from .domain import Domain
+    from .projections import AsyncProjection
 
 logger = logging.getLogger("django_fluvius.rebuild")
 
@@ -74,7 +76,7 @@ class RebuildError(FluviusError):
 class AggregateScanner:
     """Aggregates of some resources of one domain, folded from their events, batch by batch."""
 
-    def __init__(self, domain_class: type, resources: Sequence[str] | None = None, *,
+    def __init__(self, domain_class: type[Domain], resources: Sequence[str] | None = None, *,
                  using: str | None = None):
         self.domain_class = domain_class
         self.namespace = domain_class.__namespace__
@@ -314,7 +316,7 @@ class RebuildTarget:
 class ResourceTarget(RebuildTarget):
     """An inline resource projection: fold each aggregate, write its row."""
 
-    domain_class: type
+    domain_class: type[Domain]
     resource: str
     model: type[models.Model] = field(init=False)
 
@@ -421,7 +423,7 @@ class ProjectionTarget(RebuildTarget):
 
     kind = "async"
 
-    def __init__(self, projection_class: type):
+    def __init__(self, projection_class: type[AsyncProjection]):
         self.projection_class = projection_class
         self.name = projection_class.name
 
@@ -484,7 +486,7 @@ class ProjectionTarget(RebuildTarget):
 
     # -- aside and swap (PostgreSQL) ------------------------------------------------------
 
-    def twin(self) -> type:
+    def twin(self) -> type[AsyncProjection]:
         cls = self.projection_class
         return type(f"{cls.__name__}Rebuild", (cls,),
                     {"name": cls.name + SHADOW_SUFFIX, "__module__": cls.__module__}, register=False)
@@ -590,7 +592,7 @@ def projection_targets(name: str) -> list[RebuildTarget] | None:
 target_resolvers: list[Callable[[str], list[RebuildTarget] | None]] = [projection_targets]
 
 
-def resource_targets(domain_class: type) -> list[RebuildTarget]:
+def resource_targets(domain_class: type[Domain]) -> list[RebuildTarget]:
     return [ResourceTarget(domain_class, resource) for resource in domain_class.__resources__
             if domain_class.projection_model(resource) is not None]
 

@@ -47,6 +47,7 @@ if TYPE_CHECKING:
     import datetime
 
     from .aggregate import Aggregate
+    from .domain import Domain
 
 logger = logging.getLogger("django_fluvius.snapshots")
 
@@ -184,7 +185,7 @@ def after_append(domain: Any, aggregate: Aggregate, events: Sequence[Any]) -> Sn
     return SnapshotStore(domain.store.using).save(aggregate, domain.__namespace__)
 
 
-def take_snapshots(domain_class: type, aggregate_ids: Iterable[uuid.UUID] | None = None, *,
+def take_snapshots(domain_class: type[Domain], aggregate_ids: Iterable[uuid.UUID] | None = None, *,
                    using: str | None = None) -> int:
     """Snapshot aggregates at their current version (all of the domain's when no ids are given)."""
     domain = domain_class()

@@ -32,12 +32,15 @@ import hashlib
 import inspect
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.core import checks
 from django.core.exceptions import ImproperlyConfigured
 
 from .exceptions import EventDecodeError
+
+if TYPE_CHECKING:
+    from .aggregate import Aggregate
 
 Key = tuple[str | None, str]  # (namespace or None for every namespace, evt_key)
 
@@ -132,7 +135,8 @@ class UpcasterRegistry:
                 f"{old!r} has upcasters; register them under its new key {new!r} instead."
             )
         # Follow the chain from the new name: it must not lead back to the old one.
-        seen, target = {old}, new
+        seen = {old}
+        target: str | None = new
         while target is not None:
             if target in seen:
                 raise ImproperlyConfigured(f"Renaming {old!r} to {new!r} makes a cycle of renames.")
@@ -282,7 +286,7 @@ def autodiscover() -> None:
 _known_cache: dict[type, frozenset[str]] = {}
 
 
-def foldable_keys(aggregate_class: type) -> frozenset[str]:
+def foldable_keys(aggregate_class: type[Aggregate]) -> frozenset[str]:
     """The event keys an aggregate class can fold: its actions' keys and its ``@apply`` keys."""
     known = _known_cache.get(aggregate_class)
     if known is None:
@@ -295,7 +299,7 @@ def foldable_keys(aggregate_class: type) -> frozenset[str]:
 _fingerprints: dict[tuple[type, str, tuple[int, ...]], str] = {}
 
 
-def fold_fingerprint(aggregate_class: type, namespace: str) -> str:
+def fold_fingerprint(aggregate_class: type[Aggregate], namespace: str) -> str:
     """A digest of the schema version of every key the class folds, in this namespace.
 
     Snapshots store it: state folded before an upcaster was added (or removed)

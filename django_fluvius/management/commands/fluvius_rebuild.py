@@ -6,6 +6,8 @@ that crashed resumes where its last batch committed (``--restart`` starts
 over). Readers keep seeing a full table throughout: see ``rebuild.py``.
 """
 
+from typing import TextIO, cast
+
 from django.core.management.base import BaseCommand, CommandError
 
 from django_fluvius.conf import fluvius_settings
@@ -32,7 +34,7 @@ class Command(BaseCommand):
             if options["list"]:
                 return self.list_targets(options["targets"], using)
             runs = rebuild(options["targets"], batch_size=options["batch_size"], restart=options["restart"],
-                           using=using, stream=self.stderr._out if not options["no_progress"] else None,
+                           using=using, stream=cast(TextIO, self.stderr._out) if not options["no_progress"] else None,
                            progress=not options["no_progress"])
         except FluviusError as exc:
             raise CommandError(exc.message) from exc

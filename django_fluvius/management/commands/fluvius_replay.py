@@ -9,6 +9,8 @@ its receipt); failures become dead letters (``fluvius_deadletters``). Async
 projections are rebuilt with ``fluvius_rebuild``, not replayed.
 """
 
+from typing import TextIO, cast
+
 from django.core.management.base import BaseCommand, CommandError
 
 from django_fluvius.conf import fluvius_settings
@@ -46,7 +48,7 @@ class Command(BaseCommand):
                      "using": options["database"] or fluvius_settings.DATABASE}
         bar = None
         if not options["no_progress"] and not options["dry_run"]:
-            bar = Progress("replay", replay_events(**selection).count(), stream=self.stderr._out)
+            bar = Progress("replay", replay_events(**selection).count(), stream=cast(TextIO, self.stderr._out))
         try:
             report = replay(handler_names=options["handler"], missing_only=options["missing_only"],
                             dry_run=options["dry_run"], on_event=bar.update if bar else None, **selection)
