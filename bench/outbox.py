@@ -135,10 +135,13 @@ def write_rows(rows: list[tuple], using: str) -> None:
 
     if not rows:
         return
+    connection = connections[using]
     table = NoteActivity._meta.db_table
+    pk = NoteActivity._meta.pk
     marks = ", ".join(["(%s, %s, %s, %s, %s)"] * len(rows))
-    params = [value for row in rows for value in (row[0], row[1] or "", row[2], row[3], row[4])]
-    with connections[using].cursor() as cursor:
+    params = [value for row in rows
+              for value in (pk.get_db_prep_value(row[0], connection), row[1] or "", row[2], row[3], row[4])]
+    with connection.cursor() as cursor:
         cursor.execute(
             f"INSERT INTO {table} (id, title, events, last_version, last_position) VALUES {marks} "
             f"ON CONFLICT (id) DO UPDATE SET events = {table}.events + EXCLUDED.events, "
