@@ -271,6 +271,8 @@ def dead_letter(kind: str, name: str, event: Any, *, attempts: int, error: BaseE
                 message: str = "", tb: str = "", position: int | None = None) -> DeadLetter:
     """Record (or refresh) the dead letter of a (handler or projection, event) pair."""
     position = event.position if event is not None else position
+    if position is None:
+        raise ValueError("A dead letter needs the event or its position.")
     error_type = f"{type(error).__module__}.{type(error).__qualname__}" if error is not None else ""
     values = {
         "namespace": getattr(event, "namespace", "") or "",
@@ -380,7 +382,7 @@ def run_attempt(item: Attempt, *, schedule: Callable[[Attempt, float], None] | N
         return WAIT
     if result.outcome == FAILED:
         tries = max_tries(spec) if schedule is not None else 1
-        if item.attempt < tries:
+        if schedule is not None and item.attempt < tries:
             delay = retry_delay(item.attempt)
             logger.warning("Event handler %s failed on position %s (try %s of %s), retrying in %.2fs: %r",
                            spec.name, item.position, item.attempt, tries, delay, result.error)
@@ -423,13 +425,14 @@ def items_from_rows(rows: Sequence[Outbox], using: str) -> list[RelayItem]:
             found[(aggregate_id, version)] = position
     items = []
     for row in rows:
-        position = found.get((row.aggregate_id, row.version))
-        if position is None:  # cannot happen with the row written in the event's transaction
+        event_position = found.get((row.aggregate_id, row.version))
+        if event_position is None:  # cannot happen with the row written in the event's transaction
             logger.error("Outbox row %s names no stored event (%s v%s); dropping it.", row.pk,
                          row.aggregate_id, row.version)
             Outbox.objects.using(using).filter(pk=row.pk).delete()
             continue
-        items.append(RelayItem(row.pk, position, row.aggregate_id, row.version, row.namespace, row.evt_key))
+        items.append(RelayItem(row.pk, event_position, row.aggregate_id, row.version, row.namespace,
+                               row.evt_key))
     return items
 
 
@@ -461,7 +464,7 @@ def relax_durability(using: str) -> None:
     if getattr(connection, "_fluvius_relaxed", None) is not raw:
         with connection.cursor() as cursor:
             cursor.execute("SET synchronous_commit TO off")
-        connection._fluvius_relaxed = raw
+        connection._fluvius_relaxed = raw  # type: ignore[attr-defined]  # our mark on Django's wrapper
 
 
 # -- dispatchers -----------------------------------------------------------------------------

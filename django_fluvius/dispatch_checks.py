@@ -44,7 +44,7 @@ def _key_problems(kind: str, label: str, namespace: str | None, evt_keys: Any, o
     if not by_namespace:  # no domains loaded: nothing to compare with
         return []
     known = by_namespace[namespace] if namespace is not None else frozenset().union(*by_namespace.values())
-    messages = []
+    messages: list[checks.CheckMessage] = []
     for key in evt_keys:
         if key == ALL_EVENTS or key in known or upcasters.resolve(namespace, key) in known:
             continue

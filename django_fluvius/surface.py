@@ -361,7 +361,8 @@ class FieldSpec:
 def resolve_field(model: type[Model], path: str) -> Any:
     """The model field at ``path`` (``name`` or ``customer__name`` through forward relations)."""
     parts = path.split("__")
-    current = model
+    current: Any = model
+    found: Any
     for i, part in enumerate(parts):
         if part == "pk":
             found = current._meta.pk
@@ -811,7 +812,7 @@ def surface_class(domain_class: type, resource: str) -> type[QuerySurface]:
 
 def surface_for(domain: Any, resource: str) -> QuerySurface:
     """The (cached) query surface of a domain's resource; ``domain`` is a class or instance."""
-    domain_class = domain if isinstance(domain, type) else type(domain)
+    domain_class: Any = domain if isinstance(domain, type) else type(domain)
     key = (domain_class, resource)
     surface = _surfaces.get(key)
     if surface is None:
@@ -830,7 +831,7 @@ def describe(domain: Any, resource: str) -> dict[str, Any]:
     return surface_for(domain, resource).describe()
 
 
-def surface_problems(domain_class: type) -> list[tuple[str, str, Any]]:
+def surface_problems(domain_class: Any) -> list[tuple[str, str, Any]]:
     """(check id, message, obj) for every problem in a domain's query surfaces (system checks)."""
     problems: list[tuple[str, str, Any]] = []
     resources = dict(getattr(domain_class, "__resources__", {}) or {})
