@@ -370,6 +370,8 @@ class LocalStorage(MediaStorage):
     ``<path>/.incoming/`` so that committing one is a rename on the same disk.
     """
 
+    storage: FileSystemStorage
+
     def __init__(self, path: str | os.PathLike | None = None, *, base_url: str | None = None,
                  storage: Storage | None = None, name: str = "local", prefix: str = KEY_PREFIX,
                  **options: Any):
@@ -397,6 +399,8 @@ class S3Storage(MediaStorage):
     """
 
     signed_urls = True
+    # django-storages' S3Storage (untyped): bucket_name, connection, url(parameters=, expire=)...
+    storage: Any
     # Parts of 8 MiB, two in flight: what one upload may hold in memory.
     transfer_options: Mapping[str, Any] = {"multipart_chunksize": 8 * 1024 * 1024, "max_concurrency": 2}
 
@@ -465,7 +469,7 @@ def content_disposition(filename: str, disposition: str = "attachment") -> str:
     """A Content-Disposition value any client reads, for any file name."""
     from django.utils.http import content_disposition_header
 
-    return content_disposition_header(disposition == "attachment", filename)
+    return content_disposition_header(disposition == "attachment", filename) or disposition
 
 
 # Strategy names of FLUVIUS['MEDIA_STORAGE'] = {"strategy": ...}.
@@ -732,7 +736,7 @@ class MediaField(serializers.UUIDField):
         "not_found": "No media with id {value}.",
     }
 
-    def to_internal_value(self, data: Any) -> dict[str, Any]:
+    def to_internal_value(self, data: Any) -> dict[str, Any]:  # type: ignore[override]  # the ref, not the UUID
         if isinstance(data, Mapping) and "id" in data:
             data = data["id"]
         pk = super().to_internal_value(data)

@@ -27,6 +27,7 @@ from typing import Any
 from django.core.files.uploadedfile import UploadedFile
 from django.core.files.uploadhandler import FileUploadHandler
 from django.http import FileResponse, HttpResponse
+from django.http.response import HttpResponseBase
 from django.urls import path
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse
@@ -80,7 +81,7 @@ class StagedUpload(UploadedFile):
         super().__init__(None, name=name, content_type=content_type, size=staged.size, charset=charset)
         self.staged = staged
 
-    def open(self, mode: str = "rb") -> Any:
+    def open(self, mode: str = "rb") -> Any:  # type: ignore[override]  # a new file object, not self
         return open(self.staged.path, mode)  # noqa: SIM115 - the caller closes it
 
     def close(self) -> None:
@@ -101,7 +102,7 @@ class MediaUploadHandler(FileUploadHandler):
         self.max_size = max_size
         self.staged: StagedMedia | None = None
 
-    def handle_raw_input(self, input_data: Any, META: Any, content_length: int, boundary: bytes,
+    def handle_raw_input(self, input_data: Any, META: Any, content_length: int, boundary: bytes,  # type: ignore[override]  # Django passes bytes; the stubs say str
                          encoding: str | None = None) -> tuple[Any, Any]:
         parser = StreamingMultipartParser(input_data, boundary, encoding=encoding)
         return parser.parse(self.open_part)
@@ -111,11 +112,18 @@ class MediaUploadHandler(FileUploadHandler):
         self.new_file(field_name, file_name, content_type, None, charset)
         return self
 
+    @property
+    def stage(self) -> StagedMedia:
+        """The stage of the file part being received."""
+        if self.staged is None:
+            raise InvalidUpload("The multipart body sent file data before a file part.")
+        return self.staged
+
     def write(self, data: Any) -> None:
-        self.staged.write(data)
+        self.stage.write(data)
 
     def finish(self) -> StagedUpload:
-        return self.file_complete(self.staged.size)
+        return self.file_complete(self.stage.size)
 
     def new_file(self, field_name: str, file_name: str, content_type: str, content_length: int | None,
                  charset: str | None = None, content_type_extra: dict | None = None) -> None:
@@ -134,12 +142,12 @@ class MediaUploadHandler(FileUploadHandler):
         self.staged = self.storage.stage(max_size=self.max_size)
 
     def receive_data_chunk(self, raw_data: bytes, start: int) -> None:
-        self.staged.write(raw_data)
+        self.stage.write(raw_data)
         return None
 
     def file_complete(self, file_size: int) -> StagedUpload:
-        self.staged.close()
-        return StagedUpload(self.staged, name=self.file_name, content_type=self.content_type,
+        self.stage.close()
+        return StagedUpload(self.stage, name=self.file_name or "", content_type=self.content_type,
                             charset=self.charset)
 
     def upload_interrupted(self) -> None:
@@ -237,7 +245,7 @@ class MediaSchema(FluviusAutoSchema):
     def get_summary(self) -> str:
         return f"{self.view.resource} media: {self.view_action}"
 
-    def get_description(self) -> str:
+    def get_description(self) -> str:  # type: ignore[override]  # drf-spectacular's takes no arguments
         return self.DESCRIPTIONS.get(self.view_action, "")
 
     def map_parsers(self) -> list[str]:
@@ -348,7 +356,7 @@ class MediaViewSet(FluviusAPIMixin, GenericViewSet):
         return view
 
     def get_permissions(self) -> list[Any]:
-        return self.get_resource_view().get_permissions()
+        return list(self.get_resource_view().get_permissions())
 
     def get_aggregate(self, aggregate_id: Any) -> Any:
         """The aggregate's id once the request may see it (else the resource's own 404)."""
@@ -372,11 +380,11 @@ class MediaViewSet(FluviusAPIMixin, GenericViewSet):
         self.check_declared_length(request)
         upload = self.get_upload(request)
         entry, created = store_media(
-            upload.staged, namespace=self.namespace, aggregate_id=pk, filename=upload.name,
+            upload.staged, namespace=self.namespace, aggregate_id=pk, filename=upload.name or "",
             content_type=upload.content_type, user=self.get_domain().context.user,
             max_size=self.get_max_size(), allowed_types=self.get_allowed_types(),
         )
-        entry.duplicate = not created
+        entry.duplicate = not created  # type: ignore[attr-defined]  # read by MediaUploadResultSerializer
         body = MediaUploadResultSerializer(entry, context=self.get_serializer_context()).data
         response = Response(body, status=201 if created else 200)
         if body.get("download_url"):
@@ -394,6 +402,7 @@ class MediaViewSet(FluviusAPIMixin, GenericViewSet):
         pk = self.get_aggregate(aggregate_id)
         entry = get_entry(media_id, namespace=self.namespace, aggregate_id=pk)
         strategy = media_storage(entry.storage)
+        response: HttpResponseBase  # a DRF Response, a 304 or a streamed file
         if strategy.signed_urls and fluvius_settings.MEDIA_SIGNED_URLS:
             expires = int(fluvius_settings.MEDIA_URL_EXPIRES)
             url = strategy.url(entry.key, expires=expires, filename=entry.filename,
@@ -411,9 +420,9 @@ class MediaViewSet(FluviusAPIMixin, GenericViewSet):
             except FileNotFoundError:
                 raise MediaNotFound(f"The bytes of media {entry.id} are missing from its storage.",
                                     code="media_content_missing") from None
-            response = FileResponse(stream, as_attachment=True, filename=entry.filename,
-                                    content_type=entry.content_type)
-            response.block_size = DOWNLOAD_BLOCK_SIZE
+            response = file_response = FileResponse(stream, as_attachment=True, filename=entry.filename,
+                                                    content_type=entry.content_type)
+            file_response.block_size = DOWNLOAD_BLOCK_SIZE
             response["Content-Length"] = str(entry.size)
         response["ETag"] = tag
         response["X-Content-Type-Options"] = "nosniff"
@@ -446,7 +455,7 @@ class MediaViewSet(FluviusAPIMixin, GenericViewSet):
         return upload
 
 
-def media_patterns(viewset: type[MediaViewSet], domain_class: type, resource: str,
+def media_patterns(viewset: type[MediaViewSet], domain_class: Any, resource: str,
                    resource_view: type) -> list[Any]:
     """The URL patterns of one resource's media (``DomainRouter`` adds them)."""
     from .router import AGGREGATE_ID as AGGREGATE

@@ -154,7 +154,7 @@ class StreamingMultipartParser:
 
     def parse(self, on_file: Callable[..., Any]) -> tuple[QueryDict, MultiValueDict]:
         post = QueryDict(mutable=True, encoding=self.encoding)
-        files = MultiValueDict()
+        files: MultiValueDict[str, Any] = MultiValueDict()
         field_bytes = 0
         memory_limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
         self._skip_preamble()
