@@ -359,3 +359,16 @@ def test_stored_events_are_complete_event_instances():
     assert fast[0] == orm[0] and fast[1].payload == {"body": "0.0"}
     with pytest.raises(TypeError, match="append-only"):
         fast[0].save()
+
+
+@pytest.mark.django_db
+def test_list_shows_targets_and_their_last_runs():
+    make_notes(2)
+    out = io.StringIO()
+    call_command("fluvius_rebuild", "test-notes", "--list", stdout=out)
+    assert "test-notes.note" in out.getvalue() and "never rebuilt" in out.getvalue()
+    rebuild(["note"], progress=False)
+    out = io.StringIO()
+    call_command("fluvius_rebuild", "note", "--list", stdout=out)
+    assert "test-notes.note" in out.getvalue() and "done: 6/6 events" in out.getvalue()
+    assert "folder" not in out.getvalue()
