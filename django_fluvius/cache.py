@@ -15,14 +15,12 @@ first); 0 turns it off.
 
 from __future__ import annotations
 
-import json
+import copy
 import threading
 import uuid
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
-
-from django.core.serializers.json import DjangoJSONEncoder
 
 from .conf import fluvius_settings
 
@@ -32,14 +30,17 @@ class CachedAggregate:
     namespace: str
     resource: str
     version: int
-    # Kept as JSON text so no caller can mutate the cached state through a reference.
-    state_json: str
+    # A private deep copy: no caller can mutate the cached state through a
+    # reference, and values keep their types (Decimal, datetime ...).
+    frozen_state: dict[str, Any]
     created: Any
     updated: Any
+    # The aggregate's tenant: a cached aggregate is checked against the context like a loaded one.
+    tenant: str | None = None
 
     @property
     def state(self) -> dict[str, Any]:
-        return json.loads(self.state_json)
+        return copy.deepcopy(self.frozen_state)
 
 
 class AggregateCache:
@@ -62,12 +63,12 @@ class AggregateCache:
             return entry
 
     def put(self, using: str, aggregate_id: uuid.UUID, namespace: str, resource: str, version: int,
-            state: dict[str, Any], created: Any, updated: Any) -> None:
+            state: dict[str, Any], created: Any, updated: Any, tenant: str | None = None) -> None:
         size = self.size
         if not size:
             return
-        entry = CachedAggregate(namespace, resource, version, json.dumps(state, cls=DjangoJSONEncoder),
-                                created, updated)
+        entry = CachedAggregate(namespace, resource, version, copy.deepcopy(state),
+                                created, updated, tenant)
         key = (using, aggregate_id)
         with self._lock:
             current = self._entries.get(key)

@@ -3,7 +3,8 @@
 Inline projections update each resource's Django model from the aggregate's
 state inside the command's transaction, with one ``INSERT ... ON CONFLICT DO
 UPDATE`` per command. Bookkeeping fields (``version``, ``created_at``,
-``updated_at``) are filled when the model has them.
+``updated_at``, and ``tenant`` for an aggregate that has one) are filled when
+the model has them.
 
 Async projections (``AsyncProjection``, below) keep read models of their own
 from the event feed, outside the command's transaction: Celery workers (or the
@@ -58,12 +59,12 @@ def writable_fields(model: type[models.Model]) -> dict[str, models.Field]:
 
 @cache
 def defaulted_fields(model: type[models.Model]) -> tuple[models.Field, ...]:
-    fields = {f.attname: f for f in writable_fields(model).values()}
-    return tuple(f for f in fields.values() if f.has_default())
+    """Every writable field once: a new row takes each one's default as the ORM would ('' for text)."""
+    return tuple({f.attname: f for f in writable_fields(model).values()}.values())
 
 
 def row_values(model: type[models.Model], aggregate: Aggregate, fields: dict[str, Any]) -> dict[str, Any]:
-    """Map a projection dict onto the model's columns, adding the bookkeeping fields."""
+    """Map a projection dict onto the model's columns, adding the bookkeeping fields (and tenant)."""
     columns = writable_fields(model)
     values = {columns[k].attname: v for k, v in fields.items() if k in columns}
     if VERSION_FIELD in columns:
@@ -72,6 +73,9 @@ def row_values(model: type[models.Model], aggregate: Aggregate, fields: dict[str
         values[UPDATED_FIELD] = aggregate.updated
     if CREATED_FIELD in columns and aggregate.created is not None:
         values[CREATED_FIELD] = aggregate.created
+    if TENANT_FIELD in columns and aggregate.tenant:
+        # The aggregate's own tenant, over anything of that name the state may hold.
+        values[TENANT_FIELD] = aggregate.tenant
     return values
 
 

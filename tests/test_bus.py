@@ -301,3 +301,20 @@ def test_failed_action_is_logged_as_failed_and_stores_nothing(monkeypatch):
         domain.process_command(domain.create_command("rename-user", {"name": "x"}, aggregate_id=created.aggregate_id))
     assert Event.objects.count() == 1
     assert CommandLog.objects.order_by("-id").first().status == "failed"
+
+
+def test_new_projection_row_takes_model_defaults_for_fields_the_state_lacks():
+    domain = NoteDomain()
+    folder = domain.process_command(domain.create_command("create-folder", {"name": "inbox"}))
+    note = domain.process_command(domain.create_command("touch", {}, aggregate_id=folder.aggregate_id))
+    assert note.version == 2
+    # Note.body is a TextField with no default on a Note built from a state without it:
+    row = Note(pk=uuid.uuid4())
+    from django_fluvius.projections import project_inline
+    from tests.testapp.domain import NoteAggregate
+
+    aggregate = NoteAggregate(row.pk, "note", version=1, state={"title": "only a title"})
+    aggregate.created = aggregate.updated = timezone.now()
+    project_inline(Note, aggregate, "default")
+    stored = Note.objects.get(pk=row.pk)
+    assert (stored.title, stored.body, stored.tags, stored.priority) == ("only a title", "", [], 0)

@@ -214,3 +214,17 @@ def test_cache_evicts_least_recently_used(settings):
     aggregate_cache.put("default", a, "ns", "r", 5, {"v": 5}, None, None)
     aggregate_cache.put("default", a, "ns", "r", 4, {"v": 4}, None, None)
     assert aggregate_cache.get("default", a).version == 5
+
+
+@pytest.mark.django_db(transaction=True)
+def test_cached_state_keeps_its_python_types_and_cannot_be_mutated():
+    import decimal
+
+    key = uuid.uuid4()
+    state = {"total": decimal.Decimal("1.50"), "items": [{"n": 1}]}
+    aggregate_cache.put("default", key, "ns", "r", 1, state, None, None)
+    state["items"].append({"n": 2})  # the caller's later change does not reach the cache
+    first = aggregate_cache.get("default", key).state
+    assert first == {"total": decimal.Decimal("1.50"), "items": [{"n": 1}]}
+    first["items"].clear()  # nor does a reader's
+    assert aggregate_cache.get("default", key).state["items"] == [{"n": 1}]
