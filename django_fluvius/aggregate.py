@@ -195,6 +195,8 @@ class Aggregate:
         self.version = version
         self.state: dict[str, Any] = dict(state or {})
         self.context = context
+        # The tenant the aggregate was created in (tenancy.py); each of its events carries it.
+        self.tenant: str | None = None
         # Times of the first and the last folded event.
         self.created: datetime.datetime | None = None
         self.updated: datetime.datetime | None = None
@@ -223,6 +225,8 @@ class Aggregate:
         self.version = event.version
         if self.created is None:
             self.created = event.created
+        if self.tenant is None:
+            self.tenant = getattr(event, "tenant", None) or None
         self.updated = event.created
 
     def run(self, spec: ActionSpec, payload: Mapping[str, Any]) -> dict[str, Any]:

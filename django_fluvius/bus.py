@@ -1,15 +1,20 @@
 """The command bus: one command, one transaction.
 
 ``CommandBus(domain).handle(command)`` runs the command through the middleware
-chain of ``FLUVIUS['COMMAND_MIDDLEWARE']`` (outermost first), then, inside
-``transaction.atomic``: loads the aggregate, checks the expected version, runs
-the ``@action``, appends the event, updates the inline projection, writes the
-command log and hands the events to the dispatcher (which acts on commit).
+chain of ``FLUVIUS['COMMAND_MIDDLEWARE']`` (outermost first; the framework's own
+middleware is in middleware.py), then, inside ``transaction.atomic``: loads the
+aggregate (the tenant check is part of loading), runs the command's guards
+(``Command.add_guard``: object-level checks middleware registers), checks the
+expected version, runs the ``@action``, appends the event, updates the inline
+projection, writes the command log and hands the events to the dispatcher
+(which acts on commit).
 
 A race lost at the database (another writer took the version first) comes back
 from the unique (aggregate_id, version) constraint and leaves as
 ``ConcurrencyConflict``. Any error rolls everything back; a rejected command
-still gets its row in the command log, written after the rollback.
+still gets its row in the command log, written after the rollback — whether the
+error came from the core or from a middleware (a denied permission, say): the
+log is written around the whole chain, once per command.
 
 The bus receives the domain it serves and never imports ``domain``.
 """
@@ -19,12 +24,14 @@ from __future__ import annotations
 import json
 import logging
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from time import perf_counter
 from typing import TYPE_CHECKING, Any
 
+from asgiref.sync import async_to_sync, iscoroutinefunction, sync_to_async
 from django.core.serializers.json import DjangoJSONEncoder
+from django.core.signals import setting_changed
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
@@ -46,6 +53,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger("django_fluvius.bus")
 
 Handler = Callable[["Command"], "CommandResult"]
+Guard = Callable[["Command", "Aggregate"], None]
 
 
 @dataclass(eq=False)
@@ -64,6 +72,21 @@ class Command:
     created: datetime.datetime = field(default_factory=timezone.now)
     # The metadata of its events and log row, built once by the bus (CommandBus.metadata).
     _metadata: dict[str, Any] | None = field(default=None, init=False, repr=False)
+    # Checks run inside the transaction once the aggregate is loaded, before the action.
+    guards: tuple[Guard, ...] = field(default=(), init=False, repr=False)
+    # perf_counter() when the bus took the command (the command log's duration).
+    _started: float = field(default=0.0, init=False, repr=False)
+
+    def add_guard(self, guard: Guard) -> None:
+        """Have the bus call ``guard(command, aggregate)`` right after loading the aggregate.
+
+        For checks that need the aggregate (object permissions): it runs inside the
+        command's transaction, before the expected-version check and the action, on
+        every try. Raising a ``FluviusError`` (e.g. ``PermissionDenied``) rejects the
+        command; nothing is stored. Adding the same guard twice keeps one.
+        """
+        if guard not in self.guards:
+            self.guards = (*self.guards, guard)
 
     @property
     def resource(self) -> str | None:
@@ -83,6 +106,8 @@ class CommandResult:
     version: int
     events: list[Event]
     state: dict[str, Any]
+    # How long the command took, every try included (set by middleware.TimingMiddleware).
+    duration_ms: float | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -120,8 +145,13 @@ class StaleCache(Exception):
     """Internal: the aggregate cache was behind the store; the bus retries from the store."""
 
 
-def build_chain(middleware: list[Any], handler: Handler) -> Handler:
-    """Wrap ``handler`` in the middleware, the first of the list outermost."""
+def build_chain(middleware: Sequence[Any], handler: Handler) -> Handler:
+    """Wrap ``handler`` in the middleware, the first of the list outermost.
+
+    A class in the list is instantiated (``active_middleware`` does it once per
+    settings); an ``async def`` middleware (or one whose ``__call__`` is) gets an
+    awaitable ``call_next`` and is driven from the bus's synchronous core.
+    """
     call = handler
     for item in reversed(middleware):
         mw = item() if isinstance(item, type) else item
@@ -129,41 +159,88 @@ def build_chain(middleware: list[Any], handler: Handler) -> Handler:
     return call
 
 
-def _link(mw: Callable[[Command, Handler], CommandResult], call_next: Handler) -> Handler:
-    def step(command: Command) -> CommandResult:
-        return mw(command, call_next)
+def _is_async(mw: Any) -> bool:
+    return iscoroutinefunction(mw) or iscoroutinefunction(type(mw).__call__)
+
+
+def _link(mw: Callable[[Command, Any], Any], call_next: Handler) -> Handler:
+    if _is_async(mw):
+        # The core stays synchronous (one code path): the middleware runs on an event
+        # loop, and what it awaits runs back on this thread, in this transaction.
+        run = async_to_sync(mw)
+        acall_next = sync_to_async(call_next, thread_sensitive=True)
+
+        def step(command: Command) -> CommandResult:
+            return run(command, acall_next)
+    else:
+        def step(command: Command) -> CommandResult:
+            return mw(command, call_next)
 
     step.__qualname__ = f"{getattr(mw, '__qualname__', type(mw).__qualname__)}->step"
     return step
 
 
+_active: tuple[Any, ...] | None = None
+
+
+def active_middleware() -> tuple[Any, ...]:
+    """``FLUVIUS['COMMAND_MIDDLEWARE']`` with its classes instantiated: once, until the setting changes."""
+    global _active
+    active = _active
+    if active is None:
+        active = _active = tuple(item() if isinstance(item, type) else item
+                                 for item in fluvius_settings.COMMAND_MIDDLEWARE)
+    return active
+
+
+def _reset_middleware(*, setting: str, **kwargs: Any) -> None:
+    global _active
+    if setting == "FLUVIUS":
+        _active = None
+
+
+setting_changed.connect(_reset_middleware)
+
+
 class CommandBus:
     def __init__(self, domain: Any):
         self.domain = domain
+        self._chain: Handler | None = None
+        self._chain_of: tuple[Any, ...] | None = None
 
     @property
     def using(self) -> str:
         return self.domain.store.using
 
+    def chain(self) -> Handler:
+        """The middleware chain around ``execute`` (built once per bus and settings)."""
+        middleware = active_middleware()
+        if self._chain is None or self._chain_of is not middleware:
+            self._chain = build_chain(middleware, self.execute)
+            self._chain_of = middleware
+        return self._chain
+
     def handle(self, command: Command) -> CommandResult:
-        return build_chain(list(fluvius_settings.COMMAND_MIDDLEWARE), self.execute)(command)
-
-    # -- the innermost handler ------------------------------------------------
-
-    def execute(self, command: Command) -> CommandResult:
-        started = perf_counter()
+        """Run the command through the middleware and the core; log every outcome."""
+        started = command._started = perf_counter()
         try:
-            try:
-                return self._commit(command, started, use_cache=True)
-            except StaleCache:
-                # The cached state was behind the store: run once more from the store.
-                return self._commit(command, started, use_cache=False)
+            return self.chain()(command)
         except FluviusError as exc:
             self._log_outcome(command, started, CommandLog.Status.REJECTED, error=exc)
             raise
         except Exception as exc:
             self._log_outcome(command, started, CommandLog.Status.FAILED, error=exc)
             raise
+
+    # -- the innermost handler ------------------------------------------------
+
+    def execute(self, command: Command) -> CommandResult:
+        started = command._started or perf_counter()
+        try:
+            return self._commit(command, started, use_cache=True)
+        except StaleCache:
+            # The cached state was behind the store: run once more from the store.
+            return self._commit(command, started, use_cache=False)
 
     def _commit(self, command: Command, started: float, *, use_cache: bool) -> CommandResult:
         domain = self.domain
@@ -174,6 +251,8 @@ class CommandBus:
             with transaction.atomic(using=using):
                 aggregate = domain.load_for_command(command, use_cache=use_cache)
                 try:
+                    for guard in command.guards:
+                        guard(command, aggregate)
                     self.check_expected_version(command, aggregate)
                     aggregate.context = command.context
                     payload = aggregate.run(command.spec, command.payload)
@@ -223,7 +302,7 @@ class CommandBus:
     def _cache_on_commit(self, aggregate: Aggregate) -> None:
         using = self.using
         entry = (using, aggregate.id, self.domain.__namespace__, aggregate.resource, aggregate.version,
-                 aggregate.state, aggregate.created, aggregate.updated)
+                 aggregate.state, aggregate.created, aggregate.updated, aggregate.tenant)
         transaction.on_commit(lambda: aggregate_cache.put(*entry), using=using)
 
     @staticmethod
@@ -260,7 +339,8 @@ class CommandBus:
             correlation_id=metadata.get("correlation_id") or "",
             causation_id=metadata.get("causation_id") or "",
             user=metadata.get("user") or "",
-            tenant=metadata.get("tenant") or "",
+            # The aggregate's tenant (the one it was created in), whoever acts on it.
+            tenant=aggregate.tenant or "",
             created=timezone.now(),
         )
 
@@ -277,7 +357,7 @@ class CommandBus:
             status=status,
             version=result.version if result else None,
             user=metadata.get("user") or "",
-            tenant=metadata.get("tenant") or "",
+            tenant=(result.events[0].tenant if result and result.events else metadata.get("tenant")) or "",
             correlation_id=metadata.get("correlation_id") or "",
             causation_id=metadata.get("causation_id") or "",
             metadata=metadata,

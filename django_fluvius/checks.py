@@ -24,6 +24,13 @@
 | fluvius.E053  | a renamed event key is still used by an action or ``@apply`` |
 | fluvius.E054  | the upcasters of an event key skip a version                 |
 | fluvius.E060-E063 | the MEDIA_* settings: storage, size limit, types, URL expiry (media.py) |
+| fluvius.E070  | a tenant-scoped domain's resource model has no ``tenant`` field (tenancy.py) |
+| fluvius.E071  | ``FLUVIUS['TENANCY']`` is malformed (unknown key, resolver that does not import) |
+| fluvius.E072  | an ``@action(permission=...)`` is not a permission, policy or function (permissions.py) |
+| fluvius.E073  | ``COMMAND_PERMISSIONS`` is on and a command has no model to hold its permission |
+| fluvius.W070  | a domain sets ``__tenancy__ = True`` while ``FLUVIUS['TENANCY']`` is off |
+| fluvius.W071  | permissions are declared but no ``AuthorizationMiddleware`` is in the chain |
+| fluvius.W072  | two domains' commands share one run permission |
 | fluvius.W050  | stored events belong to a namespace no domain declares (db)  |
 | fluvius.W051  | an event key is renamed to a key no code knows               |
 | fluvius.W052  | upcasters are registered for a key no code knows             |
@@ -110,3 +117,9 @@ def register_checks() -> None:
     from .media import check_media_settings
 
     checks.register(check_media_settings, "fluvius")
+    # E070-E079 / W070-W079: tenancy and authorization (tenancy.py, permissions.py).
+    from .permissions import check_authorization
+    from .tenancy import check_tenancy
+
+    checks.register(check_tenancy, "fluvius")
+    checks.register(check_authorization, "fluvius")

@@ -22,8 +22,22 @@ DEFAULTS: dict[str, Any] = {
     # Database alias the read side (queries, statemgr.find) uses; None = DATABASE of the model.
     "READ_DATABASE": None,
     # Command-bus middleware, outermost first: callables or dotted paths of
-    # callables/classes taking (command, call_next).
-    "COMMAND_MIDDLEWARE": [],
+    # callables/classes taking (command, call_next) (middleware.py; docs/security.md).
+    "COMMAND_MIDDLEWARE": [
+        "django_fluvius.middleware.LoggingMiddleware",
+        "django_fluvius.middleware.TimingMiddleware",
+        "django_fluvius.middleware.AuthorizationMiddleware",
+        "django_fluvius.middleware.RetryMiddleware",
+    ],
+    # Every non-system context needs the Django permission "<app_label>.run_<command>" of a
+    # command to run it (the permissions exist either way: created after migrate).
+    "COMMAND_PERMISSIONS": False,
+    # RetryMiddleware: tries in all of a retry_safe command that lost a race, and the pause
+    # (seconds, times the try number, randomised) between them.
+    "COMMAND_RETRY_TRIES": 3,
+    "COMMAND_RETRY_BACKOFF": 0.01,
+    # TimingMiddleware warns about commands slower than this many milliseconds (None = never).
+    "SLOW_COMMAND_MS": None,
     # How committed events reach @event_handler functions: "inline", "celery" or None (off).
     "DISPATCH": "inline",
     # Extra modules that hold @event_handler functions (besides each app's handlers.py),
@@ -66,7 +80,9 @@ DEFAULTS: dict[str, Any] = {
     # Folded aggregates kept per process so a command skips reading its stream
     # (see cache.py); 0 turns the cache off.
     "AGGREGATE_CACHE_SIZE": 1000,
-    # Key used to scope aggregates to tenants; None = no tenancy.
+    # Multi-tenancy (tenancy.py): None = off; True or a dict of options (RESOLVER, USER_TENANT,
+    # USER_TENANTS, HEADER, SUPERUSER_ALL_TENANTS) = every domain tenant-scoped unless it sets
+    # __tenancy__ = False.
     "TENANCY": None,
     # Seconds an Idempotency-Key of the REST API is remembered (None = forever).
     "IDEMPOTENCY_TTL": 24 * 60 * 60,

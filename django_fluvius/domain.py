@@ -9,6 +9,7 @@ of both sides: ``create_command``/``process_command`` to write,
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import uuid
 from collections.abc import Mapping
@@ -19,10 +20,11 @@ from asgiref.sync import sync_to_async
 from django.core.exceptions import ImproperlyConfigured
 from django.db.models import QuerySet
 
-from . import snapshots
+from . import snapshots, tenancy
 from .aggregate import ActionSpec, Aggregate
 from .bus import Command, CommandBus, CommandResult
 from .cache import aggregate_cache
+from .current import current_context
 from .exceptions import (
     AggregateNotFound,
     CommandValidationError,
@@ -55,6 +57,13 @@ class DomainContext:
     ``DomainContext.create(namespace=..., user=request.user)`` fills in a fresh
     correlation id. Everything here lands in each event's metadata and in the
     command log.
+
+    ``is_system`` marks trusted code no user started (``DomainContext.system``):
+    Celery tasks, management commands, a domain built without a context outside
+    a request. The authorization middleware lets it run every command, and without
+    a tenant it sees every tenant. A request's context comes from
+    ``django_fluvius.context.context_from_request`` (the REST layer, the admin and
+    ``DomainContextMiddleware`` use it) and is never a system one.
     """
 
     namespace: str | None = None
@@ -64,6 +73,7 @@ class DomainContext:
     causation_id: str | None = None
     client_address: str | None = None
     source: str = "python"
+    is_system: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
@@ -78,7 +88,14 @@ class DomainContext:
     def system(cls, namespace: str | None = None, **kwargs: Any) -> DomainContext:
         """The context of work no user started: Celery tasks, management commands."""
         kwargs.setdefault("source", "system")
+        kwargs.setdefault("is_system", True)
         return cls.create(namespace=namespace, **kwargs)
+
+    def for_namespace(self, namespace: str | None) -> DomainContext:
+        """This context for another domain (a copy; the same one when the namespace matches)."""
+        if namespace == self.namespace:
+            return self
+        return dataclasses.replace(self, namespace=namespace, extra=dict(self.extra))
 
     @property
     def user_id(self) -> str:
@@ -113,9 +130,14 @@ class Domain:
     __aggregate__: ClassVar[type[Aggregate]]
     __namespace__: ClassVar[str]
     __resources__: ClassVar[Mapping[str, Any]] = {}
+    # Tenant-scoped (tenancy.py)? None follows FLUVIUS['TENANCY']; True / False decide for this domain.
+    __tenancy__: ClassVar[bool | None] = None
 
     def __init__(self, context: DomainContext | None = None):
-        self.context = context or DomainContext.create(namespace=self.__namespace__)
+        """Without a context: the running request's (``DomainContextMiddleware``), else a system one."""
+        if context is None:
+            context = current_context() or DomainContext.system(namespace=self.__namespace__, source="python")
+        self.context = context
         self.store = EventStore()
         self.bus = CommandBus(self)
         self.statemgr = StateManager(self)
@@ -218,6 +240,8 @@ class Domain:
             raise AggregateNotFound(f"{version!r} is not a version of {pk} (versions start at 1).",
                                     code="invalid_version")
         aggregate = self.rehydrate(pk, upto_version=version, until=at)
+        if aggregate is not None and not self.may_see(aggregate):
+            aggregate = None  # another tenant's: answered exactly as one that does not exist
         if aggregate is None:
             if at is not None:
                 raise AggregateNotFound(f"{self.__namespace__} aggregate {pk} did not exist at {at.isoformat()}.")
@@ -238,7 +262,12 @@ class Domain:
 
         Starts from the latest usable snapshot when snapshots are on (``snapshots.py``).
         """
-        return snapshots.rehydrate(self, aggregate_id, upto_version=upto_version, until=until)
+        aggregate = snapshots.rehydrate(self, aggregate_id, upto_version=upto_version, until=until)
+        if aggregate is not None and aggregate.tenant is None and aggregate.version and tenancy.is_scoped(self):
+            # Restored from a snapshot with no later event: the tenant is on the stream's first event.
+            head = self.store.head(aggregate_id)
+            aggregate.tenant = (head.tenant or None) if head is not None else None
+        return aggregate
 
     def load_for_command(self, command: Command, *, use_cache: bool = True) -> Aggregate:
         """The aggregate a command acts on: a new one for a create action, else the stored one.
@@ -249,12 +278,15 @@ class Domain:
         """
         spec = command.spec
         if spec.create:
+            tenant = tenancy.tenant_for_new(self, command.context)
             aggregate_id = command.aggregate_id or uuid.uuid4()
             if command.aggregate_id is not None and self.store.head(aggregate_id) is not None:
                 raise ConcurrencyConflict(f"Aggregate {aggregate_id} already exists.",
                                           code="already_exists")
             resource = spec.resources[0] if spec.resources else self.default_resource()
-            return self.__aggregate__(aggregate_id, resource, context=command.context)
+            new = self.__aggregate__(aggregate_id, resource, context=command.context)
+            new.tenant = tenant
+            return new
         existing_id = command.aggregate_id
         if existing_id is None:  # create_command refuses this; a hand-made Command may not
             raise AggregateNotFound(f"Command {spec.name!r} needs the id of an existing aggregate.")
@@ -263,6 +295,9 @@ class Domain:
             aggregate = self.rehydrate(existing_id)
         if aggregate is None:
             raise AggregateNotFound(f"No {self.__namespace__} aggregate with id {command.aggregate_id}.")
+        # Before anything else is said about it (its resource type, its state): another
+        # tenant's aggregate, cached or loaded, is not found.
+        tenancy.check_aggregate(self, aggregate, command.context)
         if not spec.applies_to(aggregate.resource):
             raise WrongResource(
                 f"Command {spec.name!r} applies to {', '.join(spec.resources)}, "
@@ -277,8 +312,17 @@ class Domain:
         aggregate = self.__aggregate__(aggregate_id, entry.resource, version=entry.version,
                                        state=entry.state, context=self.context)
         aggregate.created, aggregate.updated = entry.created, entry.updated
+        aggregate.tenant = entry.tenant
         aggregate.from_cache = True
         return aggregate
+
+    def may_see(self, aggregate: Aggregate) -> bool:
+        """Is the aggregate visible to this domain's context (its tenant, when tenant-scoped)?"""
+        try:
+            tenancy.check_aggregate(self, aggregate, self.context)
+        except AggregateNotFound:
+            return False
+        return True
 
     # -- hooks ---------------------------------------------------------------
 
@@ -297,7 +341,11 @@ class Domain:
         snapshots.after_append(self, aggregate, events)
 
     def scope_queryset(self, resource: str, queryset: QuerySet) -> QuerySet:
-        """Narrow every read of a resource (row scoping); the default reads everything."""
+        """Narrow every read of a resource (row scoping); the default reads everything.
+
+        Tenant scoping (tenancy.py) is applied before this hook, whether it calls
+        ``super()`` or not.
+        """
         return queryset
 
 

@@ -82,6 +82,19 @@ class PermissionDenied(FluviusError, django_exceptions.PermissionDenied):
     default_message = "You do not have permission to perform this action."
 
 
+class TenantRequired(FluviusError):
+    """Tenancy is on, and the context names no tenant where one is needed.
+
+    Raised when a user's request resolves to no tenant (the user belongs to none,
+    or to several and said which in no trusted way), and when a create command
+    runs in a context without a tenant. See docs/security.md.
+    """
+
+    status_code = 400
+    default_code = "tenant_required"
+    default_message = "This request needs a tenant, and none was resolved for it."
+
+
 class UnknownCommand(FluviusError):
     """No action of the domain answers to this command key."""
 

@@ -15,6 +15,8 @@ from typing import Any
 from asgiref.sync import async_to_sync
 from django.core.exceptions import ImproperlyConfigured
 
+from .current import use_context
+
 ALL_EVENTS = "*"
 
 
@@ -43,9 +45,12 @@ class HandlerSpec:
         return ALL_EVENTS in self.evt_keys or event.evt_key in self.evt_keys
 
     def __call__(self, event: Any) -> Any:
-        if self.is_async:
-            return async_to_sync(self.func)(event)
-        return self.func(event)
+        # A handler is system work, inline (on the request's commit) as in a Celery worker: the
+        # request's context is not its own (a domain built without a context gets a system one).
+        with use_context(None):
+            if self.is_async:
+                return async_to_sync(self.func)(event)
+            return self.func(event)
 
 
 class HandlerRegistry:

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 from asgiref.sync import sync_to_async
 from django.core.exceptions import ObjectDoesNotExist
 
+from . import tenancy
 from .exceptions import AggregateNotFound
 from .routers import read_alias
 from .surface import surface_for
@@ -43,14 +44,21 @@ class StateManager:
     def queryset(self, resource: str) -> QuerySet:
         """The base QuerySet of a resource, on the read alias, scoped to the context.
 
-        Scoping is the domain's ``scope_queryset`` (every resource) and then the
-        resource's query surface ``scope`` hook (``surface.py``).
+        Scoping is the context's tenant (tenant-scoped domains, ``tenancy.py``:
+        not a hook, so no override can drop it), the domain's ``scope_queryset``
+        (every resource) and then the resource's query surface ``scope`` hook
+        (``surface.py``).
         """
         model = self.model(resource)
         qs = model._default_manager.all()
         alias = read_alias()
         if alias:
             qs = qs.using(alias)
+        return self.scope(resource, qs)
+
+    def scope(self, resource: str, queryset: QuerySet) -> QuerySet:
+        """Narrow any QuerySet of a resource's model as every read is narrowed (the admin uses it)."""
+        qs = tenancy.scope_queryset(self.domain, resource, queryset)
         qs = self.domain.scope_queryset(resource, qs)
         return surface_for(self.domain, resource).scope(qs, self.domain.context)
 

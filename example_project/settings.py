@@ -38,6 +38,8 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    # The request's DomainContext (user, tenant, correlation id): django_fluvius/context.py.
+    "django_fluvius.context.DomainContextMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
 ]
 

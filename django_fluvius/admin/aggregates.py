@@ -21,7 +21,13 @@ command-bus middleware apply exactly as for any other caller::
 
 Running a command needs the model's ``add`` permission (create commands) or
 ``change`` permission (the others) unless ``command_permissions`` names another
-one for that command.
+one for that command; with ``FLUVIUS['COMMAND_PERMISSIONS']`` on, the command's
+own ``run_<command>`` permission (permissions.py). The command-bus middleware
+checks again whatever the page shows (the admin is one more caller).
+
+The rows listed are the rows the admin user may read through the domain
+(``StateManager.scope``): with tenancy on, the user's tenant only; another
+tenant's row is not found.
 """
 
 from __future__ import annotations
@@ -38,14 +44,17 @@ from django.urls import path
 from django.utils.translation import gettext as _
 
 from ..aggregate import ActionSpec
-from ..domain import DomainContext
+from ..conf import fluvius_settings
+from ..context import context_from_request
 from ..exceptions import (
     AggregateNotFound,
     CommandValidationError,
     ConcurrencyConflict,
     FluviusError,
+    TenantRequired,
     UnknownCommand,
 )
+from ..permissions import command_permission
 from ..registry import domains, resolve_model
 from .base import admin_url, error_response
 from .forms import command_form_class
@@ -103,6 +112,11 @@ class AggregateAdmin(admin.ModelAdmin):
     def command_permission(self, spec: ActionSpec) -> str:
         if spec.name in self.command_permissions:
             return self.command_permissions[spec.name]
+        if fluvius_settings.COMMAND_PERMISSIONS:
+            domain, _resource = self.get_domain()
+            own = command_permission(domain, spec)
+            if own is not None:
+                return own
         action = "add" if spec.create else "change"
         return f"{self.opts.app_label}.{action}_{self.opts.model_name}"
 
@@ -121,9 +135,23 @@ class AggregateAdmin(admin.ModelAdmin):
 
     def domain_for(self, request):
         domain_class, _resource = self.get_domain()
-        context = DomainContext.create(namespace=domain_class.__namespace__, user=request.user,
-                                       source="admin", client_address=request.META.get("REMOTE_ADDR"))
-        return domain_class(context)
+        return domain_class(context_from_request(request, domain_class.__namespace__, source="admin"))
+
+    # -- the rows the admin user may read ----------------------------------------
+
+    def get_queryset(self, request):
+        queryset = super().get_queryset(request)
+        try:
+            _domain_class, resource = self.get_domain()
+        except UnknownCommand:  # not a registered resource: shown as a plain model
+            return queryset
+        try:
+            return self.domain_for(request).statemgr.scope(resource, queryset)
+        except TenantRequired as error:
+            if not getattr(request, "_fluvius_warned_tenant", False):
+                request._fluvius_warned_tenant = True
+                self.message_user(request, error.message, messages.WARNING)
+            return queryset.none()
 
     # -- the event store is the truth: no direct edits -------------------------
 

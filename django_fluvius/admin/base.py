@@ -11,8 +11,33 @@ from django.urls import NoReverseMatch, reverse
 from django.utils.html import format_html
 from django.utils.translation import gettext_lazy as _
 
+from .. import tenancy
+from ..context import context_from_request
+from ..domain import DomainContext
 from ..exceptions import FluviusError
 from .pagination import EstimatedCountPaginator
+
+
+def admin_context(request, site: admin.AdminSite | None = None) -> DomainContext:
+    """The context of reads and commands done through the admin: the staff user, its tenant."""
+    return context_from_request(request, source="admin")
+
+
+class TenantRowsMixin:
+    """With tenancy on, list and show only the rows of the admin user's tenant (``tenant_field``).
+
+    A user whose context sees every tenant (a superuser with ``SUPERUSER_ALL_TENANTS``)
+    sees them all; one with no tenant sees none.
+    """
+
+    tenant_field = "tenant"
+
+    def get_queryset(self, request):
+        queryset = super().get_queryset(request)  # type: ignore[misc]
+        return self.scope_rows(request, queryset)
+
+    def scope_rows(self, request, queryset):
+        return tenancy.scope_rows(queryset, admin_context(request), self.tenant_field)
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):

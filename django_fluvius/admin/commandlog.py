@@ -9,7 +9,7 @@ from django.db.models import Q
 from django.utils.html import format_html
 from django.utils.translation import gettext_lazy as _
 
-from .base import AggregateLinks, ReadOnlyAdmin, admin_url
+from .base import AggregateLinks, ReadOnlyAdmin, TenantRowsMixin, admin_url
 from .display import json_block, preview
 from .filters import (
     AggregateFilter,
@@ -27,7 +27,7 @@ STATUS_COLOURS = {
 }
 
 
-class CommandLogAdmin(AggregateLinks, ReadOnlyAdmin):
+class CommandLogAdmin(TenantRowsMixin, AggregateLinks, ReadOnlyAdmin):
     list_display = ("created", "namespace", "command", "status_badge", "user_display", "aggregate_short",
                     "version", "duration", "error_summary", "events_link")
     list_display_links = ("created",)

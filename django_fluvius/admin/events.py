@@ -23,11 +23,18 @@ from django.urls import path
 from django.utils.html import format_html
 from django.utils.translation import gettext_lazy as _
 
-from ..domain import DomainContext
 from ..exceptions import FluviusError
 from ..models import Event
 from ..store import EventStore
-from .base import AggregateLinks, ReadOnlyAdmin, admin_url, error_response, timeline_anchor
+from .base import (
+    AggregateLinks,
+    ReadOnlyAdmin,
+    TenantRowsMixin,
+    admin_context,
+    admin_url,
+    error_response,
+    timeline_anchor,
+)
 from .display import json_block, preview
 from .filters import (
     AggregateFilter,
@@ -54,13 +61,7 @@ class EventChangeList(ChangeList):
         )
 
 
-def admin_context(request, site: admin.AdminSite) -> DomainContext:
-    """The context of reads and commands done through the admin: the staff user."""
-    return DomainContext.create(user=request.user, source="admin",
-                                client_address=request.META.get("REMOTE_ADDR"))
-
-
-class EventAdmin(AggregateLinks, ReadOnlyAdmin):
+class EventAdmin(TenantRowsMixin, AggregateLinks, ReadOnlyAdmin):
     list_display = ("position", "created", "namespace", "evt_key", "aggregate_short", "version",
                     "user_display", "payload_preview")
     list_display_links = ("position",)
@@ -258,7 +259,7 @@ class EventAdmin(AggregateLinks, ReadOnlyAdmin):
         part = request.GET.get("part", "payload")
         if part not in ("payload", "metadata"):
             raise Http404("part must be payload or metadata")
-        event = Event.objects.filter(pk=position).first()
+        event = self.scope_rows(request, Event.objects.filter(pk=position)).first()
         if event is None:
             raise Http404(f"No event at position {position}.")
         value = self._decoded(event)[0].payload if part == "payload" else event.metadata

@@ -5,18 +5,27 @@ from __future__ import annotations
 from django.contrib import admin
 from django.utils.translation import gettext_lazy as _
 
-from .base import AggregateLinks, ReadOnlyAdmin
+from .. import tenancy
+from ..models import Event
+from .base import AggregateLinks, ReadOnlyAdmin, TenantRowsMixin, admin_context
 from .display import json_block
 from .filters import AggregateFilter, NamespaceFilter
 
 
-class SnapshotAdmin(AggregateLinks, ReadOnlyAdmin):
+class SnapshotAdmin(TenantRowsMixin, AggregateLinks, ReadOnlyAdmin):
     list_display = ("aggregate_short", "namespace", "resource", "version", "schema_version", "created")
     list_filter = (NamespaceFilter, AggregateFilter)
     ordering = ("-id",)
     fields = ("aggregate_link", "namespace", "resource", "version", "schema_version", "created",
               "state_pretty")
     readonly_fields = ("aggregate_link", "state_pretty")
+
+    def scope_rows(self, request, queryset):
+        # A snapshot's tenant is its aggregate's: the one on the stream's first event.
+        if not tenancy.enabled():
+            return queryset
+        heads = tenancy.scope_rows(Event.objects.filter(version=1), admin_context(request))
+        return queryset.filter(aggregate_id__in=heads.values("aggregate_id"))
 
     def has_delete_permission(self, request, obj=None):
         # A snapshot is a cache: removing one changes no result, so Django's permission decides.

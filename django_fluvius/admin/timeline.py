@@ -15,6 +15,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
+from .. import tenancy
 from ..aggregate import Aggregate
 from ..domain import DomainContext
 from ..exceptions import AggregateNotFound, FluviusError, UnknownDomain
@@ -83,7 +84,8 @@ class Stream:
         pk = parse_aggregate_id(aggregate_id)
         store = EventStore()
         head = store.head(pk)
-        if head is None:
+        if head is None or (context is not None and not tenancy.row_visible(head.tenant, context)):
+            # Another tenant's aggregate reads exactly as one that does not exist.
             raise AggregateNotFound(f"No events are stored for aggregate {pk}.")
         latest = (store.events.filter(aggregate_id=pk).order_by("-version")
                   .values_list("version", flat=True).first())

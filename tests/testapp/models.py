@@ -43,3 +43,32 @@ class NoteActivity(models.Model):
 
     def __str__(self) -> str:
         return f"{self.title}: {self.events} events"
+
+
+class Ticket(Projection):
+    """Read model of the tenant-scoped ticket domain of the security tests (tests/testapp/tickets.py)."""
+
+    title = models.CharField(max_length=200)
+    owner = models.CharField(max_length=150, blank=True)
+    status = models.CharField(max_length=20, default="open")
+    bumps = models.IntegerField(default=0)
+    tenant = models.CharField(max_length=100, blank=True, db_index=True)
+
+    class Meta:
+        permissions = [("close_ticket", "Can close any ticket")]
+
+    def __str__(self) -> str:
+        return self.title
+
+
+class Membership(models.Model):
+    """Which tenants a user belongs to: what the security tests' tenant resolver reads."""
+
+    user = models.ForeignKey("auth.User", on_delete=models.CASCADE, related_name="memberships")
+    tenant = models.CharField(max_length=100)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["user", "tenant"], name="testapp_membership_once")]
+
+    def __str__(self) -> str:
+        return f"{self.user_id} in {self.tenant}"
