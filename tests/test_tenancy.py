@@ -8,6 +8,7 @@ exactly as a missing one (404, same words), and nothing may be stored.
 import uuid
 
 import pytest
+from django.core.management import call_command
 from django.db import connection
 
 from django_fluvius import AggregateNotFound, DomainContext, QueryBuilder
@@ -256,6 +257,44 @@ def test_a_handler_runs_as_system_even_inline_on_a_requests_commit(people, acme_
         handlers.unregister("tests.tenancy.handler")
     assert response.status_code == 200
     assert len(seen) == 1 and seen[0].is_system and seen[0].user is None
+
+
+def test_a_celery_task_runs_handlers_as_system_and_their_commands_keep_the_tenant(people, acme_ticket):
+    """The Celery delivery task's own code path (tasks.deliver -> run_attempt -> the handler), run in-process."""
+    from django_fluvius import tasks
+    from django_fluvius.handlers import HandlerSpec, handlers
+    from django_fluvius.process import issue
+
+    seen = []
+
+    def escalate_on_open(event):
+        domain = TicketDomain()
+        seen.append((domain.context.is_system, domain.statemgr.find("ticket").count()))
+        issue(TicketDomain, "bump-ticket", caused_by=event, aggregate_id=event.aggregate_id)
+
+    run(as_user(people["carol"], "globex"), "open-ticket", {"title": "globex one"})
+    handlers.register(HandlerSpec(name="tests.tenancy.escalate", func=escalate_on_open,
+                                  evt_keys=("ticket-opened",)))
+    opened = Event.objects.get(aggregate_id=acme_ticket, version=1)
+    try:
+        with use_context(ctx(people["carol"], "globex")):  # a worker has no request; nor may a leftover
+            outcome = tasks.deliver([["tests.tenancy.escalate", opened.position, 1, 0]])
+    finally:
+        handlers.unregister("tests.tenancy.escalate")
+    assert outcome == {"done": 1}
+    assert seen == [(True, 2)]  # system: every tenant's tickets
+    bumped = Event.objects.get(aggregate_id=acme_ticket, version=2)
+    assert bumped.tenant == "acme" and bumped.metadata["tenant"] == "acme"
+    assert bumped.metadata["source"] == "process-manager" and bumped.user == ""
+    assert bumped.causation_id == f"event:{opened.position}" and bumped.correlation_id == opened.correlation_id
+    assert CommandLog.objects.get(command="bump-ticket").tenant == "acme"
+
+
+def test_a_management_command_gets_a_system_context(people, acme_ticket, globex_ticket, capsys):
+    call_command("shell", command=(
+        "from tests.testapp.tickets import TicketDomain; d = TicketDomain(); "
+        "print(d.context.is_system, d.context.source, d.statemgr.find('ticket').count())"))
+    assert capsys.readouterr().out.strip().splitlines()[-1].split() == ["True", "python", "2"]
 
 
 # -- REST ----------------------------------------------------------------------------------------

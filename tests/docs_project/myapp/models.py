@@ -24,3 +24,12 @@ class CustomerStats(models.Model):
 
     customer_id = models.UUIDField(primary_key=True)
     orders = models.IntegerField(default=0)
+
+
+class Project(Projection):
+    """A tenant-scoped read model (docs/security.md): each row belongs to one tenant."""
+
+    name = models.CharField(max_length=200)
+    owner = models.CharField(max_length=150, blank=True)
+    archived = models.BooleanField(default=False)
+    tenant = models.CharField(max_length=100, blank=True, db_index=True)
