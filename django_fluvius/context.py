@@ -23,6 +23,10 @@ user and tenant. ``context_from_request(request)`` builds that context from
 - the correlation id and the client address (``REMOTE_ADDR``: a project behind a
   proxy rewrites it in a middleware of its own; ``X-Forwarded-For`` is not trusted).
 
+A plain view under the middleware that lets a ``FluviusError`` of a client
+(``TenantRequired``, ``AggregateNotFound``, ``PermissionDenied`` ...) escape gets its
+status and JSON body, as the REST layer answers, never a 500.
+
 Outside requests (Celery tasks, management commands, scripts) there is no
 current context and a domain built without one gets ``DomainContext.system()``.
 """
@@ -34,10 +38,12 @@ import uuid
 from typing import Any
 
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction
+from django.http import JsonResponse
 
 from . import tenancy
 from .current import current_context, use_context
 from .domain import DomainContext
+from .exceptions import FluviusError
 
 __all__ = [
     "CORRELATION_HEADER",
@@ -150,3 +156,12 @@ class DomainContextMiddleware:
         if CORRELATION_HEADER not in response:
             response[CORRELATION_HEADER] = request.correlation_id
         return response
+
+    def process_exception(self, request: Any, exception: BaseException) -> Any:
+        """A client error of django-fluvius raised by a plain view: its status and JSON body, not a 500.
+
+        (DRF views, the REST layer's among them, answer their own errors first.)
+        """
+        if isinstance(exception, FluviusError) and 400 <= exception.status_code < 500:
+            return JsonResponse(exception.as_dict(), status=exception.status_code)
+        return None

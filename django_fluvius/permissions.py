@@ -149,10 +149,10 @@ class Policy:
         return type(self).has_object_permission is not Policy.has_object_permission
 
     def __and__(self, other: Any) -> Policy:
-        return AllOf(self, as_policy(other))
+        return AllOf(self, _policy(other))
 
     def __or__(self, other: Any) -> Policy:
-        return AnyOf(self, as_policy(other))
+        return AnyOf(self, _policy(other))
 
     def __invert__(self) -> Policy:
         return Not(self)
@@ -295,6 +295,13 @@ def as_policy(value: Any) -> Policy | None:
         return FunctionPolicy(value)
     raise ConfigurationError(f"{value!r} is not a permission: give a permission string, a Policy, a function "
                              f"(context, command, aggregate) -> bool, or a list of them.")
+
+
+def _policy(value: Any) -> Policy:
+    policy = as_policy(value)
+    if policy is None:
+        raise ConfigurationError(f"{value!r} is no policy to combine with.")
+    return policy
 
 
 def policy_for(spec: ActionSpec, namespace: str, *, require_run_permission: bool) -> Policy | None:

@@ -447,3 +447,31 @@ def test_a_domain_can_opt_out_of_tenancy(people):
     assert SharedUsers(eve).statemgr.fetch("user", result.aggregate_id).name == "Eve"
     with pytest.raises(TenantRequired):  # the same domain, following FLUVIUS['TENANCY']
         UserDomain(eve).statemgr.fetch("user", result.aggregate_id)
+
+
+# -- DomainContextMiddleware -------------------------------------------------------------------
+
+
+def test_a_plain_view_acts_for_the_request_through_the_current_context(client, people, acme_ticket, globex_ticket):
+    client.force_login(people["carol"])
+    response = client.get("/mine/", HTTP_X_CORRELATION_ID="req-7", HTTP_X_TENANT_ID="acme")
+    body = response.json()
+    assert body == {"user": str(people["carol"].pk), "tenant": "globex", "system": False,
+                    "correlation_id": "req-7", "titles": ["globex printer"]}
+    assert response["X-Correlation-ID"] == "req-7"
+    made = client.get("/mine/", HTTP_X_CORRELATION_ID="not a valid id!")
+    assert made["X-Correlation-ID"] == made.json()["correlation_id"] != "not a valid id!"
+    client.logout()
+    anonymous = client.get("/mine/")
+    assert anonymous.status_code == 400 and anonymous.json()["code"] == "tenant_required"
+
+
+def test_the_middleware_on_an_async_stack(async_client, people, acme_ticket, globex_ticket):
+    from asgiref.sync import async_to_sync
+
+    async_client.force_login(people["alice"])
+    for path in ("/mine-async/", "/api/test-tickets/ticket/"):
+        response = async_to_sync(async_client.get)(path, headers={"X-Correlation-ID": "async-1"})
+        assert response.status_code == 200, path
+        assert response["X-Correlation-ID"] == "async-1"
+    assert async_to_sync(async_client.get)("/mine-async/").json()["titles"] == ["acme printer"]
