@@ -202,6 +202,8 @@ class Aggregate:
         self.updated: datetime.datetime | None = None
         # True when the state came from the in-process cache, not the event store.
         self.from_cache = False
+        # Events folded by the last scan (set by rebuild's AggregateScanner; 0 otherwise).
+        self.event_count = 0
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.resource} {self.id} v{self.version}>"

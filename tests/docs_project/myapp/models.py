@@ -25,6 +25,9 @@ class CustomerStats(models.Model):
     customer_id = models.UUIDField(primary_key=True)
     orders = models.IntegerField(default=0)
 
+    def __str__(self) -> str:
+        return f"{self.customer_id}: {self.orders} orders"
+
 
 class Project(Projection):
     """A tenant-scoped read model (docs/security.md): each row belongs to one tenant."""
