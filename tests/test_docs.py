@@ -298,4 +298,4 @@ def test_escape_hatch_stays_small():
     """Blocks that only compile must say why, and stay rare."""
     skipped = [b for p in PAGES for b in python_blocks(p) if NOT_RUN.match(b.source)]
     total = sum(len(python_blocks(p)) for p in PAGES)
-    assert len(skipped) <= max(3, total // 10), [b.where for b in skipped]
+    assert len(skipped) <= max(3, total // 15), [b.where for b in skipped]  # at most ~7%
