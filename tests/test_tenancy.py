@@ -475,3 +475,28 @@ def test_the_middleware_on_an_async_stack(async_client, people, acme_ticket, glo
         assert response.status_code == 200, path
         assert response["X-Correlation-ID"] == "async-1"
     assert async_to_sync(async_client.get)("/mine-async/").json()["titles"] == ["acme printer"]
+
+
+def test_tenancy_true_reads_the_users_tenant_attribute(people, rf):
+    alice = people["alice"]
+    alice.tenant = "acme"  # as a custom user model's field would
+    with fluvius_with(TENANCY=True):
+        request = rf.get("/")
+        request.user = alice
+        assert context_from_request(request).tenant == "acme"
+        assert resolve_tenant(request, people["bob"]) is None  # no such attribute: no tenant
+        assert "fluvius.E071" not in [e.id for e in check_tenancy()]  # True is a valid setting
+
+
+def test_a_resolver_of_your_own(people, rf):
+    def by_subdomain(request, user):
+        host = request.META.get("HTTP_HOST", "").split(".")[0]
+        return host if user.memberships.filter(tenant=host).exists() else None
+
+    with fluvius_with(TENANCY={"RESOLVER": by_subdomain}):
+        request = rf.get("/", HTTP_HOST="globex.example.com")
+        request.user = people["dave"]
+        assert context_from_request(request).tenant == "globex"
+        request = rf.get("/", HTTP_HOST="globex.example.com")
+        request.user = people["alice"]
+        assert context_from_request(request).tenant is None
