@@ -58,10 +58,12 @@ class Event(models.Model):
     # The whole metadata as written; the columns below copy the parts worth filtering on.
     metadata = models.JSONField(_("metadata"), encoder=DjangoJSONEncoder, default=dict)
     command_id = models.UUIDField(_("command id"), null=True, blank=True, db_index=True)
-    correlation_id = models.CharField(_("correlation id"), max_length=100, blank=True, db_index=True)
+    # Text columns are indexed in Meta.indexes: db_index would add a second,
+    # LIKE-only index on PostgreSQL that every append pays for and no filter uses.
+    correlation_id = models.CharField(_("correlation id"), max_length=100, blank=True)
     causation_id = models.CharField(_("causation id"), max_length=100, blank=True)
-    user = models.CharField(_("user"), max_length=150, blank=True, db_index=True)
-    tenant = models.CharField(_("tenant"), max_length=100, blank=True, db_index=True)
+    user = models.CharField(_("user"), max_length=150, blank=True)
+    tenant = models.CharField(_("tenant"), max_length=100, blank=True)
     created = models.DateTimeField(_("created"), default=timezone.now, db_index=True)
     # Filled by the database: the writing transaction's id (commit-order key of the feed).
     txid = models.BigIntegerField(_("transaction id"), db_default=CurrentTransactionId(), null=True,
@@ -81,6 +83,9 @@ class Event(models.Model):
         indexes = [
             models.Index(fields=["namespace", "evt_key"], name="fluvius_event_ns_key"),
             models.Index(fields=["txid", "position"], name="fluvius_event_feed"),
+            models.Index(fields=["correlation_id"], name="fluvius_event_correlation"),
+            models.Index(fields=["user"], name="fluvius_event_user"),
+            models.Index(fields=["tenant"], name="fluvius_event_tenant"),
         ]
 
     def __str__(self) -> str:
@@ -150,7 +155,7 @@ class CommandLog(models.Model):
     error_message = models.TextField(_("error message"), blank=True)
     user = models.CharField(_("user"), max_length=150, blank=True)
     tenant = models.CharField(_("tenant"), max_length=100, blank=True)
-    correlation_id = models.CharField(_("correlation id"), max_length=100, blank=True, db_index=True)
+    correlation_id = models.CharField(_("correlation id"), max_length=100, blank=True)
     causation_id = models.CharField(_("causation id"), max_length=100, blank=True)
     metadata = models.JSONField(_("metadata"), encoder=DjangoJSONEncoder, default=dict)
     created = models.DateTimeField(_("created"), default=timezone.now)
@@ -160,6 +165,7 @@ class CommandLog(models.Model):
         verbose_name = _("command log entry")
         verbose_name_plural = _("command log")
         ordering = ["-id"]
+        indexes = [models.Index(fields=["correlation_id"], name="fluvius_commandlog_correlation")]
 
     def __str__(self) -> str:
         return f"{self.namespace}:{self.command} ({self.status})"
