@@ -27,7 +27,7 @@ def framework_run(users: int) -> float:
     # The core alone: handlers (the example's welcome email) and their outbox
     # are measured by bench.outbox.
     with override_settings(FLUVIUS={**settings_fluvius(), "DISPATCH": None}):
-        return _framework_run(UserDomain(), users)
+        return run_commands(UserDomain(), users)
 
 
 def settings_fluvius() -> dict:
@@ -36,7 +36,8 @@ def settings_fluvius() -> dict:
     return dict(settings.FLUVIUS)
 
 
-def _framework_run(domain, users: int) -> float:
+def run_commands(domain, users: int) -> float:
+    """The scenario through a domain: each user created, then renamed RENAMES times."""
     start = time.perf_counter()
     for i in range(users):
         result = domain.process_command(

@@ -19,21 +19,7 @@ import time
 from types import SimpleNamespace
 
 from bench.common import arg_parser, interleaved, report, setup_django
-
-RENAMES = 10
-
-
-def run_commands(domain, users: int) -> float:
-    start = time.perf_counter()
-    for i in range(users):
-        result = domain.process_command(
-            domain.create_command("create-user", {"name": f"user {i}", "email": f"u{i}@example.com"})
-        )
-        for n in range(RENAMES):
-            domain.process_command(
-                domain.create_command("rename-user", {"name": f"user {i} v{n}"}, aggregate_id=result.aggregate_id)
-            )
-    return time.perf_counter() - start
+from bench.core import RENAMES, run_commands
 
 
 def chain_alone_us(domain, calls: int) -> float:
