@@ -53,8 +53,9 @@ DEFAULTS: dict[str, Any] = {
     # How the on-commit relay hands outbox rows over: "thread" (a background thread:
     # the request never waits on the broker) or "sync" (in the on-commit callback).
     "RELAY": "thread",
-    # Seconds the relay thread waits for more commits before publishing (one message per batch).
-    "RELAY_LINGER": 0.05,
+    # Seconds the relay thread waits for more commits before publishing (one message per batch):
+    # longer means fewer, larger batches (less work beside the request path), later handlers.
+    "RELAY_LINGER": 0.2,
     # Deliveries per Celery message; outbox rows per periodic relay round.
     "RELAY_BATCH_SIZE": 100,
     # The periodic relay leaves rows younger than this to the on-commit relay (seconds).
