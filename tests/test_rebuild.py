@@ -8,6 +8,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+import time
 import uuid
 from pathlib import Path
 
@@ -342,7 +343,16 @@ def test_one_rebuild_of_a_target_at_a_time():
         with pytest.raises(RebuildError, match="being rebuilt by another process"):
             rebuild(["note"], progress=False)
         assert rebuild(["folder"], progress=False)[0].status == "done"  # other targets are free
+        holder = other.info.backend_pid
     # The holder's connection is gone: the lock with it (a killed rebuild never blocks the next).
+    # The server ends the holder's backend a moment after the client hangs up: wait for that.
+    deadline = time.monotonic() + 10
+    with connection.cursor() as cursor:
+        while time.monotonic() < deadline:
+            cursor.execute("SELECT count(*) FROM pg_stat_activity WHERE pid = %s", [holder])
+            if cursor.fetchone()[0] == 0:
+                break
+            time.sleep(0.05)
     assert rebuild(["note"], progress=False)[0].status == "done"
 
 
