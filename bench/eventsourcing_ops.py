@@ -89,7 +89,7 @@ def time_loads(domain, aggregate_id, loads: int) -> float:
 def load_benchmark(url: str, *, long_events: int, runs: int) -> dict[str, float]:
     from django.db import connection
 
-    from django_fluvius.snapshots import take_snapshots
+    from django_fluvius.events.snapshots import take_snapshots
     from example_project.users.domain import UserAggregate, UserDomain
 
     short, long_plain, long_snap, long_tail = (uuid.uuid4() for _ in range(4))
@@ -149,7 +149,7 @@ def child_rebuild(url: str, batch_size: int) -> dict:
     import django
 
     django.setup()
-    from django_fluvius.rebuild import rebuild
+    from django_fluvius.ops.rebuild import rebuild
 
     base_rss = peak_rss_mb()
     start = time.perf_counter()

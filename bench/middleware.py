@@ -24,7 +24,7 @@ from bench.core import RENAMES, run_commands
 
 def chain_alone_us(domain, calls: int) -> float:
     """Microseconds per command of the active chain around a core that returns at once."""
-    from django_fluvius.bus import active_middleware, build_chain
+    from django_fluvius.write.bus import active_middleware, build_chain
 
     command = domain.create_command("create-user", {"name": "x", "email": "x@example.com"})
     done = SimpleNamespace(aggregate_id=None, version=1, duration_ms=None)
@@ -52,7 +52,7 @@ def main(argv=None) -> dict:
 
     from django_fluvius import DomainContext
     from django_fluvius.conf import DEFAULTS, fluvius_settings
-    from django_fluvius.middleware import AuthorizationMiddleware
+    from django_fluvius.security.permissions import AuthorizationMiddleware
     from example_project.users.domain import UserDomain
 
     fluvius = {key: value for key, value in settings.FLUVIUS.items() if key != "COMMAND_MIDDLEWARE"}

@@ -53,8 +53,8 @@ def throughput(users: int, runs: int) -> tuple[dict[str, float], list[str]]:
     from celery import Celery
     from django.test import override_settings
 
-    from django_fluvius.dispatch import relay
-    from django_fluvius.handlers import HandlerRegistry, event_handler, handlers
+    from django_fluvius.delivery.dispatch import relay
+    from django_fluvius.delivery.handlers import HandlerRegistry, event_handler, handlers
     from django_fluvius.models import Outbox
 
     queue = f"fluvius-bench-{uuid.uuid4().hex[:8]}"
@@ -152,7 +152,7 @@ def write_rows(rows: list[tuple], using: str) -> None:
 
 
 def make_projection():
-    from django_fluvius.projections import AsyncProjection, async_projections
+    from django_fluvius.delivery.projections import AsyncProjection, async_projections
     from tests.testapp.models import NoteActivity
 
     if "bench.note-activity" in async_projections:

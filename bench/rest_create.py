@@ -95,7 +95,7 @@ def main(argv=None) -> dict:
     from django.db import connection
     from django.urls import clear_url_caches
 
-    from django_fluvius.handlers import handlers
+    from django_fluvius.delivery.handlers import handlers
 
     for spec in list(handlers):
         handlers.unregister(spec.name)

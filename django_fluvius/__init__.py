@@ -12,15 +12,15 @@ from typing import TYPE_CHECKING, Any
 __version__ = "0.1.0"
 
 _PUBLIC = {
-    "Aggregate": "aggregate",
-    "action": "aggregate",
-    "apply": "aggregate",
+    "Aggregate": "write.aggregate",
+    "action": "write.aggregate",
+    "apply": "write.aggregate",
     "Domain": "domain",
-    "DomainContext": "domain",
-    "Command": "bus",
-    "CommandResult": "bus",
-    "QueryBuilder": "query",
-    "event_handler": "handlers",
+    "DomainContext": "context",
+    "Command": "write.bus",
+    "CommandResult": "write.bus",
+    "QueryBuilder": "read.query",
+    "event_handler": "delivery.handlers",
     "FluviusError": "exceptions",
     "DomainError": "exceptions",
     "CommandValidationError": "exceptions",
@@ -65,10 +65,10 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:
-    from .aggregate import Aggregate, action, apply
-    from .bus import Command, CommandResult
-    from .domain import Domain, DomainContext
-    from .exceptions import (
+    from django_fluvius.context import DomainContext
+    from django_fluvius.delivery.handlers import event_handler
+    from django_fluvius.domain import Domain
+    from django_fluvius.exceptions import (
         AggregateNotFound,
         CommandValidationError,
         ConcurrencyConflict,
@@ -77,5 +77,6 @@ if TYPE_CHECKING:
         PermissionDenied,
         UnknownCommand,
     )
-    from .handlers import event_handler
-    from .query import QueryBuilder
+    from django_fluvius.read.query import QueryBuilder
+    from django_fluvius.write.aggregate import Aggregate, action, apply
+    from django_fluvius.write.bus import Command, CommandResult

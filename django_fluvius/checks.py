@@ -41,8 +41,8 @@ from __future__ import annotations
 from django.core import checks
 from django.core.exceptions import ImproperlyConfigured
 
-from .loading import load_problems
-from .registry import domains, resolve_model
+from django_fluvius.apps import load_problems
+from django_fluvius.registry import domains, resolve_model
 
 
 def check_domain_loading(app_configs=None, **kwargs):
@@ -89,22 +89,22 @@ def check_domains(app_configs=None, **kwargs):
 
 
 def register_checks() -> None:
-    from .upcasting import check_stored_event_types, check_upcasters
+    from django_fluvius.events.upcasting import check_stored_event_types, check_upcasters
 
     checks.register(check_domain_loading, "fluvius")
     checks.register(check_domains, "fluvius")
     # E020-E029: the REST face (rest/checks.py).
-    from .rest.checks import check_routes
+    from django_fluvius.rest.checks import check_routes
 
     checks.register(check_routes, "fluvius")
     # E030-E039: query surfaces (surface.py) and the read database (routers.py).
-    from .routers import check_read_database
-    from .surface import check_query_surfaces
+    from django_fluvius.read.replicas import check_read_database
+    from django_fluvius.read.surface import check_query_surfaces
 
     checks.register(check_query_surfaces, "fluvius")
     checks.register(check_read_database, "fluvius")
     # E040-E049: event handlers, async projections, dispatch settings (dispatch_checks.py).
-    from .dispatch_checks import register as register_dispatch_checks
+    from django_fluvius.delivery.checks import register as register_dispatch_checks
 
     register_dispatch_checks()
     # E050-E059 / W050-W059: event keys, renames and upcasters (upcasting.py); the
@@ -114,12 +114,12 @@ def register_checks() -> None:
     # the checks a tag selects, so a "fluvius" tag would make `check --tag fluvius` query it.
     checks.register(check_stored_event_types, checks.Tags.database)
     # E060-E069: media storage and upload settings (media.py).
-    from .media import check_media_settings
+    from django_fluvius.media.storage import check_media_settings
 
     checks.register(check_media_settings, "fluvius")
     # E070-E079 / W070-W079: tenancy and authorization (tenancy.py, permissions.py).
-    from .permissions import check_authorization
-    from .tenancy import check_tenancy
+    from django_fluvius.security.permissions import check_authorization
+    from django_fluvius.security.tenancy import check_tenancy
 
     checks.register(check_tenancy, "fluvius")
     checks.register(check_authorization, "fluvius")

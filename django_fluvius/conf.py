@@ -24,10 +24,10 @@ DEFAULTS: dict[str, Any] = {
     # Command-bus middleware, outermost first: callables or dotted paths of
     # callables/classes taking (command, call_next) (middleware.py; docs/security.md).
     "COMMAND_MIDDLEWARE": [
-        "django_fluvius.middleware.LoggingMiddleware",
-        "django_fluvius.middleware.TimingMiddleware",
-        "django_fluvius.middleware.AuthorizationMiddleware",
-        "django_fluvius.middleware.RetryMiddleware",
+        "django_fluvius.write.middleware.LoggingMiddleware",
+        "django_fluvius.write.middleware.TimingMiddleware",
+        "django_fluvius.security.permissions.AuthorizationMiddleware",
+        "django_fluvius.write.middleware.RetryMiddleware",
     ],
     # Every non-system context needs the Django permission "<app_label>.run_<command>" of a
     # command to run it (the permissions exist either way: created after migrate).

@@ -1,123 +1,109 @@
-"""The ``DomainContext`` of a request, and the Django middleware that sets it.
+"""``DomainContext``: who runs a command, for which tenant, in which flow, and the context of the work running now.
 
-One way to build a request's context, used by the REST layer, the admin and
-``DomainContextMiddleware`` alike::
+Every command carries a ``DomainContext``; it lands in each event's metadata and
+in the command log. ``DomainContext.system()`` marks trusted code no user started
+(Celery tasks, management commands, a domain built without a context outside a
+request).
 
-    MIDDLEWARE = [
-        ...,
-        "django.contrib.auth.middleware.AuthenticationMiddleware",
-        "django_fluvius.context.DomainContextMiddleware",
-    ]
+The *current* context is a ``ContextVar``: the Django request middleware
+(``django_fluvius.middleware.DomainContextMiddleware``) sets it for each request,
+so a ``Domain()`` built without a context inside a view acts for the request's
+user and tenant, never as trusted system code by accident. Outside a request
+nothing is set and a domain built without a context gets a system context. Event
+handlers run with it cleared, inline or in a worker alike. A ``ContextVar`` follows
+asyncio tasks and asgiref's thread hops, so a context never leaks between
+concurrent requests. Its value is a ``DomainContext`` or a zero-argument callable
+that builds one when asked (a request's user is known only once authentication
+ran, which for DRF is inside the view).
 
-The middleware gives each request a correlation id (the client's
-``X-Correlation-ID`` when it is usable, else a new one, echoed in the response)
-and makes the request's context the current one (current.py): a domain built
-without a context inside the request, ``UserDomain()``, acts for the request's
-user and tenant. ``context_from_request(request)`` builds that context from
-
-- the authenticated user (``request.user``; for DRF views, whatever DRF's
-  authentication classes decided: the context is built when first asked for,
-  after authentication, and again if the user changes);
-- the tenant, from ``FLUVIUS['TENANCY']['RESOLVER']`` given the request and the
-  user (never from a payload; a header only for a tenant the user belongs to);
-- the correlation id and the client address (``REMOTE_ADDR``: a project behind a
-  proxy rewrites it in a middleware of its own; ``X-Forwarded-For`` is not trusted).
-
-A plain view under the middleware that lets a ``FluviusError`` of a client
-(``TenantRequired``, ``AggregateNotFound``, ``PermissionDenied`` ...) escape gets its
-status and JSON body, as the REST layer answers, never a 500.
-
-Outside requests (Celery tasks, management commands, scripts) there is no
-current context and a domain built without one gets ``DomainContext.system()``.
+Invariant: this module sits at the ground of the layering and imports nothing of
+the package, so every layer (the bus, the domain, the handlers) can name it.
 """
+
 
 from __future__ import annotations
 
-import re
+import dataclasses
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass, field
 from typing import Any
 
-from asgiref.sync import iscoroutinefunction, markcoroutinefunction
-from django.http import JsonResponse
 
-from . import tenancy
-from .current import current_context, use_context
-from .domain import DomainContext
-from .exceptions import FluviusError
+@dataclass
+class DomainContext:
+    """Who runs a command, for which tenant, as part of which flow.
 
-__all__ = [
-    "CORRELATION_HEADER",
-    "DomainContextMiddleware",
-    "client_address",
-    "context_from_request",
-    "correlation_id",
-    "current_context",
-    "system_context",
-    "use_context",
-]
+    ``DomainContext.create(namespace=..., user=request.user)`` fills in a fresh
+    correlation id. Everything here lands in each event's metadata and in the
+    command log.
 
-CORRELATION_HEADER = "X-Correlation-ID"
-_CORRELATION_META = "HTTP_X_CORRELATION_ID"
-# What we accept from a client as a correlation id: short, printable, no spaces
-# (it is echoed in a header and stored in an indexed column of 100 characters).
-_VALID_CORRELATION_ID = re.compile(r"^[A-Za-z0-9._:@+=/-]{1,100}$")
-# Where a request keeps its context: (user it was built for, context).
-_CACHE_ATTR = "_fluvius_context"
-
-
-def _django_request(request: Any) -> Any:
-    """The ``HttpRequest`` under a DRF ``Request`` (or the request itself)."""
-    return getattr(request, "_request", request)
-
-
-def correlation_id(request: Any) -> str:
-    """The request's correlation id: the client's ``X-Correlation-ID`` if usable, else a new one.
-
-    Kept on the ``HttpRequest`` as ``correlation_id`` so every part of one request
-    (the context, error responses, the echoed header) sees the same value.
+    ``is_system`` marks trusted code no user started (``DomainContext.system``):
+    Celery tasks, management commands, a domain built without a context outside
+    a request. The authorization middleware lets it run every command, and without
+    a tenant it sees every tenant. A request's context comes from
+    ``django_fluvius.middleware.context_from_request`` (the REST layer, the admin and
+    ``DomainContextMiddleware`` use it) and is never a system one.
     """
-    http_request = _django_request(request)
-    value = getattr(http_request, "correlation_id", None)
-    if value:
-        return value
-    offered = http_request.META.get(_CORRELATION_META, "")
-    value = offered if _VALID_CORRELATION_ID.match(offered) else uuid.uuid4().hex
-    http_request.correlation_id = value
-    return value
 
+    namespace: str | None = None
+    user: Any = None
+    tenant: str | None = None
+    correlation_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    causation_id: str | None = None
+    client_address: str | None = None
+    source: str = "python"
+    is_system: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)
 
-def client_address(request: Any) -> str | None:
-    """The peer address as the server saw it (``REMOTE_ADDR``; forwarded headers are not trusted)."""
-    return _django_request(request).META.get("REMOTE_ADDR") or None
+    @classmethod
+    def create(cls, namespace: str | None = None, user: Any = None, **kwargs: Any) -> DomainContext:
+        known = set(cls.__dataclass_fields__)
+        extra = {k: kwargs.pop(k) for k in list(kwargs) if k not in known}
+        context = cls(namespace=namespace, user=user, **kwargs)
+        context.extra.update(extra)
+        return context
 
+    @classmethod
+    def system(cls, namespace: str | None = None, **kwargs: Any) -> DomainContext:
+        """The context of work no user started: Celery tasks, management commands."""
+        kwargs.setdefault("source", "system")
+        kwargs.setdefault("is_system", True)
+        return cls.create(namespace=namespace, **kwargs)
 
-def context_from_request(request: Any, namespace: str | None = None, *, source: str = "http") -> DomainContext:
-    """The ``DomainContext`` of a request: user, tenant, correlation id, client address.
+    def for_namespace(self, namespace: str | None) -> DomainContext:
+        """This context for another domain (a copy; the same one when the namespace matches)."""
+        if namespace == self.namespace:
+            return self
+        return dataclasses.replace(self, namespace=namespace, extra=dict(self.extra))
 
-    Built once per request and user (the tenant resolver runs once), then copied
-    for each namespace or source asked for.
-    """
-    http_request = _django_request(request)
-    # A DRF Request authenticates on first access to .user and hands the user down to
-    # the HttpRequest; a plain request has the lazy user of AuthenticationMiddleware.
-    user = getattr(request, "user", None)
-    cached = http_request.__dict__.get(_CACHE_ATTR)
-    if cached is not None and cached[0] is user:
-        base = cached[1]
-    else:
-        base = DomainContext.create(
-            user=user,
-            tenant=tenancy.request_tenant(http_request, user),
-            correlation_id=correlation_id(http_request),
-            client_address=client_address(http_request),
-            source="http",
-        )
-        http_request.__dict__[_CACHE_ATTR] = (user, base)
-    if source != base.source:
-        base = DomainContext.create(namespace=namespace, user=base.user, tenant=base.tenant,
-                                    correlation_id=base.correlation_id, client_address=base.client_address,
-                                    source=source)
-    return base.for_namespace(namespace)
+    @property
+    def user_id(self) -> str:
+        user = self.user
+        if user is None or not getattr(user, "is_authenticated", True):
+            return ""
+        pk = getattr(user, "pk", None)
+        return str(pk if pk is not None else user)
+
+    def metadata(self) -> dict[str, Any]:
+        data: dict[str, Any] = {
+            "user": self.user_id,
+            "correlation_id": self.correlation_id,
+            "source": self.source,
+        }
+        username = getattr(self.user, "get_username", None)
+        if callable(username) and self.user_id:
+            data["username"] = username()
+        if self.tenant:
+            data["tenant"] = self.tenant
+        if self.causation_id:
+            data["causation_id"] = self.causation_id
+        if self.client_address:
+            data["client_address"] = self.client_address
+        data.update(self.extra)
+        return data
 
 
 def system_context(namespace: str | None = None, **kwargs: Any) -> DomainContext:
@@ -125,43 +111,22 @@ def system_context(namespace: str | None = None, **kwargs: Any) -> DomainContext
     return DomainContext.system(namespace=namespace, **kwargs)
 
 
-class DomainContextMiddleware:
-    """Django middleware: the request's correlation id, and its context as the current one."""
+_current: ContextVar[Any] = ContextVar("fluvius_domain_context", default=None)
 
-    sync_capable = True
-    async_capable = True
 
-    def __init__(self, get_response: Any):
-        self.get_response = get_response
-        self.is_async = iscoroutinefunction(get_response)
-        if self.is_async:
-            markcoroutinefunction(self)
+def current_context() -> Any:
+    """The context set for the running work, or None."""
+    value = _current.get()
+    if value is not None and callable(value):
+        return value()
+    return value
 
-    def __call__(self, request: Any) -> Any:
-        if self.is_async:
-            return self.__acall__(request)
-        correlation_id(request)
-        with use_context(lambda: context_from_request(request)):
-            response = self.get_response(request)
-        return self.finish(request, response)
 
-    async def __acall__(self, request: Any) -> Any:
-        correlation_id(request)
-        with use_context(lambda: context_from_request(request)):
-            response = await self.get_response(request)
-        return self.finish(request, response)
-
-    @staticmethod
-    def finish(request: Any, response: Any) -> Any:
-        if CORRELATION_HEADER not in response:
-            response[CORRELATION_HEADER] = request.correlation_id
-        return response
-
-    def process_exception(self, request: Any, exception: BaseException) -> Any:
-        """A client error of django-fluvius raised by a plain view: its status and JSON body, not a 500.
-
-        (DRF views, the REST layer's among them, answer their own errors first.)
-        """
-        if isinstance(exception, FluviusError) and 400 <= exception.status_code < 500:
-            return JsonResponse(exception.as_dict(), status=exception.status_code)
-        return None
+@contextmanager
+def use_context(context: Any) -> Iterator[Any]:
+    """Within the block, domains built without a context use ``context`` (None clears it)."""
+    token = _current.set(context)
+    try:
+        yield context
+    finally:
+        _current.reset(token)

@@ -9,119 +9,36 @@ of both sides: ``create_command``/``process_command`` to write,
 
 from __future__ import annotations
 
-import dataclasses
 import datetime
 import uuid
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from asgiref.sync import sync_to_async
 from django.core.exceptions import ImproperlyConfigured
 from django.db.models import QuerySet
 
-from . import snapshots, tenancy
-from .aggregate import ActionSpec, Aggregate
-from .bus import Command, CommandBus, CommandResult
-from .cache import aggregate_cache
-from .current import current_context
-from .exceptions import (
+from django_fluvius.context import DomainContext, current_context
+from django_fluvius.events import snapshots
+from django_fluvius.events.store import EventStore
+from django_fluvius.exceptions import (
     AggregateNotFound,
     CommandValidationError,
     ConcurrencyConflict,
-    FluviusError,
     UnknownCommand,
     UnknownResource,
+    WrongResource,
 )
-from .payload import validate_payload
-from .registry import domains, resolve_model
-from .state import StateManager, parse_aggregate_id
-from .store import EventStore
+from django_fluvius.read.state import StateManager, parse_aggregate_id
+from django_fluvius.registry import domains, resolve_model
+from django_fluvius.security import tenancy
+from django_fluvius.write.aggregate import ActionSpec, Aggregate
+from django_fluvius.write.bus import Command, CommandBus, CommandResult
+from django_fluvius.write.cache import aggregate_cache
+from django_fluvius.write.payload import validate_payload
 
 if TYPE_CHECKING:
     from django.db.models import Model
-
-
-class WrongResource(FluviusError):
-    """The command does not apply to this aggregate's resource type."""
-
-    status_code = 400
-    default_code = "wrong_resource"
-    default_message = "This command does not apply to this kind of aggregate."
-
-
-@dataclass
-class DomainContext:
-    """Who runs a command, for which tenant, as part of which flow.
-
-    ``DomainContext.create(namespace=..., user=request.user)`` fills in a fresh
-    correlation id. Everything here lands in each event's metadata and in the
-    command log.
-
-    ``is_system`` marks trusted code no user started (``DomainContext.system``):
-    Celery tasks, management commands, a domain built without a context outside
-    a request. The authorization middleware lets it run every command, and without
-    a tenant it sees every tenant. A request's context comes from
-    ``django_fluvius.context.context_from_request`` (the REST layer, the admin and
-    ``DomainContextMiddleware`` use it) and is never a system one.
-    """
-
-    namespace: str | None = None
-    user: Any = None
-    tenant: str | None = None
-    correlation_id: str = field(default_factory=lambda: uuid.uuid4().hex)
-    causation_id: str | None = None
-    client_address: str | None = None
-    source: str = "python"
-    is_system: bool = False
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    @classmethod
-    def create(cls, namespace: str | None = None, user: Any = None, **kwargs: Any) -> DomainContext:
-        known = set(cls.__dataclass_fields__)
-        extra = {k: kwargs.pop(k) for k in list(kwargs) if k not in known}
-        context = cls(namespace=namespace, user=user, **kwargs)
-        context.extra.update(extra)
-        return context
-
-    @classmethod
-    def system(cls, namespace: str | None = None, **kwargs: Any) -> DomainContext:
-        """The context of work no user started: Celery tasks, management commands."""
-        kwargs.setdefault("source", "system")
-        kwargs.setdefault("is_system", True)
-        return cls.create(namespace=namespace, **kwargs)
-
-    def for_namespace(self, namespace: str | None) -> DomainContext:
-        """This context for another domain (a copy; the same one when the namespace matches)."""
-        if namespace == self.namespace:
-            return self
-        return dataclasses.replace(self, namespace=namespace, extra=dict(self.extra))
-
-    @property
-    def user_id(self) -> str:
-        user = self.user
-        if user is None or not getattr(user, "is_authenticated", True):
-            return ""
-        pk = getattr(user, "pk", None)
-        return str(pk if pk is not None else user)
-
-    def metadata(self) -> dict[str, Any]:
-        data: dict[str, Any] = {
-            "user": self.user_id,
-            "correlation_id": self.correlation_id,
-            "source": self.source,
-        }
-        username = getattr(self.user, "get_username", None)
-        if callable(username) and self.user_id:
-            data["username"] = username()
-        if self.tenant:
-            data["tenant"] = self.tenant
-        if self.causation_id:
-            data["causation_id"] = self.causation_id
-        if self.client_address:
-            data["client_address"] = self.client_address
-        data.update(self.extra)
-        return data
 
 
 class Domain:

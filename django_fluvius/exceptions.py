@@ -1,8 +1,16 @@
-"""The error hierarchy: every error django-fluvius raises is a ``FluviusError``.
+"""The error hierarchy: every error django-fluvius raises is a ``FluviusError``, defined here.
 
-Each class carries the HTTP status it maps to and a stable machine-readable
-``code`` (as DRF's ``APIException`` does), so the REST layer maps them in one
-place and Python callers can branch on the class or the code.
+Each class carries the HTTP status it maps to, a stable machine-readable
+``code`` and a translatable default message (as DRF's ``APIException`` does with
+``status_code``, ``default_code`` and ``default_detail``), so the REST layer maps
+them in one place, the admin shows them alike, and Python callers can branch on
+the class or the code.
+
+Invariant: one module, one hierarchy. Every layer raises from here (it sits at
+the ground and imports nothing of the package), so an error never needs an import
+of the layer that defines it, and ``rest/errors.py`` can map every one of them
+without knowing where it was raised. Internal control-flow exceptions that never
+leave their module (a stale cache entry, a busy checkpoint) stay private there.
 """
 
 from __future__ import annotations
@@ -10,6 +18,8 @@ from __future__ import annotations
 from typing import Any
 
 from django.core import exceptions as django_exceptions
+from django.utils.encoding import force_str
+from django.utils.translation import gettext_lazy as _
 
 
 class FluviusError(Exception):
@@ -17,10 +27,12 @@ class FluviusError(Exception):
 
     status_code: int = 500
     default_code: str = "fluvius_error"
-    default_message: str = "A django-fluvius error occurred."
+    default_message: Any = _("A django-fluvius error occurred.")
 
     def __init__(self, message: str | None = None, *, code: str | None = None, **details: Any):
-        self.message = message or self.default_message
+        # Rendered now, in the active language: a lazy string must not reach the
+        # command log or a JSON body as a proxy object.
+        self.message = force_str(message or self.default_message)
         self.code = code or self.default_code
         self.details = details
         super().__init__(self.message)
@@ -44,7 +56,7 @@ class CommandValidationError(FluviusError):
 
     status_code = 400
     default_code = "invalid_payload"
-    default_message = "The command payload is invalid."
+    default_message = _("The command payload is invalid.")
 
     def __init__(self, errors: dict[str, list[str]] | None = None, message: str | None = None, **kw: Any):
         self.errors = errors or {}
@@ -62,7 +74,7 @@ class InvalidQuery(FluviusError):
 
     status_code = 400
     default_code = "invalid_query"
-    default_message = "The query is invalid."
+    default_message = _("The query is invalid.")
 
     def __init__(self, errors: dict[str, list[str]] | None = None, message: str | None = None, **kw: Any):
         self.errors = errors or {}
@@ -79,7 +91,7 @@ class PermissionDenied(FluviusError, django_exceptions.PermissionDenied):
 
     status_code = 403
     default_code = "permission_denied"
-    default_message = "You do not have permission to perform this action."
+    default_message = _("You do not have permission to perform this action.")
 
 
 class TenantRequired(FluviusError):
@@ -92,7 +104,7 @@ class TenantRequired(FluviusError):
 
     status_code = 400
     default_code = "tenant_required"
-    default_message = "This request needs a tenant, and none was resolved for it."
+    default_message = _("This request needs a tenant, and none was resolved for it.")
 
 
 class UnknownCommand(FluviusError):
@@ -100,7 +112,7 @@ class UnknownCommand(FluviusError):
 
     status_code = 404
     default_code = "unknown_command"
-    default_message = "Unknown command."
+    default_message = _("Unknown command.")
 
 
 class UnknownResource(FluviusError):
@@ -108,7 +120,7 @@ class UnknownResource(FluviusError):
 
     status_code = 404
     default_code = "unknown_resource"
-    default_message = "Unknown resource."
+    default_message = _("Unknown resource.")
 
 
 class UnknownDomain(FluviusError):
@@ -116,7 +128,7 @@ class UnknownDomain(FluviusError):
 
     status_code = 404
     default_code = "unknown_domain"
-    default_message = "Unknown domain."
+    default_message = _("Unknown domain.")
 
 
 class AggregateNotFound(FluviusError):
@@ -124,7 +136,7 @@ class AggregateNotFound(FluviusError):
 
     status_code = 404
     default_code = "not_found"
-    default_message = "Aggregate not found."
+    default_message = _("Aggregate not found.")
 
 
 class ConcurrencyConflict(FluviusError):
@@ -132,7 +144,7 @@ class ConcurrencyConflict(FluviusError):
 
     status_code = 409
     default_code = "concurrency_conflict"
-    default_message = "The aggregate was changed by someone else."
+    default_message = _("The aggregate was changed by someone else.")
 
     def __init__(self, message: str | None = None, *, expected_version: int | None = None,
                  actual_version: int | None = None, **kw: Any):
@@ -150,7 +162,7 @@ class DomainError(FluviusError):
 
     status_code = 422
     default_code = "domain_error"
-    default_message = "The command was refused by a business rule."
+    default_message = _("The command was refused by a business rule.")
 
 
 class ConfigurationError(FluviusError):
@@ -158,7 +170,7 @@ class ConfigurationError(FluviusError):
 
     status_code = 500
     default_code = "configuration_error"
-    default_message = "django-fluvius is configured wrongly."
+    default_message = _("django-fluvius is configured wrongly.")
 
 
 class EventDecodeError(FluviusError):
@@ -166,4 +178,159 @@ class EventDecodeError(FluviusError):
 
     status_code = 500
     default_code = "event_decode_error"
-    default_message = "A stored event could not be decoded."
+    default_message = _("A stored event could not be decoded.")
+
+
+# -- the domain and its commands ---------------------------------------------------------------
+
+
+class WrongResource(FluviusError):
+    """The command does not apply to this aggregate's resource type."""
+
+    status_code = 400
+    default_code = "wrong_resource"
+    default_message = _("This command does not apply to this kind of aggregate.")
+
+
+# -- delivery and operations -------------------------------------------------------------------
+
+
+class UnknownProjection(FluviusError):
+    """No async projection (or nothing to rebuild, in the admin) has this name."""
+
+    status_code = 404
+    default_code = "unknown_projection"
+    default_message = _("No async projection has this name.")
+
+
+class RebuildError(FluviusError):
+    """A rebuild target is unknown, or the rebuild could not finish."""
+
+    status_code = 400
+    default_code = "rebuild_error"
+    default_message = _("The rebuild could not run.")
+
+
+class InvalidVersion(FluviusError):
+    """A version in the address is not a whole number."""
+
+    status_code = 400
+    default_code = "invalid_version"
+    default_message = _("The version must be a whole number.")
+
+
+# -- the REST face -----------------------------------------------------------------------------
+
+
+class InvalidRequest(FluviusError):
+    """A header or query parameter is malformed (``errors`` names which)."""
+
+    status_code = 400
+    default_code = "invalid_request"
+    default_message = _("The request is malformed.")
+
+    def __init__(self, message: str | None = None, *, errors: dict[str, list[str]] | None = None,
+                 **kw: Any):
+        self.errors = errors or {}
+        super().__init__(message, **kw)
+
+
+class PreconditionFailed(ConcurrencyConflict):
+    """``If-Match`` named a version the aggregate is no longer (or not yet) at."""
+
+    status_code = 412
+    default_code = "precondition_failed"
+    default_message = _("The aggregate is not at the version If-Match names.")
+
+
+class IdempotencyKeyReused(FluviusError):
+    """An ``Idempotency-Key`` already used for a different request."""
+
+    status_code = 422
+    default_code = "idempotency_key_reused"
+    default_message = _("This Idempotency-Key was already used for a different request.")
+
+
+class RouteNotFound(FluviusError):
+    """No endpoint answers to this path."""
+
+    status_code = 404
+    default_code = "not_found"
+    default_message = _("Not found.")
+
+
+class RequestTooLarge(FluviusError):
+    """The body is larger than ``settings.DATA_UPLOAD_MAX_MEMORY_SIZE``."""
+
+    status_code = 413
+    default_code = "request_too_large"
+    default_message = _("The request body is too large.")
+
+
+# -- media -------------------------------------------------------------------------------------
+
+
+class MediaError(FluviusError):
+    """Base of the media errors: an upload or a media reference was refused."""
+
+    status_code = 400
+    default_code = "invalid_media"
+    default_message = _("The file was refused.")
+
+    def __init__(self, message: str | None = None, *, errors: dict[str, list[str]] | None = None,
+                 **kw: Any):
+        self.errors = errors or {}
+        super().__init__(message, **kw)
+
+
+class EmptyMedia(MediaError):
+    """The uploaded file has no bytes."""
+
+    status_code = 400
+    default_code = "empty_file"
+    default_message = _("The file is empty.")
+
+
+class MediaTooLarge(MediaError):
+    """The file is larger than ``FLUVIUS['MEDIA_MAX_SIZE']``."""
+
+    status_code = 413
+    default_code = "file_too_large"
+    default_message = _("The file is larger than this server accepts.")
+
+
+class UnsupportedMediaType(MediaError):
+    """The file's type is not allowed here."""
+
+    status_code = 415
+    default_code = "unsupported_media_type"
+    default_message = _("This type of file is not accepted.")
+
+
+class MediaTypeMismatch(UnsupportedMediaType):
+    """The content is not what the declared type says (judged from its bytes)."""
+
+    default_code = "media_type_mismatch"
+    default_message = _("The file's content does not match its declared type.")
+
+
+class InvalidMediaName(MediaError):
+    """A file name or storage key that is empty, or would leave the storage's root."""
+
+    default_code = "invalid_filename"
+    default_message = _("The file name is not acceptable.")
+
+
+class InvalidUpload(MediaError):
+    """The upload request is malformed (no file, two files, unknown fields)."""
+
+    default_code = "invalid_upload"
+    default_message = _("The upload is malformed.")
+
+
+class MediaNotFound(MediaError):
+    """No media entry with this id (for this aggregate)."""
+
+    status_code = 404
+    default_code = "media_not_found"
+    default_message = _("No such media.")

@@ -1,225 +1,163 @@
-"""The command-bus middleware of the framework: logging, timing, authorization, retry.
+"""The Django request middleware: each request's ``DomainContext`` and correlation id.
 
-``FLUVIUS['COMMAND_MIDDLEWARE']`` lists callables ``(command, call_next) -> result``,
-outermost first; a class is instantiated once (again when the setting changes).
-The default chain is::
+One way to build a request's context, used by the REST layer, the admin and
+``DomainContextMiddleware`` alike::
 
-    FLUVIUS = {"COMMAND_MIDDLEWARE": [
-        "django_fluvius.middleware.LoggingMiddleware",        # one log line per command, any outcome
-        "django_fluvius.middleware.TimingMiddleware",         # duration, slow-command warning, signal
-        "django_fluvius.middleware.AuthorizationMiddleware",  # command permissions and policies
-        "django_fluvius.middleware.RetryMiddleware",          # lost races of retry_safe commands
-    ]}
+    MIDDLEWARE = [
+        ...,
+        "django.contrib.auth.middleware.AuthenticationMiddleware",
+        "django_fluvius.middleware.DomainContextMiddleware",
+    ]
 
-Reorder, remove or add to it; a middleware of your own is a function or a class::
+The middleware gives each request a correlation id (the client's
+``X-Correlation-ID`` when it is usable, else a new one, echoed in the response)
+and makes the request's context the current one (``context.py``): a domain built
+without a context inside the request, ``UserDomain()``, acts for the request's
+user and tenant. ``context_from_request(request)`` builds that context from
 
-    def audit(command, call_next):
-        result = call_next(command)             # everything inward, then the transaction
-        ...
-        return result
+- the authenticated user (``request.user``; for DRF views, whatever DRF's
+  authentication classes decided: the context is built when first asked for,
+  after authentication, and again if the user changes);
+- the tenant, from ``FLUVIUS['TENANCY']['RESOLVER']`` given the request and the
+  user (never from a payload; a header only for a tenant the user belongs to);
+- the correlation id and the client address (``REMOTE_ADDR``: a project behind a
+  proxy rewrites it in a middleware of its own; ``X-Forwarded-For`` is not trusted).
 
-    class RateLimit:
-        async def __call__(self, command, call_next):   # async works too: await call_next(command)
-            ...
+A plain view under the middleware that lets a ``FluviusError`` of a client
+(``TenantRequired``, ``AggregateNotFound``, ``PermissionDenied`` ...) escape gets its
+status and JSON body, as the REST layer answers, never a 500.
 
-The core is synchronous (``aprocess_command`` wraps it), so a synchronous
-middleware costs a function call; an ``async def`` one is driven on an event loop
-and its ``call_next`` runs the rest back on the bus's thread (a thread hop each
-way), so keep those for middleware that really awaits something.
+Outside requests (Celery tasks, management commands, scripts) there is no
+current context and a domain built without one gets ``DomainContext.system()``.
 
-What is not middleware, because it must hold whatever the chain says: the
-transaction, the tenant check (tenancy.py), the command log (every outcome,
-denials included) and the outbox.
+This module is a face (it reads requests and resolves tenants through
+``security.tenancy``); the ``DomainContext`` it builds lives at the ground, in
+``context.py``, so the bus and the domain never import the request layer. (The
+command bus's own middleware is ``write/middleware.py``.)
 """
 
 from __future__ import annotations
 
-import logging
-import random
-import time
-from typing import TYPE_CHECKING, Any
+import re
+import uuid
+from typing import Any
 
-from django.dispatch import Signal
+from asgiref.sync import iscoroutinefunction, markcoroutinefunction
+from django.http import JsonResponse
 
-from .conf import fluvius_settings
-from .exceptions import ConcurrencyConflict, FluviusError
-from .permissions import Policy, denied, policy_for
+from django_fluvius.context import DomainContext, use_context
+from django_fluvius.exceptions import FluviusError
+from django_fluvius.security import tenancy
 
-if TYPE_CHECKING:
-    from .aggregate import ActionSpec, Aggregate
-    from .bus import Command, CommandResult, Handler
+__all__ = [
+    "CORRELATION_HEADER",
+    "DomainContextMiddleware",
+    "client_address",
+    "context_from_request",
+    "correlation_id",
+]
 
-logger = logging.getLogger("django_fluvius.commands")
-
-# Sent by TimingMiddleware after every command: sender=the Command class, command=, result= (None on
-# error), error= (None on success), duration= (seconds, every try included). For metrics.
-command_timed = Signal()
-
-
-def _describe(command: Command) -> str:
-    target = command.aggregate_id or "new"
-    return f"{command.namespace}:{command.key} on {target}"
+CORRELATION_HEADER = "X-Correlation-ID"
+_CORRELATION_META = "HTTP_X_CORRELATION_ID"
+# What we accept from a client as a correlation id: short, printable, no spaces
+# (it is echoed in a header and stored in an indexed column of 100 characters).
+_VALID_CORRELATION_ID = re.compile(r"^[A-Za-z0-9._:@+=/-]{1,100}$")
+# Where a request keeps its context: (user it was built for, context).
+_CACHE_ATTR = "_fluvius_context"
 
 
-class LoggingMiddleware:
-    """A log line per command on the ``django_fluvius.commands`` logger.
+def _django_request(request: Any) -> Any:
+    """The ``HttpRequest`` under a DRF ``Request`` (or the request itself)."""
+    return getattr(request, "_request", request)
 
-    DEBUG when done, INFO when a ``FluviusError`` refused it (validation, a
-    business rule, a denied permission, a conflict), ERROR with the traceback
-    when it failed otherwise. Each record carries ``command``, ``command_id``,
-    ``correlation_id`` and ``user`` as attributes (for structured logging).
+
+def correlation_id(request: Any) -> str:
+    """The request's correlation id: the client's ``X-Correlation-ID`` if usable, else a new one.
+
+    Kept on the ``HttpRequest`` as ``correlation_id`` so every part of one request
+    (the context, error responses, the echoed header) sees the same value.
     """
+    http_request = _django_request(request)
+    value = getattr(http_request, "correlation_id", None)
+    if value:
+        return value
+    offered = http_request.META.get(_CORRELATION_META, "")
+    value = offered if _VALID_CORRELATION_ID.match(offered) else uuid.uuid4().hex
+    http_request.correlation_id = value
+    return value
 
-    logger = logger
 
-    def __call__(self, command: Command, call_next: Handler) -> CommandResult:
-        started = time.perf_counter()
-        try:
-            result = call_next(command)
-        except FluviusError as exc:
-            if self.logger.isEnabledFor(logging.INFO):
-                self.logger.info("%s refused (%s): %s [%.1f ms]", _describe(command), exc.code, exc.message,
-                                 (time.perf_counter() - started) * 1000, extra=self.extra(command))
-            raise
-        except Exception:
-            self.logger.exception("%s failed [%.1f ms]", _describe(command),
-                                  (time.perf_counter() - started) * 1000, extra=self.extra(command))
-            raise
-        if self.logger.isEnabledFor(logging.DEBUG):
-            self.logger.debug("%s done: %s v%s [%.1f ms]", _describe(command), result.aggregate_id, result.version,
-                              (time.perf_counter() - started) * 1000, extra=self.extra(command))
-        return result
+def client_address(request: Any) -> str | None:
+    """The peer address as the server saw it (``REMOTE_ADDR``; forwarded headers are not trusted)."""
+    return _django_request(request).META.get("REMOTE_ADDR") or None
+
+
+def context_from_request(request: Any, namespace: str | None = None, *, source: str = "http") -> DomainContext:
+    """The ``DomainContext`` of a request: user, tenant, correlation id, client address.
+
+    Built once per request and user (the tenant resolver runs once), then copied
+    for each namespace or source asked for.
+    """
+    http_request = _django_request(request)
+    # A DRF Request authenticates on first access to .user and hands the user down to
+    # the HttpRequest; a plain request has the lazy user of AuthenticationMiddleware.
+    user = getattr(request, "user", None)
+    cached = http_request.__dict__.get(_CACHE_ATTR)
+    if cached is not None and cached[0] is user:
+        base = cached[1]
+    else:
+        base = DomainContext.create(
+            user=user,
+            tenant=tenancy.request_tenant(http_request, user),
+            correlation_id=correlation_id(http_request),
+            client_address=client_address(http_request),
+            source="http",
+        )
+        http_request.__dict__[_CACHE_ATTR] = (user, base)
+    if source != base.source:
+        base = DomainContext.create(namespace=namespace, user=base.user, tenant=base.tenant,
+                                    correlation_id=base.correlation_id, client_address=base.client_address,
+                                    source=source)
+    return base.for_namespace(namespace)
+
+
+class DomainContextMiddleware:
+    """Django middleware: the request's correlation id, and its context as the current one."""
+
+    sync_capable = True
+    async_capable = True
+
+    def __init__(self, get_response: Any):
+        self.get_response = get_response
+        self.is_async = iscoroutinefunction(get_response)
+        if self.is_async:
+            markcoroutinefunction(self)
+
+    def __call__(self, request: Any) -> Any:
+        if self.is_async:
+            return self.__acall__(request)
+        correlation_id(request)
+        with use_context(lambda: context_from_request(request)):
+            response = self.get_response(request)
+        return self.finish(request, response)
+
+    async def __acall__(self, request: Any) -> Any:
+        correlation_id(request)
+        with use_context(lambda: context_from_request(request)):
+            response = await self.get_response(request)
+        return self.finish(request, response)
 
     @staticmethod
-    def extra(command: Command) -> dict[str, Any]:
-        context = command.context
-        return {
-            "command": f"{command.namespace}:{command.key}",
-            "command_id": str(command.id),
-            "correlation_id": getattr(context, "correlation_id", ""),
-            "user": getattr(context, "user_id", ""),
-        }
+    def finish(request: Any, response: Any) -> Any:
+        if CORRELATION_HEADER not in response:
+            response[CORRELATION_HEADER] = request.correlation_id
+        return response
 
+    def process_exception(self, request: Any, exception: BaseException) -> Any:
+        """A client error of django-fluvius raised by a plain view: its status and JSON body, not a 500.
 
-class TimingMiddleware:
-    """Times each command (every try included) into ``result.duration_ms``.
-
-    Warns on ``django_fluvius.commands`` when a command takes longer than
-    ``FLUVIUS['SLOW_COMMAND_MS']`` (None: never) and sends ``command_timed`` for
-    metrics collectors (free when nothing listens).
-    """
-
-    def __init__(self) -> None:
-        slow = fluvius_settings.SLOW_COMMAND_MS
-        self.slow_ms = float(slow) if slow is not None else None
-
-    def __call__(self, command: Command, call_next: Handler) -> CommandResult:
-        started = time.perf_counter()
-        result = None
-        error: BaseException | None = None
-        try:
-            result = call_next(command)
-            return result
-        except BaseException as exc:
-            error = exc
-            raise
-        finally:
-            seconds = time.perf_counter() - started
-            if result is not None:
-                result.duration_ms = seconds * 1000
-            if self.slow_ms is not None and seconds * 1000 > self.slow_ms:
-                logger.warning("%s took %.1f ms (FLUVIUS['SLOW_COMMAND_MS'] is %s)", _describe(command),
-                               seconds * 1000, self.slow_ms)
-            if command_timed.receivers:
-                command_timed.send(sender=type(command), command=command, result=result, error=error,
-                                   duration=seconds)
-
-
-class AuthorizationMiddleware:
-    """Command permissions and ``@action(permission=...)`` policies (see permissions.py).
-
-    For every context but a system one: the command's ``run_`` permission when
-    ``FLUVIUS['COMMAND_PERMISSIONS']`` is True, and the action's declared policy.
-    Checks that need no aggregate run here, before any transaction; object checks
-    are handed to the bus as a guard (``Command.add_guard``), which runs them
-    inside the transaction with the loaded aggregate — after the tenant check, so
-    another tenant's aggregate is a 404 before anyone asks about permissions.
-
-    With nothing declared and ``COMMAND_PERMISSIONS`` off, every command is
-    allowed here (over REST the views' DRF permission classes still apply).
-    """
-
-    def __init__(self) -> None:
-        self.require_run_permission = bool(fluvius_settings.COMMAND_PERMISSIONS)
-        # Per action: its policy (None: nothing required) and the guard of its object checks.
-        self._policies: dict[ActionSpec, tuple[Policy | None, ObjectGuard | None]] = {}
-
-    def policy(self, command: Command) -> tuple[Policy | None, ObjectGuard | None]:
-        spec = command.spec
-        try:
-            return self._policies[spec]
-        except KeyError:
-            policy = policy_for(spec, command.namespace, require_run_permission=self.require_run_permission)
-            guard = ObjectGuard(policy) if policy is not None and policy.checks_objects else None
-            self._policies[spec] = (policy, guard)
-            return policy, guard
-
-    def __call__(self, command: Command, call_next: Handler) -> CommandResult:
-        context = command.context
-        if context is None or getattr(context, "is_system", False):
-            return call_next(command)
-        policy, guard = self.policy(command)
-        if policy is None:
-            return call_next(command)
-        if not policy.has_permission(context, command):
-            raise denied(policy, command)
-        if guard is not None:
-            command.add_guard(guard)
-        return call_next(command)
-
-
-class ObjectGuard:
-    """A policy's object check, run by the bus with the loaded aggregate."""
-
-    def __init__(self, policy: Policy):
-        self.policy = policy
-
-    def __call__(self, command: Command, aggregate: Aggregate) -> None:
-        if not self.policy.has_object_permission(command.context, command, aggregate):
-            raise denied(self.policy, command)
-
-
-class RetryMiddleware:
-    """Runs a ``retry_safe`` command again when it lost a race at commit.
-
-    Only for actions declared ``@action(..., retry_safe=True)`` (running them on
-    the newer state must be as right as running them first), only for a lost race
-    (``ConcurrencyConflict`` with code ``concurrency_conflict``: another writer took
-    the version), never when the command named an ``expected_version`` (the caller
-    asked for that version and no other), at most ``FLUVIUS['COMMAND_RETRY_TRIES']``
-    tries in all, with a short randomised pause (``COMMAND_RETRY_BACKOFF`` seconds
-    times the try number) so racing writers spread out. Each try is a fresh
-    transaction that reloads the aggregate from the store. The command log keeps
-    one row: the final outcome.
-    """
-
-    def __init__(self) -> None:
-        self.tries = max(1, int(fluvius_settings.COMMAND_RETRY_TRIES))
-        self.backoff = max(0.0, float(fluvius_settings.COMMAND_RETRY_BACKOFF))
-
-    def __call__(self, command: Command, call_next: Handler) -> CommandResult:
-        if self.tries == 1 or not command.spec.retry_safe or command.expected_version is not None:
-            return call_next(command)
-        attempt = 1
-        while True:
-            try:
-                return call_next(command)
-            except ConcurrencyConflict as exc:
-                if exc.code != ConcurrencyConflict.default_code or attempt >= self.tries:
-                    raise
-                delay = self.backoff * attempt * random.uniform(0.5, 1.5)  # noqa: S311 - jitter, not crypto
-                logger.info("%s lost a race (try %d of %d); trying again in %.3f s", _describe(command), attempt,
-                            self.tries, delay)
-                if delay:
-                    time.sleep(delay)
-                attempt += 1
+        (DRF views, the REST layer's among them, answer their own errors first.)
+        """
+        if isinstance(exception, FluviusError) and 400 <= exception.status_code < 500:
+            return JsonResponse(exception.as_dict(), status=exception.status_code)
+        return None

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 from django.apps import apps as django_apps
 from django.core.exceptions import ImproperlyConfigured
 
-from .exceptions import UnknownDomain, UnknownResource
+from django_fluvius.exceptions import UnknownDomain, UnknownResource
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from django.db.models import Model
 
     # Type-only: at run time the registry stays below ``domain`` in the layering.
-    from .domain import Domain
+    from django_fluvius.domain import Domain
 
 
 class DomainRegistry:

@@ -23,9 +23,9 @@ from typing import Any
 from celery import shared_task
 from celery.exceptions import Reject
 
-from . import dispatch
-from .conf import fluvius_settings
-from .projections import APPLIED, BUSY, FAILED, async_projections
+from django_fluvius.conf import fluvius_settings
+from django_fluvius.delivery import dispatch
+from django_fluvius.delivery.projections import APPLIED, BUSY, FAILED, async_projections
 
 logger = logging.getLogger("django_fluvius.tasks")
 

@@ -39,7 +39,7 @@ MIDDLEWARE = [
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     # The request's DomainContext (user, tenant, correlation id): django_fluvius/context.py.
-    "django_fluvius.context.DomainContextMiddleware",
+    "django_fluvius.middleware.DomainContextMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
 ]
 

@@ -23,8 +23,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from django_fluvius.handlers import HandlerRegistry, event_handler, handlers
-from django_fluvius.projections import AsyncProjection, async_projections, on
+from django_fluvius.delivery.handlers import HandlerRegistry, event_handler, handlers
+from django_fluvius.delivery.projections import AsyncProjection, async_projections, on
 from tests.testapp.models import Effect, NoteActivity
 
 registry = HandlerRegistry()

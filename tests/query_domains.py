@@ -1,7 +1,7 @@
 """Domains the query tests declare their own surfaces on (registered by the tests that use them)."""
 
 from django_fluvius import Domain
-from django_fluvius.surface import QuerySurface
+from django_fluvius.read.surface import QuerySurface
 from tests.testapp.domain import NoteAggregate
 
 

@@ -9,9 +9,9 @@ from __future__ import annotations
 import pytest
 from django.contrib.auth import get_user_model
 
-from django_fluvius.cache import aggregate_cache
-from django_fluvius.permissions import create_command_permissions
 from django_fluvius.registry import domains
+from django_fluvius.security.permissions import create_command_permissions
+from django_fluvius.write.cache import aggregate_cache
 from tests.security_support import PASSWORD, PERMS, TENANTS, fluvius_with, grant
 from tests.testapp import tickets
 from tests.testapp.models import Membership

@@ -27,6 +27,6 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
 # A second alias on the same database, standing in for a read replica: tests turn on
 # FLUVIUS['READ_DATABASE'] = "replica" and see the read side's queries go there.
 DATABASES["replica"] = {**DATABASES["default"], "TEST": {"MIRROR": "default"}}
-DATABASE_ROUTERS = ["django_fluvius.routers.ReadReplicaRouter"]
+DATABASE_ROUTERS = ["django_fluvius.read.replicas.ReadReplicaRouter"]
 
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]

@@ -10,7 +10,7 @@ from django.contrib import admin as django_admin
 from django.contrib.admin import helpers
 from django.urls import reverse
 
-from django_fluvius.handlers import event_handler, handlers
+from django_fluvius.delivery.handlers import event_handler, handlers
 from django_fluvius.models import Checkpoint, DeadLetter, Event, HandlerReceipt, Outbox, RebuildRun
 from example_project.users.domain import UserDomain
 from example_project.users.models import User
@@ -267,7 +267,7 @@ def test_projection_page_permissions(client, users):
 @pytest.fixture
 def tally(users):
     """An async projection registered after the users were created: two events behind."""
-    from django_fluvius.projections import AsyncProjection, async_projections, on
+    from django_fluvius.delivery.projections import AsyncProjection, async_projections, on
 
     seen = []
 

@@ -399,7 +399,7 @@ def test_reads_through_the_admin_use_a_context_of_the_staff_user(root, history):
 @pytest.fixture
 def split_names():
     """An upcaster: user-created v1 payloads gain first/last names when read."""
-    from django_fluvius.upcasting import registry
+    from django_fluvius.events.upcasting import registry
 
     def split(payload):
         first, _, last = payload["name"].partition(" ")

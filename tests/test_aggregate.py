@@ -5,8 +5,8 @@ import uuid
 import pytest
 
 from django_fluvius import Aggregate, DomainError, action, apply
-from django_fluvius.aggregate import awaits_anything, drive, kebab_case
 from django_fluvius.models import Event
+from django_fluvius.write.aggregate import awaits_anything, drive, kebab_case
 from example_project.users.domain import UserAggregate
 
 

@@ -25,7 +25,7 @@ from django.test import override_settings
 from django_fluvius import DomainContext, PermissionDenied
 from django_fluvius.exceptions import ConfigurationError, FluviusError
 from django_fluvius.models import CommandLog, Event
-from django_fluvius.permissions import (
+from django_fluvius.security.permissions import (
     AllowAny,
     HasPerm,
     IsAuthenticated,
@@ -123,7 +123,7 @@ def test_a_function_policy_runs_once_per_try_with_the_aggregate(people):
     ticket = run(alice, "open-ticket", {"title": "policy"}).aggregate_id
     spec.permission = policy
     try:
-        with fluvius_with(COMMAND_MIDDLEWARE=["django_fluvius.middleware.AuthorizationMiddleware"]):
+        with fluvius_with(COMMAND_MIDDLEWARE=["django_fluvius.security.permissions.AuthorizationMiddleware"]):
             run(alice, "bump-ticket", aggregate_id=ticket)
             run(TicketDomain(DomainContext.system()), "bump-ticket", aggregate_id=ticket)  # system: not asked
     finally:
@@ -175,7 +175,7 @@ def test_a_policy_says_why(people):
     ticket = run(as_user(people["alice"], "acme"), "open-ticket", {"title": "t"}).aggregate_id
     spec.permission = BusinessHours
     try:
-        with fluvius_with(COMMAND_MIDDLEWARE=["django_fluvius.middleware.AuthorizationMiddleware"]):
+        with fluvius_with(COMMAND_MIDDLEWARE=["django_fluvius.security.permissions.AuthorizationMiddleware"]):
             response = api(people["alice"]).post(f"/api/test-tickets/bump-ticket/{ticket}/", {}, format="json")
     finally:
         spec.permission = None

@@ -17,7 +17,7 @@ from django_fluvius import (
     DomainError,
     FluviusError,
 )
-from django_fluvius.domain import WrongResource
+from django_fluvius.exceptions import WrongResource
 from django_fluvius.models import CommandLog, Event
 from example_project.users.domain import UserDomain
 from example_project.users.models import User
@@ -310,7 +310,7 @@ def test_new_projection_row_takes_model_defaults_for_fields_the_state_lacks():
     assert note.version == 2
     # Note.body is a TextField with no default on a Note built from a state without it:
     row = Note(pk=uuid.uuid4())
-    from django_fluvius.projections import project_inline
+    from django_fluvius.read.projections import project_inline
     from tests.testapp.domain import NoteAggregate
 
     aggregate = NoteAggregate(row.pk, "note", version=1, state={"title": "only a title"})

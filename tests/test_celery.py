@@ -18,11 +18,18 @@ from django.core.management import call_command
 from django.db import connection
 from django.test import override_settings
 
-from django_fluvius import dispatch
-from django_fluvius.dispatch import DELIVER_TASK, RELAY_TASK, Attempt, mark_pending, relay, send
-from django_fluvius.handlers import handlers
+from django_fluvius.delivery import dispatch
+from django_fluvius.delivery.dispatch import (
+    DELIVER_TASK,
+    RELAY_TASK,
+    Attempt,
+    mark_pending,
+    relay,
+    send,
+)
+from django_fluvius.delivery.handlers import handlers
+from django_fluvius.delivery.projections import async_projections
 from django_fluvius.models import Checkpoint, DeadLetter, Event, HandlerReceipt, Outbox
-from django_fluvius.projections import async_projections
 from example_project.orders.domain import OrderDomain
 from example_project.orders.models import Order
 from example_project.users.domain import UserDomain

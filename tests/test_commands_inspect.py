@@ -9,10 +9,10 @@ from django.core.management import call_command
 from django.core.management.base import CommandError
 
 from django_fluvius import event_handler
-from django_fluvius.handlers import handlers
-from django_fluvius.inspection import verify
+from django_fluvius.delivery.handlers import handlers
+from django_fluvius.events.upcasting import fold_fingerprint, registry, rename_event, upcaster
 from django_fluvius.models import Event, Snapshot
-from django_fluvius.upcasting import fold_fingerprint, registry, rename_event, upcaster
+from django_fluvius.ops.inspection import verify
 from tests.testapp.domain import NoteAggregate, NoteDomain
 from tests.testapp.models import Note
 

@@ -7,9 +7,9 @@ import pytest
 from django.db import close_old_connections, connection
 
 from django_fluvius import ConcurrencyConflict
-from django_fluvius.cache import aggregate_cache
+from django_fluvius.events.store import EventStore
 from django_fluvius.models import CommandLog, Event
-from django_fluvius.store import EventStore
+from django_fluvius.write.cache import aggregate_cache
 from example_project.users.domain import UserDomain
 from tests.testapp import domain as notes_module
 from tests.testapp.domain import NoteDomain

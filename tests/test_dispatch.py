@@ -13,8 +13,8 @@ from django.core.management import call_command
 from django.test import override_settings
 
 from django_fluvius import DomainError
-from django_fluvius import dispatch as dispatch_module
-from django_fluvius.dispatch import (
+from django_fluvius.delivery import dispatch as dispatch_module
+from django_fluvius.delivery.dispatch import (
     DONE,
     DUPLICATE,
     FAILED,
@@ -28,7 +28,7 @@ from django_fluvius.dispatch import (
     retry_delay,
     run_attempt,
 )
-from django_fluvius.handlers import handlers
+from django_fluvius.delivery.handlers import handlers
 from django_fluvius.models import CommandLog, DeadLetter, Event, HandlerReceipt, Outbox
 from example_project.orders.domain import OrderDomain
 from example_project.orders.models import Order

@@ -39,14 +39,14 @@ from django.conf import settings
 from django.test import RequestFactory, override_settings
 from django.urls import clear_url_caches
 
-from django_fluvius.cache import aggregate_cache
+from django_fluvius.delivery.handlers import handlers
+from django_fluvius.delivery.projections import async_projections
 from django_fluvius.domain import Domain
-from django_fluvius.handlers import handlers
-from django_fluvius.projections import async_projections
+from django_fluvius.events.upcasting import _known_cache
+from django_fluvius.events.upcasting import registry as upcasters
 from django_fluvius.registry import domains
 from django_fluvius.testing import DispatchCapture
-from django_fluvius.upcasting import _known_cache
-from django_fluvius.upcasting import registry as upcasters
+from django_fluvius.write.cache import aggregate_cache
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"

@@ -7,7 +7,7 @@ import os
 import pytest
 from django.core.exceptions import RequestDataTooBig
 
-from django_fluvius.media import InvalidUpload
+from django_fluvius.exceptions import InvalidUpload
 from django_fluvius.rest.multipart import StreamingMultipartParser
 
 BOUNDARY = b"----WebKitFormBoundary7MA4YWxkTrZu0gW"

@@ -11,13 +11,8 @@ import pytest
 import requests
 from rest_framework.test import APIClient
 
-from django_fluvius.media import (
-    InvalidMediaName,
-    MediaTooLarge,
-    S3Storage,
-    media_storage,
-    store_media,
-)
+from django_fluvius.exceptions import InvalidMediaName, MediaTooLarge
+from django_fluvius.media import S3Storage, media_storage, store_media
 from django_fluvius.models import MediaEntry
 from tests.media_support import S3_CREDENTIALS, bucket_keys, pdf, place_order, png
 

@@ -10,22 +10,18 @@ import pytest
 from django.core.exceptions import ImproperlyConfigured
 from django.core.files.storage import FileSystemStorage
 
-from django_fluvius import filetypes
-from django_fluvius.exceptions import AggregateNotFound, CommandValidationError, DomainError
-from django_fluvius.media import (
+from django_fluvius.exceptions import (
+    AggregateNotFound,
+    CommandValidationError,
+    DomainError,
     EmptyMedia,
     InvalidMediaName,
-    LocalStorage,
-    MediaStorage,
     MediaTooLarge,
     MediaTypeMismatch,
     UnsupportedMediaType,
-    build_strategy,
-    check_media_settings,
-    clean_filename,
-    media_storage,
-    store_media,
 )
+from django_fluvius.media import LocalStorage, MediaStorage, filetypes, media_storage, store_media
+from django_fluvius.media.storage import build_strategy, check_media_settings, clean_filename
 from django_fluvius.models import Event, MediaEntry
 from tests.media_support import files_under, pdf, place_order, png
 
@@ -382,7 +378,7 @@ def test_concurrent_uploads_of_the_same_bytes_make_one_entry(media_root, monkeyp
 
     from django.db import connections
 
-    from django_fluvius import media
+    from django_fluvius.media import entries as media
 
     order_id = place_order()
     data = png(20_000)

@@ -11,17 +11,17 @@ from django.conf import settings
 from django.test import override_settings
 
 from django_fluvius import ConcurrencyConflict, DomainContext, DomainError, PermissionDenied
-from django_fluvius.bus import active_middleware
-from django_fluvius.cache import aggregate_cache
 from django_fluvius.conf import fluvius_settings
-from django_fluvius.middleware import (
-    AuthorizationMiddleware,
+from django_fluvius.models import CommandLog, Event
+from django_fluvius.security.permissions import AuthorizationMiddleware
+from django_fluvius.write.bus import active_middleware
+from django_fluvius.write.cache import aggregate_cache
+from django_fluvius.write.middleware import (
     LoggingMiddleware,
     RetryMiddleware,
     TimingMiddleware,
     command_timed,
 )
-from django_fluvius.models import CommandLog, Event
 from example_project.users.domain import UserDomain
 from tests.security_support import as_user, run
 from tests.testapp import tickets as tickets_module

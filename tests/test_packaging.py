@@ -22,9 +22,9 @@ def test_supported_versions_are_the_ones_ci_runs():
 
 def test_typed_and_the_pytest_plugin_is_registered():
     assert (ROOT / "django_fluvius" / "py.typed").exists()
-    assert PROJECT["entry-points"]["pytest11"] == {"fluvius": "django_fluvius.pytest_plugin"}
+    assert PROJECT["entry-points"]["pytest11"] == {"fluvius": "django_fluvius.testing.pytest_plugin"}
     installed = {e.name: e.value for e in metadata.entry_points(group="pytest11")}
-    assert installed.get("fluvius") == "django_fluvius.pytest_plugin"
+    assert installed.get("fluvius") == "django_fluvius.testing.pytest_plugin"
     extras = PROJECT["optional-dependencies"]
     assert {"docs", "bench", "typing"} <= set(extras)
     assert "django-fluvius[docs,bench,typing]" in extras["dev"]

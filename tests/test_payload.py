@@ -9,7 +9,7 @@ from typing import Literal
 import pytest
 
 from django_fluvius import Aggregate, CommandValidationError, Domain, UnknownCommand, action
-from django_fluvius.payload import build_serializer, validate_payload
+from django_fluvius.write.payload import build_serializer, validate_payload
 from example_project.users.domain import UserDomain
 
 

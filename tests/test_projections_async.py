@@ -12,10 +12,10 @@ from django.core.management.base import CommandError
 from django.db import connection, connections, transaction
 from django.test import override_settings
 
-from django_fluvius.dispatch import redrive
-from django_fluvius.feed import ORIGIN, Feed
+from django_fluvius.delivery.dispatch import redrive
+from django_fluvius.delivery.projections import APPLIED, BUSY, FAILED, IDLE, async_projections
+from django_fluvius.events.feed import ORIGIN, Feed
 from django_fluvius.models import Checkpoint, DeadLetter, Event
-from django_fluvius.projections import APPLIED, BUSY, FAILED, IDLE, async_projections
 from tests import dispatch_handlers
 from tests.dispatch_handlers import NoteActivityProjection
 from tests.testapp.domain import NoteDomain

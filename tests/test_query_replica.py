@@ -10,7 +10,7 @@ from django.db import connections, transaction
 from django.test.utils import CaptureQueriesContext
 
 from django_fluvius import QueryBuilder
-from django_fluvius.routers import ReadReplicaRouter, read_alias
+from django_fluvius.read.replicas import ReadReplicaRouter, read_alias
 from example_project.users.domain import UserDomain
 from example_project.users.models import User
 

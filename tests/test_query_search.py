@@ -4,7 +4,7 @@ import pytest
 from django.db import connection
 
 from django_fluvius import QueryBuilder
-from django_fluvius.search import SearchIndex, apply_search, terms
+from django_fluvius.read.search import SearchIndex, apply_search, terms
 from example_project.users.domain import UserDomain
 from example_project.users.models import User
 from tests.testapp.models import Note
@@ -90,7 +90,7 @@ def test_search_index_migrates_on_every_backend():
         editor.remove_index(Note, index)
     with connection.cursor() as cursor:
         assert "testapp_note_tmp_search" not in connection.introspection.get_constraints(cursor, "testapp_note")
-    assert index.deconstruct() == ("django_fluvius.search.SearchIndex", (),
+    assert index.deconstruct() == ("django_fluvius.read.search.SearchIndex", (),
                                    {"fields": ["title", "body"], "name": "testapp_note_tmp_search",
                                     "config": "simple"})
     assert index.clone() == index

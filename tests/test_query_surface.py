@@ -11,8 +11,8 @@ from django.test import override_settings
 
 from django_fluvius import Domain
 from django_fluvius.exceptions import InvalidQuery
-from django_fluvius.routers import check_read_database
-from django_fluvius.surface import (
+from django_fluvius.read.replicas import check_read_database
+from django_fluvius.read.surface import (
     QuerySurface,
     check_query_surfaces,
     describe,

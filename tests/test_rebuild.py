@@ -17,10 +17,11 @@ from django.core.management import call_command
 from django.core.management.base import CommandError
 from django.db import connection, connections
 
-from django_fluvius.exceptions import EventDecodeError
+from django_fluvius.events.upcasting import registry, upcaster
+from django_fluvius.exceptions import EventDecodeError, RebuildError
 from django_fluvius.models import Event, RebuildRun
-from django_fluvius.rebuild import Progress, RebuildError, ResourceTarget, rebuild, resolve_targets
-from django_fluvius.upcasting import registry, upcaster
+from django_fluvius.ops.progress import Progress
+from django_fluvius.ops.rebuild import ResourceTarget, rebuild, resolve_targets
 from tests.testapp.domain import NoteAggregate, NoteDomain
 from tests.testapp.models import Folder, Note
 
@@ -240,7 +241,7 @@ KILLER = textwrap.dedent("""
     import os, signal, django
     django.setup()
     from tests.testapp.models import Note
-    from django_fluvius.rebuild import rebuild
+    from django_fluvius.ops.rebuild import rebuild
 
     def on_batch(report):
         if report.number == 3:
@@ -358,7 +359,7 @@ def test_one_rebuild_of_a_target_at_a_time():
 
 @pytest.mark.django_db
 def test_stored_events_are_complete_event_instances():
-    from django_fluvius.rebuild import stored_events
+    from django_fluvius.ops.rebuild import stored_events
 
     make_notes(2, edits=1)
     qs = Event.objects.order_by("position")

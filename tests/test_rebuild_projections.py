@@ -10,9 +10,9 @@ from django.core.management import call_command
 from django.db import connection, connections
 from django.db.models import F
 
+from django_fluvius.delivery.projections import AsyncProjection, async_projections, on
 from django_fluvius.models import Checkpoint, Event, RebuildRun
-from django_fluvius.projections import AsyncProjection, async_projections, on
-from django_fluvius.rebuild import SHADOW_SCHEMA, ProjectionTarget, rebuild, resolve_targets
+from django_fluvius.ops.rebuild import SHADOW_SCHEMA, ProjectionTarget, rebuild, resolve_targets
 from tests.testapp.domain import NoteDomain
 from tests.testapp.models import NoteActivity
 

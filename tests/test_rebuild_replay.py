@@ -9,10 +9,11 @@ from django.core.management.base import CommandError
 from django.test import override_settings
 
 from django_fluvius import event_handler
-from django_fluvius.handlers import handlers
+from django_fluvius.delivery.handlers import handlers
+from django_fluvius.events.upcasting import registry, rename_event
+from django_fluvius.exceptions import RebuildError
 from django_fluvius.models import DeadLetter, Event, HandlerReceipt
-from django_fluvius.rebuild import RebuildError, replay
-from django_fluvius.upcasting import registry, rename_event
+from django_fluvius.ops.replay import replay
 from tests.testapp.domain import NoteDomain
 from tests.testapp.models import Effect
 

@@ -10,7 +10,7 @@ import pytest
 from django.db import connection
 from rest_framework.test import APIClient
 
-from django_fluvius.handlers import event_handler, handlers
+from django_fluvius.delivery.handlers import event_handler, handlers
 from django_fluvius.models import CommandLog, Event, IdempotencyRecord
 from example_project.users.models import User
 from tests.testapp import domain as testapp_domain

@@ -11,8 +11,8 @@ from django.test import override_settings
 from django.test.utils import CaptureQueriesContext
 
 from django_fluvius import Aggregate, Domain, action, apply
+from django_fluvius.events.snapshots import SnapshotStore, is_due, snapshot_interval, take_snapshots
 from django_fluvius.models import Event, Snapshot
-from django_fluvius.snapshots import SnapshotStore, is_due, snapshot_interval, take_snapshots
 from tests.testapp.domain import NoteAggregate, NoteDomain
 
 pytestmark = pytest.mark.django_db
@@ -264,7 +264,7 @@ def test_snapshot_of_another_namespace_is_not_used():
 
 
 def test_a_new_upcaster_makes_older_snapshots_stale():
-    from django_fluvius.upcasting import registry, upcaster
+    from django_fluvius.events.upcasting import registry, upcaster
 
     domain = SnapNoteDomain()
     result = make_note(domain, 3)  # a snapshot at 3, version 4

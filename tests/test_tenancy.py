@@ -12,13 +12,14 @@ from django.core.management import call_command
 from django.db import connection
 
 from django_fluvius import AggregateNotFound, DomainContext, QueryBuilder
-from django_fluvius.cache import aggregate_cache
-from django_fluvius.context import context_from_request, use_context
+from django_fluvius.context import use_context
+from django_fluvius.delivery.process import context_for
 from django_fluvius.exceptions import ConfigurationError, TenantRequired
+from django_fluvius.middleware import context_from_request
 from django_fluvius.models import CommandLog, Event
-from django_fluvius.process import context_for
-from django_fluvius.rebuild import rebuild
-from django_fluvius.tenancy import check_tenancy, resolve_tenant
+from django_fluvius.ops.rebuild import rebuild
+from django_fluvius.security.tenancy import check_tenancy, resolve_tenant
+from django_fluvius.write.cache import aggregate_cache
 from tests.security_support import api, as_user, ctx, fluvius_with, run
 from tests.testapp.models import Ticket
 from tests.testapp.tickets import TENANCY, TicketDomain
@@ -240,7 +241,7 @@ def test_a_command_issued_for_an_event_keeps_the_events_tenant(people, acme_tick
 
 
 def test_a_handler_runs_as_system_even_inline_on_a_requests_commit(people, acme_ticket):
-    from django_fluvius.handlers import HandlerSpec, handlers
+    from django_fluvius.delivery.handlers import HandlerSpec, handlers
     from django_fluvius.testing import capture_dispatch
 
     seen = []
@@ -262,8 +263,8 @@ def test_a_handler_runs_as_system_even_inline_on_a_requests_commit(people, acme_
 def test_a_celery_task_runs_handlers_as_system_and_their_commands_keep_the_tenant(people, acme_ticket):
     """The Celery delivery task's own code path (tasks.deliver -> run_attempt -> the handler), run in-process."""
     from django_fluvius import tasks
-    from django_fluvius.handlers import HandlerSpec, handlers
-    from django_fluvius.process import issue
+    from django_fluvius.delivery.handlers import HandlerSpec, handlers
+    from django_fluvius.delivery.process import issue
 
     seen = []
 

@@ -14,8 +14,9 @@ from django_fluvius import (
     DomainError,
     event_handler,
 )
-from django_fluvius.domain import WrongResource
-from django_fluvius.handlers import handlers
+from django_fluvius.delivery.handlers import handlers
+from django_fluvius.events.upcasting import registry as upcasters
+from django_fluvius.exceptions import WrongResource
 from django_fluvius.models import CommandLog, Event
 from django_fluvius.testing import (
     AggregateScenario,
@@ -29,7 +30,6 @@ from django_fluvius.testing import (
     event,
     given,
 )
-from django_fluvius.upcasting import registry as upcasters
 from example_project.users.domain import UserDomain
 from tests.testapp.domain import NoteDomain
 from tests.testapp.models import Note
@@ -281,7 +281,7 @@ def test_fluvius_given_fixture_uses_the_database(fluvius_given):
 
 def test_the_plugin_is_registered_through_its_entry_point(request):
     plugin = request.config.pluginmanager.get_plugin("fluvius")
-    assert plugin is not None and plugin.__name__ == "django_fluvius.pytest_plugin"
+    assert plugin is not None and plugin.__name__ == "django_fluvius.testing.pytest_plugin"
 
 
 # -- unittest style ---------------------------------------------------------------------------

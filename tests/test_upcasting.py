@@ -13,10 +13,8 @@ from django.db import connection
 from django.utils import timezone
 
 from django_fluvius import Aggregate, Domain, action, apply
-from django_fluvius.exceptions import EventDecodeError
-from django_fluvius.models import CommandLog, Event
-from django_fluvius.store import EventStore
-from django_fluvius.upcasting import (
+from django_fluvius.events.store import EventStore
+from django_fluvius.events.upcasting import (
     UpcasterRegistry,
     check_stored_event_types,
     check_upcasters,
@@ -24,6 +22,8 @@ from django_fluvius.upcasting import (
     rename_event,
     upcaster,
 )
+from django_fluvius.exceptions import EventDecodeError
+from django_fluvius.models import CommandLog, Event
 from tests.testapp.domain import NoteDomain
 
 pytestmark = pytest.mark.django_db

@@ -16,14 +16,22 @@ from __future__ import annotations
 
 from django.contrib import admin
 
-from ..models import Checkpoint, CommandLog, DeadLetter, Event, Outbox, RebuildRun, Snapshot
-from .aggregates import AggregateAdmin
-from .commandlog import CommandLogAdmin
-from .delivery import DeadLetterAdmin, OutboxAdmin
-from .events import EventAdmin
-from .pagination import EstimatedCountPaginator
-from .projections import ProjectionAdmin, RebuildRunAdmin
-from .snapshots import SnapshotAdmin
+from django_fluvius.admin.aggregates import AggregateAdmin
+from django_fluvius.admin.commandlog import CommandLogAdmin
+from django_fluvius.admin.delivery import DeadLetterAdmin, OutboxAdmin
+from django_fluvius.admin.events import EventAdmin
+from django_fluvius.admin.pagination import EstimatedCountPaginator
+from django_fluvius.admin.projections import ProjectionAdmin, RebuildRunAdmin
+from django_fluvius.admin.snapshots import SnapshotAdmin
+from django_fluvius.models import (
+    Checkpoint,
+    CommandLog,
+    DeadLetter,
+    Event,
+    Outbox,
+    RebuildRun,
+    Snapshot,
+)
 
 MODEL_ADMINS = [
     (Event, EventAdmin),

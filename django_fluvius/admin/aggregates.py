@@ -43,10 +43,10 @@ from django.template.response import TemplateResponse
 from django.urls import path
 from django.utils.translation import gettext as _
 
-from ..aggregate import ActionSpec
-from ..conf import fluvius_settings
-from ..context import context_from_request
-from ..exceptions import (
+from django_fluvius.admin.base import admin_url, error_response
+from django_fluvius.admin.forms import command_form_class
+from django_fluvius.conf import fluvius_settings
+from django_fluvius.exceptions import (
     AggregateNotFound,
     CommandValidationError,
     ConcurrencyConflict,
@@ -54,10 +54,10 @@ from ..exceptions import (
     TenantRequired,
     UnknownCommand,
 )
-from ..permissions import command_permission
-from ..registry import domains, resolve_model
-from .base import admin_url, error_response
-from .forms import command_form_class
+from django_fluvius.middleware import context_from_request
+from django_fluvius.registry import domains, resolve_model
+from django_fluvius.security.permissions import command_permission
+from django_fluvius.write.aggregate import ActionSpec
 
 ACTION_PREFIX = "fluvius_command__"
 # Selecting more than this many aggregates for one command is refused (each runs in its own transaction).

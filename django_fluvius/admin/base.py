@@ -11,11 +11,11 @@ from django.urls import NoReverseMatch, reverse
 from django.utils.html import format_html
 from django.utils.translation import gettext_lazy as _
 
-from .. import tenancy
-from ..context import context_from_request
-from ..domain import DomainContext
-from ..exceptions import FluviusError
-from .pagination import EstimatedCountPaginator
+from django_fluvius.admin.pagination import EstimatedCountPaginator
+from django_fluvius.context import DomainContext
+from django_fluvius.exceptions import FluviusError
+from django_fluvius.middleware import context_from_request
+from django_fluvius.security import tenancy
 
 
 def admin_context(request, site: admin.AdminSite | None = None) -> DomainContext:
@@ -87,7 +87,7 @@ class AggregateLinks:
 
 def timeline_anchor(site: admin.AdminSite, aggregate_id: Any, version: int | None) -> str | None:
     """The timeline page that shows ``version`` of an aggregate, scrolled to it."""
-    from .timeline import PER_PAGE
+    from django_fluvius.admin.timeline import PER_PAGE
 
     url = admin_url(site, "django_fluvius_event_timeline", aggregate_id)
     if url is None or not version:

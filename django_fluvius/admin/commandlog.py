@@ -9,9 +9,9 @@ from django.db.models import Q
 from django.utils.html import format_html
 from django.utils.translation import gettext_lazy as _
 
-from .base import AggregateLinks, ReadOnlyAdmin, TenantRowsMixin, admin_url
-from .display import json_block, preview
-from .filters import (
+from django_fluvius.admin.base import AggregateLinks, ReadOnlyAdmin, TenantRowsMixin, admin_url
+from django_fluvius.admin.display import json_block, preview
+from django_fluvius.admin.filters import (
     AggregateFilter,
     CommandIdFilter,
     CommandNameFilter,

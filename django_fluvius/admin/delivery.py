@@ -27,9 +27,9 @@ from django.utils.timesince import timesince
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 
-from .base import AggregateLinks, ReadOnlyAdmin, admin_url, timeline_anchor
-from .display import preview
-from .filters import AggregateFilter, NamespaceFilter
+from django_fluvius.admin.base import AggregateLinks, ReadOnlyAdmin, admin_url, timeline_anchor
+from django_fluvius.admin.display import preview
+from django_fluvius.admin.filters import AggregateFilter, NamespaceFilter
 
 # One action handles at most this many rows (each may run handlers in this request).
 MAX_ROWS = 1000
@@ -111,7 +111,7 @@ class OutboxAdmin(DeliveryAdmin):
                        button=_("Yes, hand them over"))
         if page is not None:
             return page
-        from .. import dispatch
+        from django_fluvius.delivery import dispatch
 
         using = dispatch.store_database()
         rows = list(queryset.order_by("id")[:MAX_ROWS])
@@ -176,7 +176,7 @@ class DeadLetterAdmin(DeliveryAdmin):
                        button=_("Yes, re-drive them"))
         if page is not None:
             return page
-        from .. import dispatch
+        from django_fluvius.delivery import dispatch
 
         letters = list(queryset.order_by("position", "id")[:MAX_ROWS])
         try:
@@ -196,7 +196,7 @@ class DeadLetterAdmin(DeliveryAdmin):
                        button=_("Yes, discard them"))
         if page is not None:
             return page
-        from .. import dispatch
+        from django_fluvius.delivery import dispatch
 
         count = dispatch.discard(list(queryset[:MAX_ROWS]))
         self.message_user(request, _("Discarded %(n)d dead letters.") % {"n": count}, messages.SUCCESS)

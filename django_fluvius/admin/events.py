@@ -23,10 +23,7 @@ from django.urls import path
 from django.utils.html import format_html
 from django.utils.translation import gettext_lazy as _
 
-from ..exceptions import FluviusError
-from ..models import Event
-from ..store import EventStore
-from .base import (
+from django_fluvius.admin.base import (
     AggregateLinks,
     ReadOnlyAdmin,
     TenantRowsMixin,
@@ -35,8 +32,8 @@ from .base import (
     error_response,
     timeline_anchor,
 )
-from .display import json_block, preview
-from .filters import (
+from django_fluvius.admin.display import json_block, preview
+from django_fluvius.admin.filters import (
     AggregateFilter,
     CommandIdFilter,
     CorrelationFilter,
@@ -44,7 +41,10 @@ from .filters import (
     NamespaceFilter,
     UserFilter,
 )
-from .timeline import timeline, version_diff
+from django_fluvius.admin.timeline import timeline, version_diff
+from django_fluvius.events.store import EventStore
+from django_fluvius.exceptions import FluviusError
+from django_fluvius.models import Event
 
 PREVIEW_CHARS = 160
 TIMELINE_JSON_LIMIT = 20_000

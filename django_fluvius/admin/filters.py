@@ -15,7 +15,7 @@ from django.contrib import admin, messages
 from django.contrib.auth import get_user_model
 from django.utils.translation import gettext_lazy as _
 
-from ..registry import domains
+from django_fluvius.registry import domains
 
 
 class InputFilter(admin.SimpleListFilter):

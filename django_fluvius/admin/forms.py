@@ -16,7 +16,7 @@ from django import forms
 from rest_framework import fields as drf
 from rest_framework.fields import empty
 
-from ..aggregate import ActionSpec
+from django_fluvius.write.aggregate import ActionSpec
 
 
 def _choice(field: drf.ChoiceField, **kwargs: Any) -> forms.Field:

@@ -10,7 +10,7 @@ One page (the changelist of ``Checkpoint``) lists
 
 Seeing the page needs ``django_fluvius.view_checkpoint``. Rebuilding (after a
 confirmation page) needs ``django_fluvius.add_rebuildrun`` and goes through
-``django_fluvius.rebuild.rebuild`` (what ``fluvius_rebuild`` runs: batched, resumable,
+``django_fluvius.ops.rebuild.rebuild`` (what ``fluvius_rebuild`` runs: batched, resumable,
 readers never see an empty table), in a background thread, so the page returns
 at once and shows the run's progress on the next visit.
 """
@@ -31,22 +31,16 @@ from django.urls import path
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
-from ..exceptions import FluviusError
-from ..models import Checkpoint, RebuildRun
-from ..store import EventStore
-from .base import ReadOnlyAdmin, admin_url, error_response
+from django_fluvius.admin.base import ReadOnlyAdmin, admin_url, error_response
+from django_fluvius.events.store import EventStore
+from django_fluvius.exceptions import UnknownProjection
+from django_fluvius.models import Checkpoint, RebuildRun
 
 logger = logging.getLogger("django_fluvius.admin")
 
 REBUILD_PERMISSION = "django_fluvius.add_rebuildrun"
 # A run that has not reported progress for this long is taken for dead (resumable).
 STALE_AFTER_SECONDS = 300
-
-
-class UnknownProjectionTarget(FluviusError):
-    status_code = 404
-    default_code = "unknown_projection"
-    default_message = "No projection has this name."
 
 
 @dataclass
@@ -71,14 +65,14 @@ class ProjectionRow:
 
 
 def _rebuild(name: str) -> None:
-    from .. import rebuild as rebuilding
+    from django_fluvius.ops import rebuild as rebuilding
 
     rebuilding.rebuild([name], progress=False)
 
 
 def _inline_rows(head: int) -> list[ProjectionRow]:
-    from .. import rebuild as rebuilding
-    from ..registry import domains
+    from django_fluvius.ops import rebuild as rebuilding
+    from django_fluvius.registry import domains
 
     rows = []
     for domain in domains:
@@ -95,7 +89,7 @@ def _inline_rows(head: int) -> list[ProjectionRow]:
 
 def _async_rows(head: int, checkpoints: dict[str, Checkpoint]) -> list[ProjectionRow]:
     try:
-        from ..projections import async_projections
+        from django_fluvius.delivery.projections import async_projections
     except ImportError:  # a version without async projections
         return []
     rows = []
@@ -123,7 +117,7 @@ def projection_rows() -> list[ProjectionRow]:
     head = EventStore().last_position()
     checkpoints = {cp.name: cp for cp in Checkpoint.objects.all()}
     rows = _inline_rows(head) + _async_rows(head, checkpoints)
-    from ..rebuild import SHADOW_SUFFIX
+    from django_fluvius.ops.rebuild import SHADOW_SUFFIX
 
     for checkpoint in checkpoints.values():  # what is left has no projection class any more
         if checkpoint.name.endswith(SHADOW_SUFFIX):  # the twin of a rebuild under way
@@ -188,7 +182,7 @@ class ProjectionAdmin(ReadOnlyAdmin):
         row = next((r for r in projection_rows() if r.name == name and r.rebuild is not None), None)
         if row is None:
             known = ", ".join(r.name for r in projection_rows() if r.rebuild is not None) or "none"
-            return error_response(request, self.admin_site, UnknownProjectionTarget(
+            return error_response(request, self.admin_site, UnknownProjection(
                 f"Nothing to rebuild is called {name!r} (known: {known})."), title=_("Rebuild"),
                 back_url=back)
         if request.method == "POST" and request.POST.get("post") == "yes":

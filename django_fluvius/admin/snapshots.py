@@ -5,11 +5,11 @@ from __future__ import annotations
 from django.contrib import admin
 from django.utils.translation import gettext_lazy as _
 
-from .. import tenancy
-from ..models import Event
-from .base import AggregateLinks, ReadOnlyAdmin, TenantRowsMixin, admin_context
-from .display import json_block
-from .filters import AggregateFilter, NamespaceFilter
+from django_fluvius.admin.base import AggregateLinks, ReadOnlyAdmin, TenantRowsMixin, admin_context
+from django_fluvius.admin.display import json_block
+from django_fluvius.admin.filters import AggregateFilter, NamespaceFilter
+from django_fluvius.models import Event
+from django_fluvius.security import tenancy
 
 
 class SnapshotAdmin(TenantRowsMixin, AggregateLinks, ReadOnlyAdmin):

@@ -15,25 +15,17 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-from .. import tenancy
-from ..aggregate import Aggregate
-from ..domain import DomainContext
-from ..exceptions import AggregateNotFound, FluviusError, UnknownDomain
-from ..models import Event
-from ..registry import domains
-from ..state import parse_aggregate_id
-from ..store import EventStore
-from .display import Change, diff
+from django_fluvius.admin.display import Change, diff
+from django_fluvius.context import DomainContext
+from django_fluvius.events.store import EventStore
+from django_fluvius.exceptions import AggregateNotFound, InvalidVersion, UnknownDomain
+from django_fluvius.models import Event
+from django_fluvius.read.state import parse_aggregate_id
+from django_fluvius.registry import domains
+from django_fluvius.security import tenancy
+from django_fluvius.write.aggregate import Aggregate
 
 PER_PAGE = 50
-
-
-class InvalidVersion(FluviusError):
-    """A version in the address is not a whole number."""
-
-    status_code = 400
-    default_code = "invalid_version"
-    default_message = "The version must be a whole number."
 
 
 @dataclass

@@ -17,7 +17,6 @@ _PUBLIC = {
     "ResourceViewSet": "views",
     "MetaView": "views",
     "exception_handler": "errors",
-    "context_from_request": "context",
 }
 
 __all__ = sorted(_PUBLIC)

@@ -11,12 +11,12 @@ from __future__ import annotations
 
 from django.core import checks
 
-from ..conf import fluvius_settings
-from ..registry import domains
+from django_fluvius.conf import fluvius_settings
+from django_fluvius.registry import domains
 
 
 def check_routes(app_configs=None, **kwargs):
-    from .router import route_problems
+    from django_fluvius.rest.router import route_problems
 
     errors = []
     for domain in domains:

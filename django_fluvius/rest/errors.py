@@ -23,60 +23,11 @@ from django.core import exceptions as django_exceptions
 from django.db import DataError
 from django.http import Http404
 from rest_framework import exceptions as drf_exceptions
-from rest_framework import status
 from rest_framework.response import Response
 from rest_framework.views import set_rollback
 
-from ..exceptions import ConcurrencyConflict, FluviusError
-from ..payload import _flatten
-
-# -- errors the REST layer itself raises -------------------------------------
-
-
-class InvalidRequest(FluviusError):
-    """A header or query parameter is malformed (``errors`` names which)."""
-
-    status_code = 400
-    default_code = "invalid_request"
-    default_message = "The request is malformed."
-
-    def __init__(self, message: str | None = None, *, errors: dict[str, list[str]] | None = None,
-                 **kw: Any):
-        self.errors = errors or {}
-        super().__init__(message, **kw)
-
-
-class PreconditionFailed(ConcurrencyConflict):
-    """``If-Match`` named a version the aggregate is no longer (or not yet) at."""
-
-    status_code = 412
-    default_code = "precondition_failed"
-    default_message = "The aggregate is not at the version If-Match names."
-
-
-class IdempotencyKeyReused(FluviusError):
-    """An ``Idempotency-Key`` already used for a different request."""
-
-    status_code = 422
-    default_code = "idempotency_key_reused"
-    default_message = "This Idempotency-Key was already used for a different request."
-
-
-class RouteNotFound(FluviusError):
-    """No endpoint answers to this path."""
-
-    status_code = 404
-    default_code = "not_found"
-    default_message = "Not found."
-
-
-class RequestTooLarge(drf_exceptions.APIException):
-    """The body is larger than ``settings.DATA_UPLOAD_MAX_MEMORY_SIZE``."""
-
-    status_code = status.HTTP_413_REQUEST_ENTITY_TOO_LARGE
-    default_detail = "The request body is too large."
-    default_code = "request_too_large"
-
+from django_fluvius.exceptions import FluviusError, RequestTooLarge
+from django_fluvius.write.payload import _flatten
 
 # -- mapping -----------------------------------------------------------------
 
@@ -125,7 +76,7 @@ def _from_permission(exc: django_exceptions.PermissionDenied) -> ErrorBody:
 
 
 def _from_too_big(exc: Exception) -> ErrorBody:
-    return _from_drf(RequestTooLarge(str(exc) or None))
+    return _from_fluvius(RequestTooLarge(str(exc) or None))
 
 
 def _from_suspicious(exc: django_exceptions.SuspiciousOperation) -> ErrorBody:

@@ -3,7 +3,7 @@
 ``ResourceFilterBackend`` reads DRF's conventions: ``field=value`` and
 ``field__op=value`` (``in`` takes ``a,b,c``, ``range`` takes ``low,high``),
 ``ordering=-created_at,name`` and ``search=text``. Every parameter is checked
-against the resource's query surface (``django_fluvius.surface``) before any
+against the resource's query surface (``django_fluvius.read.surface``) before any
 query runs: an unknown field, a forbidden operator, a value of the wrong type or a
 sort on a hidden field is a 400 whose ``errors`` name the parameter and what is
 allowed. It hands the checked ``QueryBuilder`` to ``ResourcePagination`` on the
@@ -16,10 +16,10 @@ from typing import Any
 
 from rest_framework.filters import BaseFilterBackend
 
-from ..exceptions import InvalidQuery
-from ..query import QueryBuilder
-from ..registry import domains
-from ..surface import DEFAULT_OPERATORS, QuerySurface, surface_for
+from django_fluvius.exceptions import InvalidQuery
+from django_fluvius.read.query import QueryBuilder
+from django_fluvius.read.surface import DEFAULT_OPERATORS, QuerySurface, surface_for
+from django_fluvius.registry import domains
 
 # Where the checked builder travels from the filter backend to the paginator.
 REQUEST_ATTRIBUTE = "_fluvius_query"

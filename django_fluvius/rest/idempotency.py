@@ -26,10 +26,9 @@ from django.utils import timezone
 from rest_framework.response import Response
 from rest_framework.utils.encoders import JSONEncoder
 
-from ..conf import fluvius_settings
-from ..exceptions import FluviusError
-from ..models import IdempotencyRecord
-from .errors import IdempotencyKeyReused, InvalidRequest
+from django_fluvius.conf import fluvius_settings
+from django_fluvius.exceptions import FluviusError, IdempotencyKeyReused, InvalidRequest
+from django_fluvius.models import IdempotencyRecord
 
 IDEMPOTENCY_HEADER = "Idempotency-Key"
 REPLAY_HEADER = "Idempotent-Replayed"

@@ -36,23 +36,22 @@ from rest_framework.parsers import MultiPartParser
 from rest_framework.response import Response
 from rest_framework.viewsets import GenericViewSet
 
-from ..conf import fluvius_settings
-from ..media import (
-    InvalidMediaName,
-    InvalidUpload,
-    MediaNotFound,
-    MediaTooLarge,
-    StagedMedia,
-    get_entry,
-    media_storage,
-    store_media,
+from django_fluvius.conf import fluvius_settings
+from django_fluvius.exceptions import InvalidMediaName, InvalidUpload, MediaNotFound, MediaTooLarge
+from django_fluvius.media.entries import get_entry, store_media
+from django_fluvius.media.storage import StagedMedia, media_storage
+from django_fluvius.models import MediaEntry
+from django_fluvius.read.replicas import write_alias
+from django_fluvius.read.state import parse_aggregate_id
+from django_fluvius.rest.multipart import StreamingMultipartParser
+from django_fluvius.rest.schema import (
+    AGGREGATE_ID,
+    CORRELATION_IN,
+    CORRELATION_OUT,
+    ERRORS,
+    FluviusAutoSchema,
 )
-from ..models import MediaEntry
-from ..routers import write_alias
-from ..state import parse_aggregate_id
-from .multipart import StreamingMultipartParser
-from .schema import AGGREGATE_ID, CORRELATION_IN, CORRELATION_OUT, ERRORS, FluviusAutoSchema
-from .views import (
+from django_fluvius.rest.views import (
     CSRF_FIELD,
     FluviusAPIMixin,
     ResourceViewSet,
@@ -458,7 +457,7 @@ class MediaViewSet(FluviusAPIMixin, GenericViewSet):
 def media_patterns(viewset: type[MediaViewSet], domain_class: Any, resource: str,
                    resource_view: type) -> list[Any]:
     """The URL patterns of one resource's media (``DomainRouter`` adds them)."""
-    from .router import AGGREGATE_ID as AGGREGATE
+    from django_fluvius.rest.router import AGGREGATE_ID as AGGREGATE
 
     ns = domain_class.__namespace__
     base = f"{ns}/{resource}/{AGGREGATE}/media/"

@@ -29,7 +29,7 @@ from django.http import QueryDict
 from django.utils.datastructures import MultiValueDict
 from django.utils.http import parse_header_parameters
 
-from ..media import InvalidUpload
+from django_fluvius.exceptions import InvalidUpload
 
 CRLF = b"\r\n"
 HEADERS_END = b"\r\n\r\n"

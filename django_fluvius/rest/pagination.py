@@ -18,7 +18,7 @@ from rest_framework.pagination import BasePagination
 from rest_framework.response import Response
 from rest_framework.utils.urls import remove_query_param, replace_query_param
 
-from .filters import builder_for, view_surface
+from django_fluvius.rest.filters import builder_for, view_surface
 
 
 class ResourcePagination(BasePagination):

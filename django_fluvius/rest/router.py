@@ -44,11 +44,16 @@ from django.views.decorators.csrf import csrf_exempt
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from ..domain import Domain
-from ..exceptions import UnknownCommand, UnknownDomain, UnknownResource
-from .errors import RouteNotFound
-from .media import MediaViewSet, media_patterns
-from .views import CommandViewSet, FluviusAPIMixin, MetaView, ResourceViewSet, url_name
+from django_fluvius.domain import Domain
+from django_fluvius.exceptions import RouteNotFound, UnknownCommand, UnknownDomain, UnknownResource
+from django_fluvius.rest.media import MediaViewSet, media_patterns
+from django_fluvius.rest.views import (
+    CommandViewSet,
+    FluviusAPIMixin,
+    MetaView,
+    ResourceViewSet,
+    url_name,
+)
 
 META = "_meta"
 # Names that become one path segment: letters, digits, "-", "_", "."; not "_"-first

@@ -17,7 +17,7 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiExample, OpenApiParameter, OpenApiResponse
 from rest_framework import serializers
 
-from .serializers import (
+from django_fluvius.rest.serializers import (
     CommandResultSerializer,
     DomainMetaSerializer,
     ErrorSerializer,
@@ -109,7 +109,7 @@ def json_schema(serializer: Any) -> dict[str, Any]:
 
 
 def _is_strict(serializer: Any) -> bool:
-    from ..payload import StrictSerializer
+    from django_fluvius.write.payload import StrictSerializer
 
     return isinstance(serializer, StrictSerializer)
 

@@ -16,7 +16,7 @@ from typing import Any
 
 from rest_framework import serializers
 
-from ..bus import event_as_dict
+from django_fluvius.write.bus import event_as_dict
 
 
 def camel(name: str) -> str:

@@ -30,19 +30,25 @@ from rest_framework.utils.formatting import markup_description
 from rest_framework.views import APIView
 from rest_framework.viewsets import GenericViewSet
 
-from ..aggregate import ActionSpec
-from ..bus import CommandResult
-from ..domain import Domain
-from ..exceptions import AggregateNotFound, ConcurrencyConflict
-from ..projections import row_values
-from ..state import parse_aggregate_id
-from .context import CORRELATION_HEADER, context_from_request, correlation_id
-from .errors import InvalidRequest, PreconditionFailed, RequestTooLarge, exception_handler
-from .filters import ResourceFilterBackend
-from .idempotency import IdempotencyStore, fingerprint, idempotency_key, run_once
-from .pagination import ResourcePagination
-from .schema import CommandSchema, MetaSchema, ResourceSchema, json_schema
-from .serializers import EventSerializer, resource_serializer
+from django_fluvius.domain import Domain
+from django_fluvius.exceptions import (
+    AggregateNotFound,
+    ConcurrencyConflict,
+    InvalidRequest,
+    PreconditionFailed,
+    RequestTooLarge,
+)
+from django_fluvius.middleware import CORRELATION_HEADER, context_from_request, correlation_id
+from django_fluvius.read.projections import row_values
+from django_fluvius.read.state import parse_aggregate_id
+from django_fluvius.rest.errors import exception_handler
+from django_fluvius.rest.filters import ResourceFilterBackend
+from django_fluvius.rest.idempotency import IdempotencyStore, fingerprint, idempotency_key, run_once
+from django_fluvius.rest.pagination import ResourcePagination
+from django_fluvius.rest.schema import CommandSchema, MetaSchema, ResourceSchema, json_schema
+from django_fluvius.rest.serializers import EventSerializer, resource_serializer
+from django_fluvius.write.aggregate import ActionSpec
+from django_fluvius.write.bus import CommandResult
 
 # A strong ETag of this API: a quoted version, "3". A bare 3 is accepted too.
 _ETAG = re.compile(r'^\s*(?:"(\d{1,18})"|(\d{1,18}))\s*$')

@@ -7,7 +7,7 @@ event as its cause (``causation_id = "event:<position>"``).
 """
 
 from django_fluvius import event_handler
-from django_fluvius.process import issue
+from django_fluvius.delivery.process import issue
 
 from .domain import OrderDomain
 from .models import Order

@@ -1,7 +1,7 @@
 """The user bounded context of the DESIGN.md example."""
 
 from django_fluvius import Aggregate, Domain, DomainError, action
-from django_fluvius.surface import QuerySurface
+from django_fluvius.read.surface import QuerySurface
 
 
 class UserAggregate(Aggregate):

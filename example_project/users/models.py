@@ -1,7 +1,7 @@
 from django.db import models
 
 from django_fluvius.models import Projection
-from django_fluvius.search import SearchIndex
+from django_fluvius.read.search import SearchIndex
 
 
 class User(Projection):

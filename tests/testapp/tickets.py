@@ -5,7 +5,7 @@ rest of the suite and ``manage.py check`` never see a tenant-scoped domain.
 """
 
 from django_fluvius import Aggregate, Domain, DomainError, action
-from django_fluvius.permissions import IsAuthenticated, OwnedBy
+from django_fluvius.security.permissions import IsAuthenticated, OwnedBy
 
 from .models import Membership
 

@@ -11,7 +11,7 @@ discarding gives up for good (an ordered handler then moves past the event).
 
 from django.core.management.base import BaseCommand, CommandError
 
-from django_fluvius.dispatch import discard, redrive
+from django_fluvius.delivery.dispatch import discard, redrive
 from django_fluvius.models import DeadLetter
 
 

@@ -5,7 +5,7 @@ import json
 from django.core.management.base import BaseCommand, CommandError
 from django.core.serializers.json import DjangoJSONEncoder
 
-from django_fluvius.inspection import overview
+from django_fluvius.ops.inspection import overview
 
 SECTIONS = ("domains", "commands", "events", "handlers", "projections")
 

@@ -15,7 +15,8 @@ import time
 
 from django.core.management.base import BaseCommand, CommandError
 
-from django_fluvius.projections import APPLIED, FAILED, UnknownProjection, async_projections
+from django_fluvius.delivery.projections import APPLIED, FAILED, async_projections
+from django_fluvius.exceptions import UnknownProjection
 
 
 class Command(BaseCommand):

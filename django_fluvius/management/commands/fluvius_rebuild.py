@@ -13,7 +13,7 @@ from django.core.management.base import BaseCommand, CommandError
 from django_fluvius.conf import fluvius_settings
 from django_fluvius.exceptions import FluviusError
 from django_fluvius.models import RebuildRun
-from django_fluvius.rebuild import DEFAULT_BATCH_SIZE, rebuild, resolve_targets
+from django_fluvius.ops.rebuild import DEFAULT_BATCH_SIZE, rebuild, resolve_targets
 
 
 class Command(BaseCommand):

@@ -11,8 +11,8 @@ from datetime import timedelta
 
 from django.core.management.base import BaseCommand, CommandError
 
-from django_fluvius.dispatch import prune_receipts as prune
-from django_fluvius.dispatch import relay_pending
+from django_fluvius.delivery.dispatch import prune_receipts as prune
+from django_fluvius.delivery.dispatch import relay_pending
 
 
 class Command(BaseCommand):

@@ -15,8 +15,9 @@ from django.core.management.base import BaseCommand, CommandError
 
 from django_fluvius.conf import fluvius_settings
 from django_fluvius.exceptions import FluviusError
-from django_fluvius.rebuild import Progress, replay, replay_events
-from django_fluvius.state import parse_aggregate_id
+from django_fluvius.ops.progress import Progress
+from django_fluvius.ops.replay import replay, replay_events
+from django_fluvius.read.state import parse_aggregate_id
 
 
 class Command(BaseCommand):

@@ -6,7 +6,7 @@ from django.core.management.base import BaseCommand, CommandError
 from django.core.serializers.json import DjangoJSONEncoder
 
 from django_fluvius.exceptions import FluviusError
-from django_fluvius.inspection import stream_history
+from django_fluvius.ops.inspection import stream_history
 
 
 class Command(BaseCommand):

@@ -7,7 +7,7 @@ from django.core.management.base import BaseCommand, CommandError
 from django.core.serializers.json import DjangoJSONEncoder
 
 from django_fluvius.exceptions import FluviusError
-from django_fluvius.inspection import DRIFT_KINDS, verify
+from django_fluvius.ops.inspection import DRIFT_KINDS, verify
 
 
 class Command(BaseCommand):

@@ -1,0 +1,80 @@
+"""The state manager: the read side of one domain (``domain.statemgr``).
+
+``fetch`` returns one projection row by aggregate id, ``find`` a QuerySet.
+Both read from ``FLUVIUS['READ_DATABASE']`` when it is set, and pass through the
+domain's ``scope_queryset`` hook so row scoping (tenants, ownership) applies to
+every read path.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import TYPE_CHECKING, Any
+
+from asgiref.sync import sync_to_async
+from django.core.exceptions import ObjectDoesNotExist
+
+from django_fluvius.exceptions import AggregateNotFound
+from django_fluvius.read.replicas import read_alias
+from django_fluvius.read.surface import surface_for
+from django_fluvius.security import tenancy
+
+if TYPE_CHECKING:
+    from django.db.models import Model, QuerySet
+
+
+def parse_aggregate_id(value: Any) -> uuid.UUID:
+    """A UUID from a UUID or its text; ``AggregateNotFound`` naming the bad value otherwise."""
+    if isinstance(value, uuid.UUID):
+        return value
+    try:
+        return uuid.UUID(str(value))
+    except (TypeError, ValueError, AttributeError):
+        raise AggregateNotFound(f"{value!r} is not a valid aggregate id (a UUID).",
+                                code="invalid_aggregate_id") from None
+
+
+class StateManager:
+    def __init__(self, domain: Any):
+        self.domain = domain
+
+    def model(self, resource: str) -> type[Model]:
+        return self.domain.resource_model(resource)
+
+    def queryset(self, resource: str) -> QuerySet:
+        """The base QuerySet of a resource, on the read alias, scoped to the context.
+
+        Scoping is the context's tenant (tenant-scoped domains, ``tenancy.py``:
+        not a hook, so no override can drop it), the domain's ``scope_queryset``
+        (every resource) and then the resource's query surface ``scope`` hook
+        (``surface.py``).
+        """
+        model = self.model(resource)
+        qs = model._default_manager.all()
+        alias = read_alias()
+        if alias:
+            qs = qs.using(alias)
+        return self.scope(resource, qs)
+
+    def scope(self, resource: str, queryset: QuerySet) -> QuerySet:
+        """Narrow any QuerySet of a resource's model as every read is narrowed (the admin uses it)."""
+        qs = tenancy.scope_queryset(self.domain, resource, queryset)
+        qs = self.domain.scope_queryset(resource, qs)
+        return surface_for(self.domain, resource).scope(qs, self.domain.context)
+
+    def fetch(self, resource: str, aggregate_id: Any) -> Model:
+        pk = parse_aggregate_id(aggregate_id)
+        try:
+            return self.queryset(resource).get(pk=pk)
+        except ObjectDoesNotExist:  # the model's DoesNotExist
+            raise AggregateNotFound(f"No {resource} with id {pk}.") from None
+
+    def find(self, resource: str, *args: Any, **filters: Any) -> QuerySet:
+        return self.queryset(resource).filter(*args, **filters)
+
+    async def afetch(self, resource: str, aggregate_id: Any) -> Model:
+        return await sync_to_async(self.fetch)(resource, aggregate_id)
+
+    async def afind(self, resource: str, *args: Any, **filters: Any) -> list[Model]:
+        """The rows as a list: a lazy QuerySet cannot cross into async code unevaluated."""
+        return await sync_to_async(lambda: list(self.find(resource, *args, **filters)))()

@@ -1,0 +1,166 @@
+"""Payload serializers built from an action's signature.
+
+``build_serializer(func)`` turns ``def create_user(self, name: str, age: int = 0)``
+into a DRF ``Serializer`` with a required ``CharField`` and an optional
+``IntegerField``. Type hints are mapped through ``FIELD_FOR_TYPE`` (a lookup
+table, not an if-chain); ``Optional``/``| None``, ``list[...]``, ``dict[...]``,
+``Literal[...]`` and ``Enum`` are understood. Unknown fields are refused.
+"""
+
+from __future__ import annotations
+
+import datetime
+import decimal
+import enum
+import inspect
+import types
+import typing
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+from rest_framework import serializers
+
+from django_fluvius.exceptions import CommandValidationError, ConfigurationError
+
+
+class StrictCharField(serializers.CharField):
+    """A ``CharField`` that refuses numbers and booleans: a JSON payload must send text."""
+
+    def to_internal_value(self, data):
+        if not isinstance(data, str):
+            self.fail("invalid")
+        return super().to_internal_value(data)
+
+
+FIELD_FOR_TYPE: dict[Any, Callable[..., serializers.Field]] = {
+    str: StrictCharField,
+    int: serializers.IntegerField,
+    float: serializers.FloatField,
+    bool: serializers.BooleanField,
+    decimal.Decimal: lambda **kw: serializers.DecimalField(max_digits=None, decimal_places=None, **kw),
+    uuid.UUID: serializers.UUIDField,
+    datetime.datetime: serializers.DateTimeField,
+    datetime.date: serializers.DateField,
+    datetime.time: serializers.TimeField,
+    datetime.timedelta: serializers.DurationField,
+    dict: serializers.DictField,
+    list: serializers.ListField,
+    Any: serializers.JSONField,
+    inspect.Parameter.empty: serializers.JSONField,
+}
+
+
+class StrictSerializer(serializers.Serializer):
+    """A serializer that refuses fields it does not declare, and non-object payloads."""
+
+    def to_internal_value(self, data):
+        if not isinstance(data, dict):
+            raise serializers.ValidationError(
+                {"non_field_errors": [
+                    f"Expected a JSON object of fields, got {type(data).__name__}."
+                ]}
+            )
+        errors = {name: ["Unknown field."] for name in sorted(set(data) - set(self.fields))}
+        try:
+            value = super().to_internal_value(data)
+        except serializers.ValidationError as exc:
+            detail: Any = exc.detail
+            raise serializers.ValidationError({**detail, **errors} if isinstance(detail, dict) else detail) from None
+        if errors:
+            raise serializers.ValidationError(errors)
+        return value
+
+
+def field_for_annotation(annotation: Any, **kwargs: Any) -> serializers.Field:
+    """Return a DRF field for one type hint."""
+    origin = typing.get_origin(annotation)
+    args = typing.get_args(annotation)
+
+    if origin in (typing.Union, types.UnionType):
+        non_null = [a for a in args if a is not type(None)]
+        if len(non_null) < len(args):
+            kwargs["allow_null"] = True
+        if len(non_null) == 1:
+            return field_for_annotation(non_null[0], **kwargs)
+        return serializers.JSONField(**kwargs)
+    if origin is typing.Literal:
+        return serializers.ChoiceField(choices=list(args), **kwargs)
+    if origin is typing.Annotated:
+        return field_for_annotation(args[0], **kwargs)
+    if origin in (list, tuple, set, frozenset) or annotation in (list, tuple, set):
+        child = field_for_annotation(args[0]) if args and args[0] is not Ellipsis else serializers.JSONField()
+        return serializers.ListField(child=child, **kwargs)
+    if origin is dict or annotation is dict:
+        child = field_for_annotation(args[1]) if len(args) == 2 else serializers.JSONField()
+        return serializers.DictField(child=child, **kwargs)
+    if inspect.isclass(annotation) and issubclass(annotation, enum.Enum):
+        return serializers.ChoiceField(choices=[m.value for m in annotation], **kwargs)
+    factory = FIELD_FOR_TYPE.get(annotation)
+    if factory is None:
+        raise ConfigurationError(f"No payload field for the type hint {annotation!r}.")
+    return factory(**kwargs)
+
+
+def build_serializer(func: Callable[..., Any], name: str) -> type[serializers.Serializer]:
+    """Build a serializer class whose fields are ``func``'s parameters after ``self``."""
+    signature = inspect.signature(func)
+    try:
+        hints = typing.get_type_hints(func, include_extras=True)
+    except Exception:  # noqa: BLE001 - unresolvable forward references fall back to raw hints
+        hints = {}
+    attrs: dict[str, Any] = {}
+    for param in list(signature.parameters.values())[1:]:
+        if param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
+            continue
+        annotation = hints.get(param.name, param.annotation)
+        kwargs: dict[str, Any] = {}
+        if param.default is not param.empty:
+            kwargs["required"] = False
+            if param.default is None:
+                kwargs["allow_null"] = True
+            kwargs["default"] = param.default
+        field = field_for_annotation(annotation, **kwargs)
+        if isinstance(field, serializers.CharField):
+            field.allow_blank = True if param.default == "" else field.allow_blank
+        attrs[param.name] = field
+    class_name = "".join(part.title() for part in name.replace("-", "_").split("_")) + "Payload"
+    attrs["__doc__"] = inspect.getdoc(func) or f"Payload of the {name} command."
+    return type(class_name, (StrictSerializer,), attrs)
+
+
+def validate_payload(serializer_class: type[serializers.Serializer], payload: Any) -> dict[str, Any]:
+    """Validate ``payload``; raise ``CommandValidationError`` naming each bad field."""
+    if payload is None:
+        payload = {}
+    serializer = serializer_class(data=payload)
+    if not serializer.is_valid():
+        raise CommandValidationError(_flatten(serializer.errors))
+    return dict(serializer.validated_data)
+
+
+def _flatten(errors: Any) -> dict[str, list[str]]:
+    flat: dict[str, list[str]] = {}
+    if isinstance(errors, list):
+        return {"non_field_errors": [str(e) for e in errors]}
+    for field, messages in errors.items():
+        if isinstance(messages, dict):
+            for sub, sub_messages in _flatten(messages).items():
+                flat[f"{field}.{sub}"] = sub_messages
+        elif isinstance(messages, list):
+            flat[field] = [m if isinstance(m, str) else str(m) for m in _iter_messages(messages)]
+        else:
+            flat[field] = [str(messages)]
+    return flat
+
+
+def _iter_messages(messages: list) -> list[str]:
+    out: list[str] = []
+    for message in messages:
+        if isinstance(message, dict):
+            out.extend(f"{k}: {v}" for k, vs in _flatten(message).items() for v in vs)
+        elif isinstance(message, list):
+            out.extend(_iter_messages(message))
+        else:
+            out.append(str(message))
+    return out
