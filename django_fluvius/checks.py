@@ -41,7 +41,7 @@ from __future__ import annotations
 from django.core import checks
 from django.core.exceptions import ImproperlyConfigured
 
-from django_fluvius.apps import load_problems
+from django_fluvius.loading import load_problems
 from django_fluvius.registry import domains, resolve_model
 
 

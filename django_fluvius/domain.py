@@ -29,6 +29,7 @@ from django_fluvius.exceptions import (
     UnknownResource,
     WrongResource,
 )
+from django_fluvius.read.projections import project_inline
 from django_fluvius.read.state import StateManager, parse_aggregate_id
 from django_fluvius.registry import domains, resolve_model
 from django_fluvius.security import tenancy
@@ -260,10 +261,24 @@ class Domain:
     def scope_queryset(self, resource: str, queryset: QuerySet) -> QuerySet:
         """Narrow every read of a resource (row scoping); the default reads everything.
 
-        Tenant scoping (tenancy.py) is applied before this hook, whether it calls
-        ``super()`` or not.
+        Tenant scoping (``tenant_scope``) is applied before this hook, whether it
+        calls ``super()`` or not.
         """
         return queryset
+
+    # -- what the write and read sides ask of their domain (not hooks) ---------------------
+    #
+    # The bus (write/bus.py) and the state manager (read/state.py) sit below the
+    # domain and name it only through protocols (``BusDomain``, ``ReadDomain``);
+    # these methods are where the domain ties them to the read side and to security.
+
+    def project(self, aggregate: Aggregate, using: str, batch: Any = None) -> None:
+        """Write the aggregate's inline projection row in the command's transaction (or batch)."""
+        project_inline(self.projection_model(aggregate.resource), aggregate, using, batch)
+
+    def tenant_scope(self, resource: str, queryset: QuerySet) -> QuerySet:
+        """The rows of this context's tenant only (tenant-scoped domains); every row otherwise."""
+        return tenancy.scope_queryset(self, resource, queryset)
 
 
 def _is_int(value: Any) -> bool:

@@ -5,7 +5,7 @@ from django.core import checks
 from django.test import override_settings
 
 from django_fluvius import Aggregate, Domain, action
-from django_fluvius.apps import load_domains, load_problems
+from django_fluvius.loading import load_domains, load_problems
 from django_fluvius.registry import DomainRegistry, domains
 
 

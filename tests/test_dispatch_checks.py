@@ -8,7 +8,7 @@ from django.core.management import call_command
 from django.core.management.base import SystemCheckError
 from django.test import override_settings
 
-from django_fluvius import apps as loading
+from django_fluvius import loading
 from django_fluvius.delivery.checks import check_dispatch_settings, check_handlers
 from django_fluvius.delivery.handlers import HandlerRegistry, event_handler, handlers
 from django_fluvius.delivery.projections import AsyncProjection, async_projections, on

@@ -64,6 +64,7 @@ from django_fluvius.delivery.handlers import ALL_EVENTS, HandlerSpec, handlers
 from django_fluvius.events import sql
 from django_fluvius.events.store import EventStore
 from django_fluvius.models import DeadLetter, Event, HandlerReceipt, Outbox
+from django_fluvius.write.bus import events_appending
 
 logger = logging.getLogger("django_fluvius.dispatch")
 
@@ -649,9 +650,17 @@ def get_dispatcher() -> Any:
         ) from None
 
 
-def dispatch_committed(events: Sequence[Any], using: str, batch: sql.WriteBatch | None = None) -> None:
-    """Called by the bus inside the command's transaction (before ``batch`` is flushed)."""
+def dispatch_committed(events: Sequence[Any], using: str, batch: sql.WriteBatch | None = None,
+                       **kwargs: Any) -> None:
+    """Inside the command's transaction (before ``batch`` is flushed): outbox rows, relay on commit.
+
+    Connected to the bus's ``events_appending`` signal below; ``AppConfig.ready``
+    imports this module, so every process that runs commands writes outbox rows.
+    """
     get_dispatcher().dispatch(events, using, batch)
+
+
+events_appending.connect(dispatch_committed, dispatch_uid="django_fluvius.delivery.dispatch")
 
 
 # -- the relay -------------------------------------------------------------------------------

@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from django.db import models
+
 from django_fluvius.events.store import EventStore
 from django_fluvius.exceptions import EventDecodeError, RebuildError
 

@@ -1,15 +1,19 @@
 """The state manager: the read side of one domain (``domain.statemgr``).
 
 ``fetch`` returns one projection row by aggregate id, ``find`` a QuerySet.
-Both read from ``FLUVIUS['READ_DATABASE']`` when it is set, and pass through the
-domain's ``scope_queryset`` hook so row scoping (tenants, ownership) applies to
-every read path.
+Both read from ``FLUVIUS['READ_DATABASE']`` when it is set.
+
+Invariant: every read path goes through ``scope()``: the tenant first (asked of
+the domain as ``tenant_scope``, which is not a hook, so no override can drop it),
+then the domain's ``scope_queryset`` hook, then the resource's query-surface
+``scope``. The read side sits below security and the domain, so it names the
+domain only through the ``ReadDomain`` protocol below.
 """
 
 from __future__ import annotations
 
 import uuid
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from asgiref.sync import sync_to_async
 from django.core.exceptions import ObjectDoesNotExist
@@ -17,7 +21,6 @@ from django.core.exceptions import ObjectDoesNotExist
 from django_fluvius.exceptions import AggregateNotFound
 from django_fluvius.read.replicas import read_alias
 from django_fluvius.read.surface import surface_for
-from django_fluvius.security import tenancy
 
 if TYPE_CHECKING:
     from django.db.models import Model, QuerySet
@@ -34,8 +37,20 @@ def parse_aggregate_id(value: Any) -> uuid.UUID:
                                 code="invalid_aggregate_id") from None
 
 
+class ReadDomain(Protocol):
+    """What the read side needs of the domain it reads for (``django_fluvius.domain.Domain``)."""
+
+    context: Any
+
+    def resource_model(self, resource: str) -> type[Model]: ...
+
+    def tenant_scope(self, resource: str, queryset: QuerySet) -> QuerySet: ...
+
+    def scope_queryset(self, resource: str, queryset: QuerySet) -> QuerySet: ...
+
+
 class StateManager:
-    def __init__(self, domain: Any):
+    def __init__(self, domain: ReadDomain):
         self.domain = domain
 
     def model(self, resource: str) -> type[Model]:
@@ -44,7 +59,7 @@ class StateManager:
     def queryset(self, resource: str) -> QuerySet:
         """The base QuerySet of a resource, on the read alias, scoped to the context.
 
-        Scoping is the context's tenant (tenant-scoped domains, ``tenancy.py``:
+        Scoping is the context's tenant (tenant-scoped domains, ``security/tenancy.py``:
         not a hook, so no override can drop it), the domain's ``scope_queryset``
         (every resource) and then the resource's query surface ``scope`` hook
         (``surface.py``).
@@ -58,7 +73,7 @@ class StateManager:
 
     def scope(self, resource: str, queryset: QuerySet) -> QuerySet:
         """Narrow any QuerySet of a resource's model as every read is narrowed (the admin uses it)."""
-        qs = tenancy.scope_queryset(self.domain, resource, queryset)
+        qs = self.domain.tenant_scope(resource, queryset)
         qs = self.domain.scope_queryset(resource, qs)
         return surface_for(self.domain, resource).scope(qs, self.domain.context)
 

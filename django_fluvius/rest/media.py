@@ -28,7 +28,6 @@ from django.core.files.uploadedfile import UploadedFile
 from django.core.files.uploadhandler import FileUploadHandler
 from django.http import FileResponse, HttpResponse
 from django.http.response import HttpResponseBase
-from django.urls import path
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse
 from rest_framework import serializers
@@ -452,22 +451,3 @@ class MediaViewSet(FluviusAPIMixin, GenericViewSet):
         if errors:
             raise InvalidUpload("The upload is malformed: " + ", ".join(sorted(errors)) + ".", errors=errors)
         return upload
-
-
-def media_patterns(viewset: type[MediaViewSet], domain_class: Any, resource: str,
-                   resource_view: type) -> list[Any]:
-    """The URL patterns of one resource's media (``DomainRouter`` adds them)."""
-    from django_fluvius.rest.router import AGGREGATE_ID as AGGREGATE
-
-    ns = domain_class.__namespace__
-    base = f"{ns}/{resource}/{AGGREGATE}/media/"
-    entry = f"{base}<fluvius_id:media_id>/"
-    kwargs = {"domain_class": domain_class, "resource": resource, "resource_view": resource_view}
-    return [
-        path(base, viewset.as_view({"get": "list", "post": "upload"}, **kwargs),
-             name=url_name(ns, resource, "media")),
-        path(entry, viewset.as_view({"get": "retrieve"}, **kwargs),
-             name=url_name(ns, resource, "media-detail")),
-        path(f"{entry}download/", viewset.as_view({"get": "download"}, **kwargs),
-             name=url_name(ns, resource, "media-download")),
-    ]

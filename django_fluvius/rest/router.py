@@ -46,7 +46,7 @@ from rest_framework.views import APIView
 
 from django_fluvius.domain import Domain
 from django_fluvius.exceptions import RouteNotFound, UnknownCommand, UnknownDomain, UnknownResource
-from django_fluvius.rest.media import MediaViewSet, media_patterns
+from django_fluvius.rest.media import MediaViewSet
 from django_fluvius.rest.views import (
     CommandViewSet,
     FluviusAPIMixin,
@@ -210,8 +210,25 @@ class DomainRouter:
                      name=url_name(ns, resource, "events")),
             ]
             if self.media_viewset_class is not None:
-                patterns += media_patterns(self.media_viewset_class, domain, resource, view)
+                patterns += self.media_urls(self.media_viewset_class, domain, resource, view)
         return patterns
+
+    @staticmethod
+    def media_urls(viewset: type[MediaViewSet], domain_class: Any, resource: str,
+                   resource_view: type) -> list[Any]:
+        """The URL patterns of one resource's media (the views are ``rest/media.py``'s)."""
+        ns = domain_class.__namespace__
+        base = f"{ns}/{resource}/{AGGREGATE_ID}/media/"
+        entry = f"{base}<fluvius_id:media_id>/"
+        kwargs = {"domain_class": domain_class, "resource": resource, "resource_view": resource_view}
+        return [
+            path(base, viewset.as_view({"get": "list", "post": "upload"}, **kwargs),
+                 name=url_name(ns, resource, "media")),
+            path(entry, viewset.as_view({"get": "retrieve"}, **kwargs),
+                 name=url_name(ns, resource, "media-detail")),
+            path(f"{entry}download/", viewset.as_view({"get": "download"}, **kwargs),
+                 name=url_name(ns, resource, "media-download")),
+        ]
 
 
 def hidden_view(view: Any) -> Any:

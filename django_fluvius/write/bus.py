@@ -2,7 +2,7 @@
 
 ``CommandBus(domain).handle(command)`` runs the command through the middleware
 chain of ``FLUVIUS['COMMAND_MIDDLEWARE']`` (outermost first; the framework's own
-middleware is in middleware.py), then, inside ``transaction.atomic``: loads the
+middleware is in ``write/middleware.py``), then, inside ``transaction.atomic``: loads the
 aggregate (the tenant check is part of loading), runs the command's guards
 (``Command.add_guard``: object-level checks middleware registers), checks the
 expected version, runs the ``@action``, appends the event, updates the inline
@@ -16,7 +16,12 @@ still gets its row in the command log, written after the rollback — whether th
 error came from the core or from a middleware (a denied permission, say): the
 log is written around the whole chain, once per command.
 
-The bus receives the domain it serves and never imports ``domain``.
+Invariant: the bus sits on the write side, above the event store and below
+everything else. It receives the domain it serves and names it only through the
+``BusDomain`` protocol (the domain writes the inline projection row and runs the
+after-append hooks); delivery learns of appended events through the
+``events_appending`` signal, sent inside the transaction with the write batch.
+The bus imports neither the read side nor delivery.
 """
 
 from __future__ import annotations
@@ -27,22 +32,21 @@ import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from time import perf_counter
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from asgiref.sync import async_to_sync, iscoroutinefunction, sync_to_async
 from django.core.serializers.json import DjangoJSONEncoder
 from django.core.signals import setting_changed
 from django.db import IntegrityError, transaction
+from django.dispatch import Signal
 from django.utils import timezone
 
 from django_fluvius.conf import fluvius_settings
-from django_fluvius.delivery.dispatch import dispatch_committed
 from django_fluvius.events import sql
 from django_fluvius.events.store import is_stream_conflict
 from django_fluvius.events.upcasting import current_version as current_schema_version
 from django_fluvius.exceptions import ConcurrencyConflict, FluviusError
 from django_fluvius.models import CommandLog, Event
-from django_fluvius.read.projections import project_inline
 from django_fluvius.write.cache import aggregate_cache
 
 if TYPE_CHECKING:
@@ -141,6 +145,28 @@ def to_json_value(value: Any) -> Any:
     return json.loads(json.dumps(value, cls=DjangoJSONEncoder))
 
 
+# Sent inside the command's transaction once its events are built and before the write batch
+# is flushed: sender=CommandBus, events= (the new Event rows), using=, batch= (an
+# ``events.sql.WriteBatch`` a receiver may add rows to, written in the same statement).
+# Delivery connects to it (delivery/dispatch.py) to write its outbox rows.
+events_appending = Signal(use_caching=True)
+
+
+class BusDomain(Protocol):
+    """What the bus needs of the domain it runs commands for (``django_fluvius.domain.Domain``)."""
+
+    __namespace__: str
+    store: Any
+
+    def load_for_command(self, command: Command, *, use_cache: bool = True) -> Aggregate: ...
+
+    def project(self, aggregate: Aggregate, using: str, batch: Any = None) -> None: ...
+
+    def event_metadata(self, command: Command) -> dict[str, Any]: ...
+
+    def after_append(self, aggregate: Aggregate, events: list[Any]) -> None: ...
+
+
 class StaleCache(Exception):
     """Internal: the aggregate cache was behind the store; the bus retries from the store."""
 
@@ -203,7 +229,7 @@ setting_changed.connect(_reset_middleware)
 
 
 class CommandBus:
-    def __init__(self, domain: Any):
+    def __init__(self, domain: BusDomain):
         self.domain = domain
         self._chain: Handler | None = None
         self._chain_of: tuple[Any, ...] | None = None
@@ -266,7 +292,7 @@ class CommandBus:
                 batch = sql.WriteBatch(using)
                 for pending_event in pending:
                     batch.insert(pending_event)
-                project_inline(domain.projection_model(aggregate.resource), aggregate, using, batch)
+                domain.project(aggregate, using, batch)
                 result = CommandResult(
                     command=command,
                     aggregate_id=aggregate.id,
@@ -277,8 +303,10 @@ class CommandBus:
                 )
                 batch.insert(self._log_entry(command, started, CommandLog.Status.DONE, result=result))
                 self._cache_on_commit(aggregate)
-                # Outbox rows join the batch (one statement); the relay runs on commit.
-                dispatch_committed(pending, using, batch)
+                # Delivery (delivery/dispatch.py, connected at start-up) adds its outbox rows
+                # to the batch (one statement) and relays them on commit.
+                if events_appending.receivers:
+                    events_appending.send(CommandBus, events=pending, using=using, batch=batch)
                 batch.flush()
                 domain.after_append(aggregate, pending)
         except IntegrityError as exc:
