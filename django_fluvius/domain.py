@@ -180,7 +180,8 @@ class Domain:
 
         Starts from the latest usable snapshot when snapshots are on (``snapshots.py``).
         """
-        aggregate = snapshots.rehydrate(self, aggregate_id, upto_version=upto_version, until=until)
+        aggregate = snapshots.rehydrate(self, self.__aggregate__, aggregate_id, upto_version=upto_version,
+                                        until=until)
         if aggregate is not None and aggregate.tenant is None and aggregate.version and tenancy.is_scoped(self):
             # Restored from a snapshot with no later event: the tenant is on the stream's first event.
             head = self.store.head(aggregate_id)
@@ -293,4 +294,5 @@ def register(domain_class: type[Domain]) -> type[Domain]:
     """Register a domain class (what ``FLUVIUS['DOMAINS']`` does for each path)."""
     if not (isinstance(domain_class, type) and issubclass(domain_class, Domain)):
         raise ImproperlyConfigured(f"{domain_class!r} is not a Domain subclass.")
-    return domains.register(domain_class)
+    domains.register(domain_class)
+    return domain_class

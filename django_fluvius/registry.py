@@ -1,8 +1,12 @@
 """The registry of domains, and the resource lookup the read side builds on.
 
-It lives at the ground so ``query`` and ``state`` can find a resource by name
-without importing ``domain``. Registering a second domain with a namespace
-already taken is refused.
+Invariant: a namespace names one domain; registering a second domain with a
+namespace already taken is refused (``ImproperlyConfigured``), so events, command
+keys and URLs can never be claimed by two bounded contexts.
+
+It lives at the ground so the event store, the read side and the checks can find
+a domain or a resource by name without importing ``domain``; it names domain
+classes through ``protocols.DomainProtocol``.
 """
 
 from __future__ import annotations
@@ -19,8 +23,7 @@ if TYPE_CHECKING:
 
     from django.db.models import Model
 
-    # Type-only: at run time the registry stays below ``domain`` in the layering.
-    from django_fluvius.domain import Domain
+    from django_fluvius.protocols import DomainProtocol as Domain
 
 
 class DomainRegistry:

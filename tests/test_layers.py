@@ -31,7 +31,8 @@ class Layer(NamedTuple):
 
 
 LAYERS = (
-    Layer("ground", ("conf", "exceptions", "context", "models", "registry", "migrations"), peers=True),
+    Layer("ground", ("conf", "exceptions", "context", "protocols", "models", "registry", "migrations"),
+          peers=True),
     Layer("events", ("events",)),
     Layer("sides", ("write", "read")),
     Layer("security", ("security",)),
@@ -66,15 +67,17 @@ def _type_checking_nodes(tree: ast.AST) -> set[int]:
     return skipped
 
 
-def imports_of(path: Path, modules: set[str], name: str | None = None) -> list[tuple[str, int]]:
-    """(imported module of the package, line) for every import in the file that runs."""
+def imports_of(path: Path, modules: set[str], name: str | None = None, *,
+               type_checking: bool = False) -> list[tuple[str, int]]:
+    """(imported module of the package, line) for every import in the file that runs
+    (or, with ``type_checking``, for those under ``if TYPE_CHECKING:`` only)."""
     name = name or module_name(path)
     package = name if path.name == "__init__.py" else name.rpartition(".")[0]
     tree = ast.parse(path.read_text(encoding="utf-8"))
-    skipped = _type_checking_nodes(tree)
+    typing_only = _type_checking_nodes(tree)
     found: list[tuple[str, int]] = []
     for node in ast.walk(tree):
-        if id(node) in skipped:
+        if (id(node) in typing_only) != type_checking:
             continue
         if isinstance(node, ast.Import):
             targets = [alias.name for alias in node.names]
@@ -98,10 +101,10 @@ def imports_of(path: Path, modules: set[str], name: str | None = None) -> list[t
     return found
 
 
-def import_graph() -> dict[str, list[tuple[str, int]]]:
+def import_graph(*, type_checking: bool = False) -> dict[str, list[tuple[str, int]]]:
     files = {module_name(p): p for p in ROOT.rglob("*.py")}
     modules = set(files)
-    return {name: imports_of(path, modules) for name, path in files.items()}
+    return {name: imports_of(path, modules, type_checking=type_checking) for name, path in files.items()}
 
 
 def upward_imports(graph: dict[str, list[tuple[str, int]]]) -> list[str]:
@@ -166,6 +169,13 @@ def test_every_unit_of_the_package_is_in_a_layer():
 
 def test_imports_flow_down_the_layers():
     problems = upward_imports(import_graph())
+    assert problems == [], "\n".join(problems)
+
+
+def test_types_from_higher_layers_are_named_through_protocols():
+    # Not even for type checking: a lower layer names an aggregate or a domain through
+    # django_fluvius.protocols, so the layering reads the same to a type checker.
+    problems = upward_imports(import_graph(type_checking=True))
     assert problems == [], "\n".join(problems)
 
 

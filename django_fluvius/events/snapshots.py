@@ -46,8 +46,9 @@ from django_fluvius.models import Snapshot
 if TYPE_CHECKING:
     import datetime
 
-    from django_fluvius.domain import Domain
-    from django_fluvius.write.aggregate import Aggregate
+    from django_fluvius.protocols import AggregateProtocol as Aggregate
+    from django_fluvius.protocols import AggregateT
+    from django_fluvius.protocols import DomainProtocol as Domain
 
 logger = logging.getLogger("django_fluvius.snapshots")
 
@@ -140,7 +141,7 @@ class SnapshotStore:
         return qs.delete()[0]
 
 
-def restore(aggregate_class: type[Aggregate], snapshot: Snapshot, context: Any = None) -> Aggregate:
+def restore(aggregate_class: type[AggregateT], snapshot: Snapshot, context: Any = None) -> AggregateT:
     aggregate = aggregate_class(snapshot.aggregate_id, snapshot.resource, version=snapshot.version,
                                 state=snapshot.state, context=context)
     aggregate.created = snapshot.aggregate_created
@@ -148,7 +149,7 @@ def restore(aggregate_class: type[Aggregate], snapshot: Snapshot, context: Any =
     return aggregate
 
 
-def fold(aggregate: Aggregate, events: Iterable[Any]) -> Aggregate:
+def fold(aggregate: AggregateT, events: Iterable[Any]) -> AggregateT:
     """Fold stored events, refusing any whose key the aggregate class does not know."""
     for event in events:
         check_foldable(aggregate, event)
@@ -156,10 +157,10 @@ def fold(aggregate: Aggregate, events: Iterable[Any]) -> Aggregate:
     return aggregate
 
 
-def rehydrate(domain: Any, aggregate_id: uuid.UUID, *, upto_version: int | None = None,
-              until: datetime.datetime | None = None) -> Aggregate | None:
-    """The aggregate from its latest usable snapshot plus the later events; None if it has no events here."""
-    aggregate_class = domain.__aggregate__
+def rehydrate(domain: Any, aggregate_class: type[AggregateT], aggregate_id: uuid.UUID, *,
+              upto_version: int | None = None, until: datetime.datetime | None = None) -> AggregateT | None:
+    """The aggregate (of the domain's ``aggregate_class``) from its latest usable snapshot plus the
+    later events; None if it has no events here."""
     store = domain.store
     snapshot = None
     if snapshot_interval(aggregate_class):

@@ -40,7 +40,7 @@ from django.core.exceptions import ImproperlyConfigured
 from django_fluvius.exceptions import EventDecodeError
 
 if TYPE_CHECKING:
-    from django_fluvius.write.aggregate import Aggregate
+    from django_fluvius.protocols import AggregateProtocol as Aggregate
 
 Key = tuple[str | None, str]  # (namespace or None for every namespace, evt_key)
 

@@ -36,7 +36,7 @@ from django_fluvius.read.state import parse_aggregate_id
 from django_fluvius.registry import domains, resolve_model
 
 if TYPE_CHECKING:
-    from django_fluvius.domain import Domain
+    from django_fluvius.protocols import DomainProtocol
 from django_fluvius.events.store import EventStore
 from django_fluvius.events.upcasting import (
     check_foldable,
@@ -151,7 +151,7 @@ class StreamStep:
 
 
 def stream_history(aggregate_id: Any, *, upto_version: int | None = None,
-                   using: str | None = None) -> tuple[type[Domain], str, list[StreamStep]]:
+                   using: str | None = None) -> tuple[type[DomainProtocol], str, list[StreamStep]]:
     """(domain class, resource, each event with the state right after it), folded from the events."""
     pk = parse_aggregate_id(aggregate_id)
     store = EventStore(using)
@@ -291,7 +291,7 @@ def verify(names: Iterable[str] = (), *, batch_size: int = 500, using: str | Non
     return report
 
 
-def _verify_domain(domain_class: type[Domain], targets: list[ResourceTarget], resources: list[str] | None,
+def _verify_domain(domain_class: type[DomainProtocol], targets: list[ResourceTarget], resources: list[str] | None,
                    report: VerifyReport, *, batch_size: int, using: str,
                    on_batch: Callable[[int, int], None] | None) -> None:
     scanner = AggregateScanner(domain_class, resources, using=using)

@@ -51,7 +51,7 @@ from django_fluvius.registry import domains, resolve_model
 
 if TYPE_CHECKING:
     from django_fluvius.delivery.projections import AsyncProjection
-    from django_fluvius.domain import Domain
+    from django_fluvius.protocols import DomainProtocol
     from django_fluvius.write.aggregate import Aggregate
 
 logger = logging.getLogger("django_fluvius.rebuild")
@@ -67,7 +67,7 @@ FETCH_SIZE = 5000
 class AggregateScanner:
     """Aggregates of some resources of one domain, folded from their events, batch by batch."""
 
-    def __init__(self, domain_class: type[Domain], resources: Sequence[str] | None = None, *,
+    def __init__(self, domain_class: type[DomainProtocol], resources: Sequence[str] | None = None, *,
                  using: str | None = None):
         self.domain_class = domain_class
         self.namespace = domain_class.__namespace__
@@ -307,7 +307,7 @@ class RebuildTarget:
 class ResourceTarget(RebuildTarget):
     """An inline resource projection: fold each aggregate, write its row."""
 
-    domain_class: type[Domain]
+    domain_class: type[DomainProtocol]
     resource: str
     model: type[models.Model] = field(init=False)
 
@@ -583,7 +583,7 @@ def projection_targets(name: str) -> list[RebuildTarget] | None:
 target_resolvers: list[Callable[[str], list[RebuildTarget] | None]] = [projection_targets]
 
 
-def resource_targets(domain_class: type[Domain]) -> list[RebuildTarget]:
+def resource_targets(domain_class: type[DomainProtocol]) -> list[RebuildTarget]:
     return [ResourceTarget(domain_class, resource) for resource in domain_class.__resources__
             if domain_class.projection_model(resource) is not None]
 

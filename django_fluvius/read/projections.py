@@ -25,7 +25,7 @@ from django.db import models
 from django_fluvius.events import sql
 
 if TYPE_CHECKING:
-    from django_fluvius.write.aggregate import Aggregate
+    from django_fluvius.protocols import AggregateProtocol as Aggregate
 
 VERSION_FIELD = "version"
 CREATED_FIELD = "created_at"

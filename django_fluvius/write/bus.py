@@ -32,7 +32,7 @@ import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from time import perf_counter
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 from asgiref.sync import async_to_sync, iscoroutinefunction, sync_to_async
 from django.core.serializers.json import DjangoJSONEncoder
@@ -155,7 +155,7 @@ events_appending = Signal(use_caching=True)
 class BusDomain(Protocol):
     """What the bus needs of the domain it runs commands for (``django_fluvius.domain.Domain``)."""
 
-    __namespace__: str
+    __namespace__: ClassVar[str]
     store: Any
 
     def load_for_command(self, command: Command, *, use_cache: bool = True) -> Aggregate: ...
