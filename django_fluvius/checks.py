@@ -17,16 +17,16 @@
 | fluvius.E034  | a query surface searches a non-text or excluded field        |
 | fluvius.E035  | a query surface's default_limit is not within 1..max_limit   |
 | fluvius.E036  | ``FLUVIUS['READ_DATABASE']`` is not an alias of DATABASES    |
-| fluvius.E040-E049 | event handlers, async projections, dispatch settings (dispatch_checks.py) |
+| fluvius.E040-E049 | event handlers, async projections, dispatch settings (delivery/checks.py) |
 | fluvius.E050  | stored events carry a key no action or ``@apply`` knows (db)  |
 | fluvius.E051  | stored events have a schema version no upcaster chain covers |
 | fluvius.E052  | stored events have a schema version newer than the code      |
 | fluvius.E053  | a renamed event key is still used by an action or ``@apply`` |
 | fluvius.E054  | the upcasters of an event key skip a version                 |
-| fluvius.E060-E063 | the MEDIA_* settings: storage, size limit, types, URL expiry (media.py) |
-| fluvius.E070  | a tenant-scoped domain's resource model has no ``tenant`` field (tenancy.py) |
+| fluvius.E060-E063 | the MEDIA_* settings: storage, size limit, types, URL expiry (media/storage.py) |
+| fluvius.E070  | a tenant-scoped domain's resource model has no ``tenant`` field (security/tenancy.py) |
 | fluvius.E071  | ``FLUVIUS['TENANCY']`` is malformed (unknown key, resolver that does not import) |
-| fluvius.E072  | an ``@action(permission=...)`` is not a permission, policy or function (permissions.py) |
+| fluvius.E072  | an ``@action(permission=...)`` is not a permission, policy or function (security/permissions.py) |
 | fluvius.E073  | ``COMMAND_PERMISSIONS`` is on and a command has no model to hold its permission |
 | fluvius.W070  | a domain sets ``__tenancy__ = True`` while ``FLUVIUS['TENANCY']`` is off |
 | fluvius.W071  | permissions are declared but no ``AuthorizationMiddleware`` is in the chain |
@@ -38,11 +38,22 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 from django.core import checks
 from django.core.exceptions import ImproperlyConfigured
 
+from django_fluvius.delivery.checks import register as register_dispatch_checks
+from django_fluvius.events.upcasting import check_stored_event_types, check_upcasters
 from django_fluvius.loading import load_problems
+from django_fluvius.media.storage import check_media_settings
+from django_fluvius.read.replicas import check_read_database
+from django_fluvius.read.surface import check_query_surfaces
 from django_fluvius.registry import domains, resolve_model
+from django_fluvius.rest.checks import check_routes
+from django_fluvius.security.permissions import check_authorization
+from django_fluvius.security.tenancy import check_tenancy
 
 
 def check_domain_loading(app_configs=None, **kwargs):
@@ -88,38 +99,26 @@ def check_domains(app_configs=None, **kwargs):
     return errors
 
 
+# Every check of the package, by the id range it owns, with the tags it runs under.
+# The stored-keys check reads the event store, so it is tagged "database" only, as
+# Django's own database checks: Django 6 hands every alias to the checks a tag selects,
+# so a "fluvius" tag would make ``check --tag fluvius`` query it.
+CHECKS: tuple[tuple[Callable[..., list[Any]], str], ...] = (
+    (check_domain_loading, "fluvius"),                # E001-E005: loading FLUVIUS['DOMAINS']
+    (check_domains, "fluvius"),                       # E003-E004: each domain's actions and resources
+    (check_routes, "fluvius"),                        # E020-E029: the REST face (rest/checks.py)
+    (check_query_surfaces, "fluvius"),                # E030-E035: query surfaces (read/surface.py)
+    (check_read_database, "fluvius"),                 # E036: the read database (read/replicas.py)
+    (check_upcasters, "fluvius"),                     # E053-E054, W051-W052: renames and upcasters
+    (check_stored_event_types, checks.Tags.database),  # E050-E052, W050: the keys stored (events/upcasting.py)
+    (check_media_settings, "fluvius"),                # E060-E063: media settings (media/storage.py)
+    (check_tenancy, "fluvius"),                       # E070-E071, W070: tenancy (security/tenancy.py)
+    (check_authorization, "fluvius"),                 # E072-E073, W071-W072: security/permissions.py
+)
+
+
 def register_checks() -> None:
-    from django_fluvius.events.upcasting import check_stored_event_types, check_upcasters
-
-    checks.register(check_domain_loading, "fluvius")
-    checks.register(check_domains, "fluvius")
-    # E020-E029: the REST face (rest/checks.py).
-    from django_fluvius.rest.checks import check_routes
-
-    checks.register(check_routes, "fluvius")
-    # E030-E039: query surfaces (surface.py) and the read database (routers.py).
-    from django_fluvius.read.replicas import check_read_database
-    from django_fluvius.read.surface import check_query_surfaces
-
-    checks.register(check_query_surfaces, "fluvius")
-    checks.register(check_read_database, "fluvius")
-    # E040-E049: event handlers, async projections, dispatch settings (dispatch_checks.py).
-    from django_fluvius.delivery.checks import register as register_dispatch_checks
-
+    for check, tag in CHECKS:
+        checks.register(check, tag)
+    # E040-E049: event handlers, async projections, dispatch settings (delivery/checks.py).
     register_dispatch_checks()
-    # E050-E059 / W050-W059: event keys, renames and upcasters (upcasting.py); the
-    # stored-keys check reads the event store, so it runs with --database / migrate.
-    checks.register(check_upcasters, "fluvius")
-    # Tagged "database" only, as Django's own database checks: Django 6 hands every alias to
-    # the checks a tag selects, so a "fluvius" tag would make `check --tag fluvius` query it.
-    checks.register(check_stored_event_types, checks.Tags.database)
-    # E060-E069: media storage and upload settings (media.py).
-    from django_fluvius.media.storage import check_media_settings
-
-    checks.register(check_media_settings, "fluvius")
-    # E070-E079 / W070-W079: tenancy and authorization (tenancy.py, permissions.py).
-    from django_fluvius.security.permissions import check_authorization
-    from django_fluvius.security.tenancy import check_tenancy
-
-    checks.register(check_tenancy, "fluvius")
-    checks.register(check_authorization, "fluvius")

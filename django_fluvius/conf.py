@@ -22,7 +22,7 @@ DEFAULTS: dict[str, Any] = {
     # Database alias the read side (queries, statemgr.find) uses; None = DATABASE of the model.
     "READ_DATABASE": None,
     # Command-bus middleware, outermost first: callables or dotted paths of
-    # callables/classes taking (command, call_next) (middleware.py; docs/security.md).
+    # callables/classes taking (command, call_next) (write/middleware.py, security/permissions.py; docs/security.md).
     "COMMAND_MIDDLEWARE": [
         "django_fluvius.write.middleware.LoggingMiddleware",
         "django_fluvius.write.middleware.TimingMiddleware",

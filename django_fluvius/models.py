@@ -379,7 +379,7 @@ class MediaEntry(models.Model):
     """A file uploaded for an aggregate: where its bytes are and what they are.
 
     Commands and events never carry the bytes: they name the entry by ``id`` and
-    carry ``as_ref()``, its metadata (see media.py). The bytes live in a storage
+    carry ``as_ref()``, its metadata (see media/entries.py). The bytes live in a storage
     strategy (``storage`` names it) under ``key``. The same bytes are kept once
     per aggregate: a second upload of them returns this entry.
     """

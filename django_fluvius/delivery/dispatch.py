@@ -63,6 +63,7 @@ from django_fluvius.conf import fluvius_settings
 from django_fluvius.delivery.handlers import ALL_EVENTS, HandlerSpec, handlers
 from django_fluvius.events import sql
 from django_fluvius.events.store import EventStore
+from django_fluvius.events.upcasting import registry as upcasters
 from django_fluvius.models import DeadLetter, Event, HandlerReceipt, Outbox
 from django_fluvius.write.bus import events_appending
 
@@ -77,7 +78,7 @@ RELAY_TASK = "fluvius.relay"
 
 
 class Subscribers:
-    """Things woken after commit besides handlers: async projections (projections.py).
+    """Things woken after commit besides handlers: async projections (delivery/projections.py).
 
     They sit above this module, so they register themselves here instead of being
     imported. A subscriber has ``name``, ``wants(event)``, ``run_inline(using)``
@@ -216,7 +217,6 @@ def pending_predecessor(spec: HandlerSpec, event: Any) -> int | None:
     An event with no receipt, no outbox row and no dead letter never was (and never
     will be) delivered to this handler: it predates the handler, which does not wait for it.
     """
-    from django_fluvius.events.upcasting import registry as upcasters
 
     previous = Event.objects.using(store_database()).filter(aggregate_id=event.aggregate_id,
                                                             version__lt=event.version)

@@ -37,7 +37,10 @@ from typing import TYPE_CHECKING, Any
 from django.core import checks
 from django.core.exceptions import ImproperlyConfigured
 
+from django_fluvius.conf import fluvius_settings
 from django_fluvius.exceptions import EventDecodeError
+from django_fluvius.models import Event
+from django_fluvius.registry import domains
 
 if TYPE_CHECKING:
     from django_fluvius.protocols import AggregateProtocol as Aggregate
@@ -337,7 +340,6 @@ def stored_event_types(using: str) -> list[tuple[str, str, int, int]]:
     """(namespace, evt_key, schema_version, count) of every event type in the store."""
     from django.db.models import Count
 
-    from django_fluvius.models import Event
 
     rows = (Event.objects.using(using).order_by().values_list("namespace", "evt_key", "schema_version")
             .annotate(n=Count("position")))
@@ -346,7 +348,6 @@ def stored_event_types(using: str) -> list[tuple[str, str, int, int]]:
 
 def event_type_problems(types: Sequence[tuple[str, str, int, int]]) -> list[checks.CheckMessage]:
     """What is wrong with the stored event types, as system-check messages."""
-    from django_fluvius.registry import domains
 
     by_namespace = {d.__namespace__: d for d in domains}
     messages: list[checks.CheckMessage] = []
@@ -391,7 +392,6 @@ def event_type_problems(types: Sequence[tuple[str, str, int, int]]) -> list[chec
 
 def declaration_problems() -> list[checks.CheckMessage]:
     """Renames and upcasters that cannot work, found without the database."""
-    from django_fluvius.registry import domains
 
     messages: list[checks.CheckMessage] = []
     all_known: dict[str | None, frozenset[str]] = {d.__namespace__: known_keys(d) for d in domains}
@@ -437,7 +437,6 @@ def check_stored_event_types(app_configs=None, databases=None, **kwargs):
     """Database check (``manage.py check --database default``, ``migrate``): stored keys no code knows."""
     from django.db import DatabaseError
 
-    from django_fluvius.conf import fluvius_settings
 
     using = fluvius_settings.DATABASE
     if not databases or using not in databases:

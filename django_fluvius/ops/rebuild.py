@@ -41,10 +41,12 @@ from django.db.models.base import ModelState
 from django.utils import timezone
 
 from django_fluvius.conf import fluvius_settings
+from django_fluvius.delivery.projections import APPLIED, IDLE, async_projections
 from django_fluvius.events.store import EventStore
 from django_fluvius.events.upcasting import check_foldable
+from django_fluvius.events.upcasting import registry as upcasters
 from django_fluvius.exceptions import EventDecodeError, RebuildError, UnknownResource
-from django_fluvius.models import Event, RebuildRun
+from django_fluvius.models import Checkpoint, Event, RebuildRun
 from django_fluvius.ops.progress import Progress
 from django_fluvius.read.projections import VERSION_FIELD, row_values
 from django_fluvius.registry import domains, resolve_model
@@ -385,12 +387,6 @@ SHADOW_SCHEMA = "fluvius_rebuild"
 SHADOW_SUFFIX = "@rebuild"
 
 
-def async_projection_registry() -> Any:
-    from django_fluvius.delivery import projections
-
-    return getattr(projections, "async_projections", None)
-
-
 class ProjectionTarget(RebuildTarget):
     """An async projection, rebuilt *aside* and swapped in.
 
@@ -419,7 +415,6 @@ class ProjectionTarget(RebuildTarget):
         self.name = projection_class.name
 
     def total_events(self, using: str) -> int:
-        from django_fluvius.events.upcasting import registry as upcasters
 
         cls = self.projection_class
         qs = Event.objects.using(using)
@@ -448,7 +443,6 @@ class ProjectionTarget(RebuildTarget):
     def _step(self, projection: Any, run: RebuildRun, batch_size: int, using: str,
               on_batch: Callable[[BatchReport], None] | None) -> BatchReport | None:
         """One batch of ``projection`` inside the caller's transaction; None when caught up."""
-        from django_fluvius.delivery.projections import APPLIED, IDLE
 
         result = projection.run_batch(wait=True, limit=batch_size)
         if result.status == IDLE:
@@ -500,7 +494,6 @@ class ProjectionTarget(RebuildTarget):
 
     def _aside(self, run: RebuildRun, *, batch_size: int, using: str,
                on_batch: Callable[[BatchReport], None] | None) -> Iterator[BatchReport]:
-        from django_fluvius.models import Checkpoint
 
         connection = connections[using]
         live_schema, tables = self._tables(using)
@@ -537,7 +530,6 @@ class ProjectionTarget(RebuildTarget):
               live_schema: str, batch_size: int) -> None:
         from django.core.management.color import no_style
 
-        from django_fluvius.models import Checkpoint
 
         connection = connections[using]
         with transaction.atomic(using=using):
@@ -567,9 +559,7 @@ class ProjectionTarget(RebuildTarget):
 
 
 def projection_targets(name: str) -> list[RebuildTarget] | None:
-    registry = async_projection_registry()
-    if registry is None:
-        return None
+    registry = async_projections
     if name == "*":
         return [ProjectionTarget(cls) for cls in registry]
     if name in registry:

@@ -14,8 +14,12 @@ from dataclasses import dataclass, field
 
 from django.db import models
 
+from django_fluvius.delivery.dispatch import DONE, DUPLICATE, WAIT, dead_letter, deliver
+from django_fluvius.delivery.handlers import handlers
 from django_fluvius.events.store import EventStore
+from django_fluvius.events.upcasting import registry as upcasters
 from django_fluvius.exceptions import EventDecodeError, RebuildError
+from django_fluvius.models import DeadLetter
 
 
 @dataclass
@@ -33,7 +37,6 @@ def replay_events(*, from_position: int = 1, to_position: int | None = None, evt
                   namespace: str | None = None, aggregate_id: uuid.UUID | None = None,
                   using: str | None = None) -> models.QuerySet:
     """The stored events a replay reads (renamed keys included under their old names)."""
-    from django_fluvius.events.upcasting import registry as upcasters
 
     events = EventStore(using).events.filter(position__gte=max(1, from_position))
     if to_position is not None:
@@ -61,9 +64,6 @@ def replay(*, from_position: int = 1, to_position: int | None = None, handler_na
     A failure is recorded as a dead letter (``fluvius_deadletters`` re-drives it)
     and the replay goes on. Async projections are not replayed here: rebuild them.
     """
-    from django_fluvius.delivery.dispatch import DONE, DUPLICATE, WAIT, dead_letter, deliver
-    from django_fluvius.delivery.handlers import handlers
-    from django_fluvius.models import DeadLetter
 
     unknown = [name for name in handler_names if name not in handlers]
     if unknown:

@@ -42,7 +42,7 @@ from django.utils.module_loading import import_string
 
 from django_fluvius.exceptions import InvalidQuery
 from django_fluvius.read.search import search_backend_name
-from django_fluvius.registry import resolve_model
+from django_fluvius.registry import domains, resolve_model
 
 ALL = "__all__"
 DEFAULT = "__default__"
@@ -862,7 +862,6 @@ def check_query_surfaces(app_configs=None, **kwargs):
     """System check: fluvius.E030-E035 for every registered domain's query surfaces."""
     from django.core import checks
 
-    from django_fluvius.registry import domains
 
     errors = []
     for domain_class in domains:

@@ -3,7 +3,7 @@
 A target is a resource (``user`` or ``app-user.user``), a domain namespace (all
 its resources) or a projection name; with none, everything is rebuilt. A run
 that crashed resumes where its last batch committed (``--restart`` starts
-over). Readers keep seeing a full table throughout: see ``rebuild.py``.
+over). Readers keep seeing a full table throughout: see ``ops/rebuild.py``.
 """
 
 from typing import TextIO, cast
