@@ -5,6 +5,12 @@ A ``Domain`` subclass ties an aggregate class to a namespace and its resources
 ``DomainContext`` (who, which tenant, which correlation) and is the entry point
 of both sides: ``create_command``/``process_command`` to write,
 ``load``/``statemgr`` to read.
+
+Invariant: the domain is the only place where the write side, the read side and
+security meet. It sits above them in the layering (``tests/test_layers.py``):
+the bus and the state manager name it through protocols (``BusDomain``,
+``ReadDomain``), and tenancy is applied here on every load and every read
+(``tenant_scope``), never in a hook an override could drop.
 """
 
 from __future__ import annotations

@@ -1,4 +1,10 @@
-"""What the event-browser pages share: read-only admins, error pages, admin links."""
+"""What the event-browser pages share: read-only admins, error pages, admin links.
+
+Invariant: the event store is append-only in the admin too — every admin built
+on ``ReadOnlyAdmin`` refuses add, change and delete whatever the user's
+permissions; ``TenantRowsMixin`` narrows its queryset to the admin user's tenant,
+so every list, detail and filter of such a page sees only that tenant's rows.
+"""
 
 from __future__ import annotations
 

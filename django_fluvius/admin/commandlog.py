@@ -1,4 +1,8 @@
-"""The command log: who ran what, when, with what outcome, how long it took."""
+"""The command log: who ran what, when, with what outcome, how long it took.
+
+Read-only: every command writes its row (done, rejected or failed) through the
+bus; the admin never adds, edits or deletes one, so the audit trail stays whole.
+"""
 
 from __future__ import annotations
 

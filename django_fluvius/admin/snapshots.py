@@ -1,4 +1,8 @@
-"""Snapshots: a cache of folded state, shown read-only (deleting them is harmless)."""
+"""Snapshots: a cache of folded state, shown read-only (deleting them is harmless).
+
+Deleting is the one change allowed: a snapshot is a cache, and loading an
+aggregate without it folds the events instead, so nothing is lost.
+"""
 
 from __future__ import annotations
 

@@ -3,6 +3,10 @@
 ``@event_handler('user-created')`` registers a function (sync or ``async def``)
 under its dotted name; a second handler with the same name is refused. How the
 handlers are run after commit is the dispatcher's business (``dispatch.py``).
+
+Invariant: a handler is known by its dotted name, which is what receipts, dead
+letters and checkpoints store — so renaming or moving a handler's function makes
+it a new handler, and two handlers can never share those rows.
 """
 
 from __future__ import annotations

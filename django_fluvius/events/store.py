@@ -3,6 +3,11 @@
 Everything that reads events goes through ``EventStore`` so one place decides
 which database alias holds them and how a stored row is decoded (the hook that
 upcasting plugs into).
+
+Invariant: the store only ever appends. A second event with the same
+(aggregate_id, version) is refused by the database's unique constraint, not by a
+read-then-check here, so two writers racing for one version cannot both win:
+the loser's whole transaction rolls back (``ConcurrencyConflict``).
 """
 
 from __future__ import annotations

@@ -2,6 +2,10 @@
 
 The commands only format; everything here returns plain data so tests and
 other tools (the admin, scripts) can use it too.
+
+Invariant: inspection only reads. It folds and compares with the same code the
+bus and rebuilds use (``row_values``, the upcasters, ``@apply``), so a drift it
+reports is a real one and never an artefact of a second implementation.
 """
 
 from __future__ import annotations

@@ -5,6 +5,9 @@
 | fluvius.E020  | a name is both a command and a resource of one domain (one URL)     |
 | fluvius.E021  | a namespace, command key or resource name is not a usable URL part  |
 | fluvius.E022  | ``FLUVIUS['IDEMPOTENCY_TTL']`` is not None or a number of seconds >= 0 |
+
+They run at start-up so a route that two names would share, or a name a URL
+cannot carry, fails ``manage.py check`` rather than answering the wrong view.
 """
 
 from __future__ import annotations

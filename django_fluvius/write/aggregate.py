@@ -4,6 +4,11 @@ An ``Aggregate`` subclass declares its commands with ``@action`` and, where the
 default merge of an event's payload into the state is not enough, its folds with
 ``@apply``. Both decorators only tag the method; ``__init_subclass__`` collects the
 tags into ``_actions`` and ``_appliers``, so the class reads top to bottom.
+
+Invariant: state is only ever what folding the aggregate's events gives
+(``fold``); an action returns an event payload and never changes ``self.state``
+itself, so the state after a command is exactly what rebuilding from the store
+will give later.
 """
 
 from __future__ import annotations

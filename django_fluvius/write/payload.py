@@ -5,6 +5,11 @@ into a DRF ``Serializer`` with a required ``CharField`` and an optional
 ``IntegerField``. Type hints are mapped through ``FIELD_FOR_TYPE`` (a lookup
 table, not an if-chain); ``Optional``/``| None``, ``list[...]``, ``dict[...]``,
 ``Literal[...]`` and ``Enum`` are understood. Unknown fields are refused.
+
+Invariant: the serializer is the one judge of a payload — the REST layer, the
+admin's command forms, ``_meta``'s JSON Schema and Python callers all validate
+through it — so a payload accepted anywhere is accepted everywhere, and an
+action never runs on a payload it did not declare.
 """
 
 from __future__ import annotations
