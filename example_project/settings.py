@@ -38,7 +38,7 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
-    # The request's DomainContext (user, tenant, correlation id): django_fluvius/context.py.
+    # The request's DomainContext (user, tenant, correlation id): django_fluvius/middleware.py.
     "django_fluvius.middleware.DomainContextMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
 ]
