@@ -6,8 +6,9 @@ before Django's app registry is ready (``INSTALLED_APPS`` imports it first).
 
 from __future__ import annotations
 
-from importlib import import_module
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from django_fluvius.lazy import lazy_names
 
 __version__ = "0.1.0"
 
@@ -50,18 +51,7 @@ __all__ = [
 ]
 assert set(__all__) == set(_PUBLIC)
 
-
-def __getattr__(name: str) -> Any:
-    module = _PUBLIC.get(name)
-    if module is None:
-        raise AttributeError(f"module 'django_fluvius' has no attribute {name!r}")
-    value = getattr(import_module(f".{module}", __name__), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(list(globals()) + __all__)
+__getattr__, __dir__ = lazy_names(__name__, globals(), _PUBLIC)
 
 
 if TYPE_CHECKING:

@@ -8,8 +8,7 @@ Names load lazily, so importing the package does not need Django set up.
 
 from __future__ import annotations
 
-from importlib import import_module
-from typing import Any
+from django_fluvius.lazy import lazy_names
 
 _PUBLIC = {
     "DomainRouter": "router",
@@ -21,11 +20,5 @@ _PUBLIC = {
 
 __all__ = sorted(_PUBLIC)
 
+__getattr__, __dir__ = lazy_names(__name__, globals(), _PUBLIC)
 
-def __getattr__(name: str) -> Any:
-    module = _PUBLIC.get(name)
-    if module is None:
-        raise AttributeError(f"module 'django_fluvius.rest' has no attribute {name!r}")
-    value = getattr(import_module(f".{module}", __name__), name)
-    globals()[name] = value
-    return value

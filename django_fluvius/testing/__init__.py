@@ -21,8 +21,7 @@ are loaded lazily (PEP 562): importing this package imports no model.
 
 from __future__ import annotations
 
-from importlib import import_module
-from typing import Any
+from django_fluvius.lazy import lazy_names
 
 _PUBLIC = {
     "AggregateScenario": "scenarios",
@@ -41,15 +40,6 @@ _PUBLIC = {
 
 __all__ = sorted(_PUBLIC)
 
-
-def __getattr__(name: str) -> Any:
-    module = _PUBLIC.get(name)
-    if module is None:
-        raise AttributeError(f"module 'django_fluvius.testing' has no attribute {name!r}")
-    value = getattr(import_module(f"{__name__}.{module}"), name)
-    globals()[name] = value
-    return value
+__getattr__, __dir__ = lazy_names(__name__, globals(), _PUBLIC)
 
 
-def __dir__() -> list[str]:
-    return sorted(list(globals()) + __all__)
