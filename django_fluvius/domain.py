@@ -1,8 +1,8 @@
-"""Domains (bounded contexts) and the context a command runs in.
+"""Domains (bounded contexts): an aggregate class, a namespace and its resources.
 
 A ``Domain`` subclass ties an aggregate class to a namespace and its resources
 (projection models). An instance is built per request or task with a
-``DomainContext`` (who, which tenant, which correlation) and is the entry point
+``DomainContext`` (``context.py``: who, which tenant, which correlation) and is the entry point
 of both sides: ``create_command``/``process_command`` to write,
 ``load``/``statemgr`` to read.
 

@@ -1,8 +1,8 @@
 """How committed events reach ``@event_handler`` functions and async projections.
 
 The transactional outbox
-    The bus calls ``dispatch_committed(events, using, batch)`` inside the
-    command's transaction. For each event some handler or async projection wants,
+    The bus sends ``events_appending`` inside the command's transaction, and
+    ``dispatch_committed(events, using, batch)`` (connected to it below) runs. For each event some handler or async projection wants,
     an ``Outbox`` row joins the command's writes, so the row exists exactly when
     the event does: a crash can lose neither. Nothing is handed over before the
     transaction commits.
