@@ -42,8 +42,9 @@ from django.http import HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import path
 from django.utils.translation import gettext as _
+from django.utils.translation import ngettext
 
-from django_fluvius.admin.base import admin_url, error_response
+from django_fluvius.admin.base import ADMIN_CSS, admin_url, command_label, error_response
 from django_fluvius.admin.forms import command_form_class
 from django_fluvius.conf import fluvius_settings
 from django_fluvius.exceptions import (
@@ -77,6 +78,9 @@ class AggregateAdmin(admin.ModelAdmin):
     command_form_template = "admin/django_fluvius/command_form.html"
     change_form_template = "admin/django_fluvius/aggregate/change_form.html"
     change_list_template = "admin/django_fluvius/aggregate/change_list.html"
+
+    class Media:
+        css = {"all": (ADMIN_CSS,)}
 
     # -- the domain behind the model ------------------------------------------
 
@@ -176,7 +180,7 @@ class AggregateAdmin(admin.ModelAdmin):
             return actions
         for spec in self.allowed_commands(request, create=False):
             name = ACTION_PREFIX + spec.name
-            actions[name] = (self._action_for(spec), name, _("Run “%(command)s”") % {"command": spec.name})
+            actions[name] = (self._action_for(spec), name, _("%(command)s…") % {"command": command_label(spec.name)})
         return actions
 
     @staticmethod
@@ -203,11 +207,13 @@ class AggregateAdmin(admin.ModelAdmin):
             if form.errors:  # the payload itself was refused: nothing ran, show the form again
                 return self._render_command_form(request, spec, form, objects=objects, bulk=True)
             if done:
-                self.message_user(request, _("“%(command)s” ran on %(n)d aggregate(s).")
-                                  % {"command": spec.name, "n": done}, messages.SUCCESS)
+                self.message_user(request, ngettext(
+                    "%(command)s: done on %(n)d %(name)s.", "%(command)s: done on %(n)d %(names)s.", done)
+                    % {"command": command_label(spec.name), "n": done, "name": self.opts.verbose_name,
+                       "names": self.opts.verbose_name_plural}, messages.SUCCESS)
             for obj, error in failed:
-                self.message_user(request, _("“%(command)s” on %(obj)s: %(error)s")
-                                  % {"command": spec.name, "obj": obj, "error": error.message},
+                self.message_user(request, _("%(command)s on %(obj)s: %(error)s")
+                                  % {"command": command_label(spec.name), "obj": obj, "error": error.message},
                                   messages.ERROR)
             return None
         return self._render_command_form(request, spec, form, objects=objects, bulk=True)
@@ -294,8 +300,8 @@ class AggregateAdmin(admin.ModelAdmin):
         except FluviusError as error:
             form.add_error(None, error.message)
             return None
-        self.message_user(request, _("“%(command)s” done: %(resource)s %(id)s is at version %(v)d.") % {
-            "command": spec.name, "resource": result.resource, "id": result.aggregate_id,
+        self.message_user(request, _("%(command)s: done, %(resource)s %(id)s is at version %(v)d.") % {
+            "command": command_label(spec.name), "resource": result.resource, "id": result.aggregate_id,
             "v": result.version}, messages.SUCCESS)
         info = self.opts.app_label, self.opts.model_name
         target = None
@@ -308,8 +314,9 @@ class AggregateAdmin(admin.ModelAdmin):
         context = {
             **self.admin_site.each_context(request),
             "opts": self.opts,
-            "title": _("Run “%(command)s”") % {"command": spec.name},
+            "title": command_label(spec.name),
             "spec": spec,
+            "label": command_label(spec.name),
             "form": form,
             "errors": helpers.AdminErrorList(form, []),
             "object": obj,
@@ -330,7 +337,7 @@ class AggregateAdmin(admin.ModelAdmin):
     def changelist_view(self, request, extra_context=None):
         info = self.opts.app_label, self.opts.model_name
         extra: dict[str, Any] = {"fluvius_create_commands": [
-            (spec, admin_url(self.admin_site, "{}_{}_command".format(*info), spec.name))
+            (spec, admin_url(self.admin_site, "{}_{}_command".format(*info), spec.name), command_label(spec.name))
             for spec in self.allowed_commands(request, create=True)
         ]}
         return super().changelist_view(request, {**extra, **(extra_context or {})})
@@ -339,7 +346,8 @@ class AggregateAdmin(admin.ModelAdmin):
         info = self.opts.app_label, self.opts.model_name
         extra: dict[str, Any] = {
             "fluvius_commands": [
-                (spec, admin_url(self.admin_site, "{}_{}_object_command".format(*info), object_id, spec.name))
+                (spec, admin_url(self.admin_site, "{}_{}_object_command".format(*info), object_id, spec.name),
+                 command_label(spec.name))
                 for spec in self.allowed_commands(request, create=False)
             ],
             "fluvius_timeline_url": admin_url(self.admin_site, "django_fluvius_event_timeline",
