@@ -10,7 +10,9 @@ it asserts what makes a page readable rather than merely served:
   else ``#content``) is not wider than the window shows (``scrollWidth <= clientWidth``),
   and neither is the document;
 * no error in the browser console (a missing static file, a script error, a
-  request to a CDN the machine cannot reach all show up there);
+  request to a CDN the machine cannot reach all show up there), and no request to
+  any address but the project's own (Swagger UI and ReDoc come from
+  drf-spectacular-sidecar's static files);
 * the page says what it should (a marker per page).
 
 The screenshots go to ``docs/img/screens/`` (``FLUVIUS_SCREENSHOTS=<folder>`` sends
@@ -174,9 +176,14 @@ def test_page_is_readable_at_1400px(example_site, browser_page, name, address, m
     # Requests of the previous page cut short by this navigation are not this page's errors.
     on_failed = lambda request: (errors.append(f"request failed: {request.url}")  # noqa: E731
                                  if request.failure != "net::ERR_ABORTED" else None)
+    # Nothing is fetched from anywhere but the project itself (no CDN, no web fonts).
+    outside: list[str] = []
+    on_request = lambda request: (outside.append(request.url)  # noqa: E731
+                                  if not request.url.startswith((base, "data:", "blob:")) else None)
     page.on("console", on_console)
     page.on("pageerror", on_error)
     page.on("requestfailed", on_failed)
+    page.on("request", on_request)
     try:
         response = page.goto(base + address.format(**ids), wait_until="networkidle")
         assert response is not None and response.status == 200, f"{address}: {response and response.status}"
@@ -190,7 +197,9 @@ def test_page_is_readable_at_1400px(example_site, browser_page, name, address, m
         page.remove_listener("console", on_console)
         page.remove_listener("pageerror", on_error)
         page.remove_listener("requestfailed", on_failed)
+        page.remove_listener("request", on_request)
     assert errors == [], f"{name}: console errors {errors}"
+    assert outside == [], f"{name}: fetched from outside the project {outside}"
     assert sizes["box"][0] <= sizes["box"][1], f"{name}: results overflow sideways {sizes}"
     assert sizes["doc"][0] <= sizes["doc"][1], f"{name}: the page scrolls sideways {sizes}"
 

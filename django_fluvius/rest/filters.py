@@ -105,22 +105,25 @@ class ResourceFilterBackend(BaseFilterBackend):
         except LookupError:
             return ""
         params = request.query_params
-        rows = []
+        fields = []
         for name, spec in surface.filterable.items():
+            boxes = []
             for op in spec.operators:
                 param = name if op == "exact" else f"{name}__{op}"
                 boolean = spec.kind == "boolean" or op == "isnull"
-                rows.append({
-                    "param": param, "field": name, "op": OPERATOR_LABELS.get(op, op),
+                hint = OPERATOR_HINTS.get(op, "")
+                boxes.append({
+                    "param": param, "op": OPERATOR_LABELS.get(op, op),
+                    "placeholder": f"{OPERATOR_LABELS.get(op, op)} {hint}".strip(),
                     "value": params.get(param, ""),
                     "input": INPUT_TYPES.get(spec.kind, "text") if op not in ("in", "range") else "text",
-                    "hint": OPERATOR_HINTS.get(op, ""),
                     "choices": [("true", "yes"), ("false", "no")] if boolean else None,
                 })
+            fields.append({"name": name, "boxes": boxes})
         ordering = [(value, text) for field in sorted(surface.sortable)
                     for value, text in ((field, f"{field} ↑"), (f"-{field}", f"{field} ↓"))]
         context = {
-            "filters": rows,
+            "fields": fields,
             "ordering": ordering,
             "current_ordering": params.get("ordering", ""),
             "search": {"value": params.get("search", ""), "hint": ", ".join(surface.searchable)}
