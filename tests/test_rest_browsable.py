@@ -65,7 +65,7 @@ def test_list_and_item_are_described_from_the_domain_not_the_view_code(api, user
     assert "ResourceFilterBackend" not in listing and "``" not in text
     assert "New ones are made by: Create user." in text
     item = description(api.get(f"/api/app-user/user/{users[0]}/", **HTML).content.decode())
-    assert "Rename user (POST …/app-user/rename-user/&lt;id&gt;/): Give a user a new name." in item
+    assert "<p>Commands on it:</p><p>Rename user — POST …/app-user/rename-user/&lt;id&gt;/ — Give a user a new name.</p>" in item
     assert "Create user" not in item  # a create command does not run on an existing user
 
 

@@ -159,8 +159,8 @@ class OutboxAdmin(DeliveryAdmin):
 
 
 class DeadLetterAdmin(DeliveryAdmin):
-    list_display = ("created_time", "kind", "handler_short", "evt_key", "aggregate_short", "version",
-                    "event_link", "attempts", "error_summary")
+    list_display = ("created_time", "kind_short", "handler_short", "evt_key", "aggregate_short", "event_link",
+                    "attempts", "error_summary")
     list_filter = ("kind", "handler", NamespaceFilter, AggregateFilter, ("created", admin.DateFieldListFilter))
     ordering = ("-id",)
     fieldsets = (
@@ -175,6 +175,11 @@ class DeadLetterAdmin(DeliveryAdmin):
     def event_link(self, obj):
         url = admin_url(self.admin_site, "django_fluvius_event_change", obj.position)
         return format_html('<a href="{}">#{}</a>', url, obj.position)
+
+    @admin.display(description=gettext_lazy("kind"), ordering="kind")
+    def kind_short(self, obj):
+        """"handler" or "projection" (the list is narrow); the whole label in the tooltip."""
+        return format_html('<span title="{}">{}</span>', obj.get_kind_display(), obj.kind)
 
     @admin.display(description=gettext_lazy("handler or projection"), ordering="handler")
     def handler_short(self, obj):

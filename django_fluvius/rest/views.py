@@ -351,14 +351,14 @@ class ResourceViewSet(FluviusAPIMixin, mixins.ListModelMixin, GenericViewSet):
             return describe_as_text([f"The events of one {self.resource}, oldest first: what happened "
                                      f"to it, by which command."], html)
         if action == "retrieve":
-            commands = [f"{label(name)} (POST …/{self.namespace}/{name}/<id>/): "
+            commands = [f"{label(name)} — POST …/{self.namespace}/{name}/<id>/ — "
                         f"{spec.description or first_paragraph(spec.func.__doc__) or spec.evt_key}"
                         for name, spec in domain.commands().items()
                         if not spec.create and spec.applies_to(self.resource)]
             return describe_as_text([
                 about,
                 f"One {self.resource} as it is now; ?version=N or ?at=<ISO time> shows it as it was.",
-                *(["Commands on it: " + "; ".join(commands)] if commands else []),
+                *(["Commands on it:", *commands] if commands else []),
             ], html)
         creates = [label(name) for name, spec in domain.commands().items()
                    if spec.create and spec.applies_to(self.resource)]
