@@ -18,6 +18,7 @@ from django_fluvius.admin.display import summary
 from django_fluvius.admin.forms import command_form_class
 from django_fluvius.models import CommandLog, Event
 from example_project.orders.domain import OrderDomain
+from example_project.users.models import User
 from tests.admin_support import PASSWORD, make_staff, user_history
 
 EVENTS = "/admin/django_fluvius/event/"
@@ -88,7 +89,11 @@ def test_aggregate_page_has_timeline_and_humanized_command_buttons(client, root)
     page = client.get(f"/admin/app_user/user/{user_id}/change/").content.decode()
     assert "/history/" not in page and "fluvius-timeline-link" in page
     assert 'data-command="rename-user" title="rename-user">Rename user</a>' in page
+    user = User.objects.get(pk=user_id)
+    shown = timezone.localtime(user.updated_at).strftime("%Y-%m-%d %H:%M:%S")
+    assert f">{shown}</time>" in page  # the row's times to the second
     listing = client.get("/admin/app_user/user/").content.decode()
+    assert f">{shown}</time>" in listing
     assert 'data-command="create-user" title="create-user">Create user</a>' in listing
     assert '<option value="fluvius_command__rename-user">Rename user…</option>' in listing
 

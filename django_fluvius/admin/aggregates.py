@@ -38,13 +38,20 @@ from django.contrib import admin, messages
 from django.contrib.admin import helpers
 from django.contrib.admin.utils import quote, unquote
 from django.core.exceptions import PermissionDenied
+from django.db import models
 from django.http import HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import path
 from django.utils.translation import gettext as _
 from django.utils.translation import ngettext
 
-from django_fluvius.admin.base import ADMIN_CSS, admin_url, command_label, error_response
+from django_fluvius.admin.base import (
+    ADMIN_CSS,
+    admin_url,
+    command_label,
+    error_response,
+    time_column,
+)
 from django_fluvius.admin.forms import command_form_class
 from django_fluvius.conf import fluvius_settings
 from django_fluvius.exceptions import (
@@ -140,6 +147,40 @@ class AggregateAdmin(admin.ModelAdmin):
     def domain_for(self, request):
         domain_class, _resource = self.get_domain()
         return domain_class(context_from_request(request, domain_class.__namespace__, source="admin"))
+
+    # -- times to the second ----------------------------------------------------
+
+    def time_columns(self) -> dict[str, str]:
+        """Each DateTimeField of the model -> a column showing it to the second.
+
+        Django's format stops at the minute, and two commands a few seconds apart
+        look simultaneous; the columns are added to the class once, sortable by the field.
+        """
+        columns = {}
+        for field in self.model._meta.concrete_fields:
+            if isinstance(field, models.DateTimeField):
+                name = f"{field.name}_time"
+                if not hasattr(type(self), name):
+                    setattr(type(self), name, time_column(field.name, field.verbose_name))
+                columns[field.name] = name
+        return columns
+
+    def _with_times(self, names):
+        columns = self.time_columns()
+        return [columns.get(n, n) if isinstance(n, str) else n for n in names]
+
+    def get_list_display(self, request):
+        return self._with_times(super().get_list_display(request))
+
+    def get_list_display_links(self, request, list_display):
+        links = super().get_list_display_links(request, list_display)
+        return self._with_times(links) if links else links
+
+    def get_fields(self, request, obj=None):
+        return list(dict.fromkeys(self._with_times(super().get_fields(request, obj))))
+
+    def get_readonly_fields(self, request, obj=None):
+        return [*super().get_readonly_fields(request, obj), *self.time_columns().values()]
 
     # -- the rows the admin user may read ----------------------------------------
 
