@@ -101,7 +101,7 @@ class Event(models.Model):
 
 
 class DomainMap(Event):
-    """No table of its own: the admin's entry for the domain map (catalog.py), drawn from the code.
+    """No table of its own: the admin's entry for the domain map (ops/catalog.py), drawn from the code.
 
     A proxy model is how a page gets a line on Django's admin index and a ``view``
     permission of its own (``django_fluvius.view_domainmap``).

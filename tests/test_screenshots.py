@@ -63,6 +63,10 @@ DeadLetter.objects.create(
               "smtplib.SMTPServerDisconnected: Connection unexpectedly closed")
 RebuildRun.objects.create(name="app-user.user", status="done", total_events=6, events_done=6,
                           aggregates_done=2, rows_written=2, batches=1, finished=timezone.now())
+from django_fluvius.events.snapshots import SnapshotStore
+from example_project.orders.domain import OrderDomain
+orders = OrderDomain()
+SnapshotStore().save(orders.load(placed.aggregate_id), orders.__namespace__)
 print(User.objects.first().pk, Order.objects.first().pk, placed.position)
 """.replace("PASSWORD", repr(PASSWORD))
 
@@ -141,7 +145,7 @@ PAGES = [
     ("outbox", "/admin/django_fluvius/outbox/", "Connection refused"),
     ("projections", "/admin/django_fluvius/checkpoint/", "app-order.order"),
     ("rebuild-runs", "/admin/django_fluvius/rebuildrun/", "app-user.user"),
-    ("snapshots", "/admin/django_fluvius/snapshot/", "snapshots"),
+    ("snapshots", "/admin/django_fluvius/snapshot/", "1 snapshot"),
     ("users", "/admin/app_user/user/", "Alice"),
     ("user", "/admin/app_user/user/{user}/change/", "Rename user"),
     ("command-form", "/admin/app_user/user/{user}/command/rename-user/", "Rename user"),
