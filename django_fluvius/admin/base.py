@@ -16,13 +16,13 @@ from django.template.response import TemplateResponse
 from django.urls import NoReverseMatch, reverse
 from django.utils import timezone
 from django.utils.html import format_html
-from django.utils.text import capfirst
 from django.utils.translation import gettext_lazy as _
 
 from django_fluvius.admin.pagination import EstimatedCountPaginator
 from django_fluvius.context import DomainContext
 from django_fluvius.exceptions import FluviusError
 from django_fluvius.middleware import context_from_request
+from django_fluvius.ops.catalog import label
 from django_fluvius.security import tenancy
 
 
@@ -75,8 +75,8 @@ def time_column(field: str, description: Any = None):
 
 
 def command_label(name: str) -> str:
-    """A command key as people read it: ``lend-book`` -> ``Lend book``."""
-    return capfirst(name.replace("-", " ").replace("_", " "))
+    """A command key as people read it: ``lend-book`` -> ``Lend book`` (as the domain map says it)."""
+    return label(name)
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):
@@ -84,8 +84,8 @@ class ReadOnlyAdmin(admin.ModelAdmin):
 
     Seeing them needs the model's Django ``view`` permission (``change`` implies
     ``view`` in Django, and grants nothing more here). The lists are log tables
-    read across their width, so they open without the app sidebar (Django's toggle
-    brings it back); a row's page has no "History" button: rows written by the
+    read across their width, so they open without the app sidebar (the breadcrumbs
+    and the index lead on); a row's page has no "History" button: rows written by the
     framework have no admin change history.
     """
 
