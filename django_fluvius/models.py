@@ -100,6 +100,19 @@ class Event(models.Model):
         raise TypeError("Events are append-only: they cannot be deleted.")
 
 
+class DomainMap(Event):
+    """No table of its own: the admin's entry for the domain map (ops/catalog.py), drawn from the code.
+
+    A proxy model is how a page gets a line on Django's admin index and a ``view``
+    permission of its own (``django_fluvius.view_domainmap``).
+    """
+
+    class Meta:
+        proxy = True
+        verbose_name = _("domain map")
+        verbose_name_plural = _("domain map")
+
+
 class Snapshot(models.Model):
     """The folded state of an aggregate at one version: a cache, never the truth."""
 
@@ -163,7 +176,7 @@ class CommandLog(models.Model):
 
     class Meta:
         verbose_name = _("command log entry")
-        verbose_name_plural = _("command log")
+        verbose_name_plural = _("command log entries")
         ordering = ["-id"]
         indexes = [models.Index(fields=["correlation_id"], name="fluvius_commandlog_correlation")]
 
@@ -261,7 +274,7 @@ class Outbox(models.Model):
 
     class Meta:
         verbose_name = _("outbox entry")
-        verbose_name_plural = _("outbox")
+        verbose_name_plural = _("outbox entries")
         ordering = ["id"]
 
     def __str__(self) -> str:
@@ -347,8 +360,9 @@ class Checkpoint(models.Model):
     updated = models.DateTimeField(_("updated"), default=timezone.now)
 
     class Meta:
-        verbose_name = _("projection checkpoint")
-        verbose_name_plural = _("projection checkpoints")
+        # Its admin page lists every projection with its checkpoint: one name for the page.
+        verbose_name = _("projection")
+        verbose_name_plural = _("projections")
         ordering = ["name"]
 
     def __str__(self) -> str:

@@ -26,6 +26,8 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "rest_framework",
     "drf_spectacular",
+    # Swagger UI and ReDoc from the project's static files: the docs pages work offline.
+    "drf_spectacular_sidecar",
     "django_fluvius",
     "example_project.users",
     "example_project.orders",
@@ -110,6 +112,9 @@ SPECTACULAR_SETTINGS = {
     "DESCRIPTION": "Commands and resources of the users and orders domains.",
     "VERSION": "0.1.0",
     "SERVE_INCLUDE_SCHEMA": False,
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
 }
 
 FLUVIUS = {

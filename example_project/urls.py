@@ -1,6 +1,6 @@
 from django.contrib import admin
 from django.urls import include, path
-from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
 
 from django_fluvius.rest import DomainRouter
 from example_project.orders.domain import OrderDomain
@@ -13,7 +13,11 @@ router.register(OrderDomain)
 urlpatterns = [
     path("admin/", admin.site.urls),
     path("schema/", SpectacularAPIView.as_view(), name="schema"),
+    # Swagger UI and ReDoc load their JavaScript from drf-spectacular-sidecar's static files.
     path("schema/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="schema-docs"),
+    # django-fluvius's ReDoc template leaves out drf-spectacular's Google Fonts links.
+    path("schema/redoc/", SpectacularRedocView.as_view(url_name="schema", template_name="django_fluvius/redoc.html"),
+         name="schema-redoc"),
     # Last under its prefix: the router answers unknown paths there with a JSON 404.
     path("api/", include(router.urls)),
 ]

@@ -211,7 +211,7 @@ def test_rename_through_the_object_command(client, root, ada):
     response = client.post(object_url(ada, "rename-user"), {"name": "Ada L.", "_expected_version": "1"},
                            follow=True)
     assert response.redirect_chain[-1][0] == reverse("admin:app_user_user_change", args=[ada])
-    assert any("“rename-user” done" in m and "is at version 2" in m for m in messages_of(response))
+    assert any("Rename user: done" in m and "is at version 2" in m for m in messages_of(response))
     user = User.objects.get(pk=ada)
     assert (user.name, user.version) == ("Ada L.", 2)
 
@@ -272,7 +272,7 @@ def test_commands_are_list_actions_with_a_payload_form(client, root):
 
     done = client.post(USERS, {"action": ACTION_PREFIX + "rename-user", "_fluvius_run": "1",
                                "name": "Renamed", helpers.ACTION_CHECKBOX_NAME: chosen}, follow=True)
-    assert any("ran on 2 aggregate(s)" in m for m in messages_of(done))
+    assert "Rename user: done on 2 users." in messages_of(done)
     assert dict(User.objects.values_list("pk", "name")) == {ids[0]: "Renamed", ids[1]: "b", ids[2]: "Renamed"}
     assert CommandLog.objects.filter(command="rename-user", status="done", user=str(root.pk)).count() == 2
 
@@ -285,7 +285,7 @@ def test_a_list_action_reports_each_refusal(client, root):
     response = client.post(USERS, {"action": ACTION_PREFIX + "deactivate-user", "_fluvius_run": "1",
                                    helpers.ACTION_CHECKBOX_NAME: [str(i) for i in ids]}, follow=True)
     texts = messages_of(response)
-    assert any("ran on 1 aggregate(s)" in m for m in texts)
+    assert "Deactivate user: done on 1 user." in texts
     assert any("User is already inactive" in m for m in texts)
     assert not User.objects.filter(active=True).exists()
 

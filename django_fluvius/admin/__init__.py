@@ -3,7 +3,7 @@
 Registered on ``django.contrib.admin.site`` when the admin autodiscovers this
 module: events (list, one event, an aggregate's timeline with the state after
 each version, the diff of two versions), the command log, snapshots, and, where
-their models exist, the outbox, dead letters and projection checkpoints.
+their models exist, the outbox, dead letters and projections, and the domain map.
 ``AggregateAdmin`` is for users' own resource models: rows changed by commands.
 
 To show the same pages on another ``AdminSite``, register the classes there::
@@ -17,6 +17,7 @@ from __future__ import annotations
 from django.contrib import admin
 
 from django_fluvius.admin.aggregates import AggregateAdmin
+from django_fluvius.admin.catalog import DomainMapAdmin
 from django_fluvius.admin.commandlog import CommandLogAdmin
 from django_fluvius.admin.delivery import DeadLetterAdmin, OutboxAdmin
 from django_fluvius.admin.events import EventAdmin
@@ -27,6 +28,7 @@ from django_fluvius.models import (
     Checkpoint,
     CommandLog,
     DeadLetter,
+    DomainMap,
     Event,
     Outbox,
     RebuildRun,
@@ -41,6 +43,7 @@ MODEL_ADMINS = [
     (DeadLetter, DeadLetterAdmin),
     (Checkpoint, ProjectionAdmin),
     (RebuildRun, RebuildRunAdmin),
+    (DomainMap, DomainMapAdmin),
 ]
 
 
@@ -57,6 +60,7 @@ __all__ = [
     "AggregateAdmin",
     "CommandLogAdmin",
     "DeadLetterAdmin",
+    "DomainMapAdmin",
     "EstimatedCountPaginator",
     "EventAdmin",
     "OutboxAdmin",

@@ -38,12 +38,20 @@ from django.contrib import admin, messages
 from django.contrib.admin import helpers
 from django.contrib.admin.utils import quote, unquote
 from django.core.exceptions import PermissionDenied
+from django.db import models
 from django.http import HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import path
 from django.utils.translation import gettext as _
+from django.utils.translation import ngettext
 
-from django_fluvius.admin.base import admin_url, error_response
+from django_fluvius.admin.base import (
+    ADMIN_CSS,
+    admin_url,
+    command_label,
+    error_response,
+    time_column,
+)
 from django_fluvius.admin.forms import command_form_class
 from django_fluvius.conf import fluvius_settings
 from django_fluvius.exceptions import (
@@ -77,6 +85,9 @@ class AggregateAdmin(admin.ModelAdmin):
     command_form_template = "admin/django_fluvius/command_form.html"
     change_form_template = "admin/django_fluvius/aggregate/change_form.html"
     change_list_template = "admin/django_fluvius/aggregate/change_list.html"
+
+    class Media:
+        css = {"all": (ADMIN_CSS,)}
 
     # -- the domain behind the model ------------------------------------------
 
@@ -137,6 +148,40 @@ class AggregateAdmin(admin.ModelAdmin):
         domain_class, _resource = self.get_domain()
         return domain_class(context_from_request(request, domain_class.__namespace__, source="admin"))
 
+    # -- times to the second ----------------------------------------------------
+
+    def time_columns(self) -> dict[str, str]:
+        """Each DateTimeField of the model -> a column showing it to the second.
+
+        Django's format stops at the minute, and two commands a few seconds apart
+        look simultaneous; the columns are added to the class once, sortable by the field.
+        """
+        columns = {}
+        for field in self.model._meta.concrete_fields:
+            if isinstance(field, models.DateTimeField):
+                name = f"{field.name}_time"
+                if not hasattr(type(self), name):
+                    setattr(type(self), name, time_column(field.name, field.verbose_name))
+                columns[field.name] = name
+        return columns
+
+    def _with_times(self, names):
+        columns = self.time_columns()
+        return [columns.get(n, n) if isinstance(n, str) else n for n in names]
+
+    def get_list_display(self, request):
+        return self._with_times(super().get_list_display(request))
+
+    def get_list_display_links(self, request, list_display):
+        links = super().get_list_display_links(request, list_display)
+        return self._with_times(links) if links else links
+
+    def get_fields(self, request, obj=None):
+        return list(dict.fromkeys(self._with_times(super().get_fields(request, obj))))
+
+    def get_readonly_fields(self, request, obj=None):
+        return [*super().get_readonly_fields(request, obj), *self.time_columns().values()]
+
     # -- the rows the admin user may read ----------------------------------------
 
     def get_queryset(self, request):
@@ -176,7 +221,7 @@ class AggregateAdmin(admin.ModelAdmin):
             return actions
         for spec in self.allowed_commands(request, create=False):
             name = ACTION_PREFIX + spec.name
-            actions[name] = (self._action_for(spec), name, _("Run “%(command)s”") % {"command": spec.name})
+            actions[name] = (self._action_for(spec), name, _("%(command)s…") % {"command": command_label(spec.name)})
         return actions
 
     @staticmethod
@@ -203,11 +248,13 @@ class AggregateAdmin(admin.ModelAdmin):
             if form.errors:  # the payload itself was refused: nothing ran, show the form again
                 return self._render_command_form(request, spec, form, objects=objects, bulk=True)
             if done:
-                self.message_user(request, _("“%(command)s” ran on %(n)d aggregate(s).")
-                                  % {"command": spec.name, "n": done}, messages.SUCCESS)
+                self.message_user(request, ngettext(
+                    "%(command)s: done on %(n)d %(name)s.", "%(command)s: done on %(n)d %(names)s.", done)
+                    % {"command": command_label(spec.name), "n": done, "name": self.opts.verbose_name,
+                       "names": self.opts.verbose_name_plural}, messages.SUCCESS)
             for obj, error in failed:
-                self.message_user(request, _("“%(command)s” on %(obj)s: %(error)s")
-                                  % {"command": spec.name, "obj": obj, "error": error.message},
+                self.message_user(request, _("%(command)s on %(obj)s: %(error)s")
+                                  % {"command": command_label(spec.name), "obj": obj, "error": error.message},
                                   messages.ERROR)
             return None
         return self._render_command_form(request, spec, form, objects=objects, bulk=True)
@@ -294,8 +341,8 @@ class AggregateAdmin(admin.ModelAdmin):
         except FluviusError as error:
             form.add_error(None, error.message)
             return None
-        self.message_user(request, _("“%(command)s” done: %(resource)s %(id)s is at version %(v)d.") % {
-            "command": spec.name, "resource": result.resource, "id": result.aggregate_id,
+        self.message_user(request, _("%(command)s: done, %(resource)s %(id)s is at version %(v)d.") % {
+            "command": command_label(spec.name), "resource": result.resource, "id": result.aggregate_id,
             "v": result.version}, messages.SUCCESS)
         info = self.opts.app_label, self.opts.model_name
         target = None
@@ -308,8 +355,9 @@ class AggregateAdmin(admin.ModelAdmin):
         context = {
             **self.admin_site.each_context(request),
             "opts": self.opts,
-            "title": _("Run “%(command)s”") % {"command": spec.name},
+            "title": command_label(spec.name),
             "spec": spec,
+            "label": command_label(spec.name),
             "form": form,
             "errors": helpers.AdminErrorList(form, []),
             "object": obj,
@@ -330,7 +378,7 @@ class AggregateAdmin(admin.ModelAdmin):
     def changelist_view(self, request, extra_context=None):
         info = self.opts.app_label, self.opts.model_name
         extra: dict[str, Any] = {"fluvius_create_commands": [
-            (spec, admin_url(self.admin_site, "{}_{}_command".format(*info), spec.name))
+            (spec, admin_url(self.admin_site, "{}_{}_command".format(*info), spec.name), command_label(spec.name))
             for spec in self.allowed_commands(request, create=True)
         ]}
         return super().changelist_view(request, {**extra, **(extra_context or {})})
@@ -339,7 +387,8 @@ class AggregateAdmin(admin.ModelAdmin):
         info = self.opts.app_label, self.opts.model_name
         extra: dict[str, Any] = {
             "fluvius_commands": [
-                (spec, admin_url(self.admin_site, "{}_{}_object_command".format(*info), object_id, spec.name))
+                (spec, admin_url(self.admin_site, "{}_{}_object_command".format(*info), object_id, spec.name),
+                 command_label(spec.name))
                 for spec in self.allowed_commands(request, create=False)
             ],
             "fluvius_timeline_url": admin_url(self.admin_site, "django_fluvius_event_timeline",

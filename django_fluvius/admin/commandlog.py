@@ -13,7 +13,14 @@ from django.db.models import Q
 from django.utils.html import format_html
 from django.utils.translation import gettext_lazy as _
 
-from django_fluvius.admin.base import AggregateLinks, ReadOnlyAdmin, TenantRowsMixin, admin_url
+from django_fluvius.admin.base import (
+    AggregateLinks,
+    ReadOnlyAdmin,
+    TenantRowsMixin,
+    admin_url,
+    command_label,
+    time_column,
+)
 from django_fluvius.admin.display import json_block, preview
 from django_fluvius.admin.filters import (
     AggregateFilter,
@@ -32,9 +39,9 @@ STATUS_COLOURS = {
 
 
 class CommandLogAdmin(TenantRowsMixin, AggregateLinks, ReadOnlyAdmin):
-    list_display = ("created", "namespace", "command", "status_badge", "user_display", "aggregate_short",
-                    "version", "duration", "error_summary", "events_link")
-    list_display_links = ("created",)
+    list_display = ("created_time", "namespace", "command_label", "status_badge", "user_display",
+                    "aggregate_short", "version", "duration", "error_summary", "events_link")
+    list_display_links = ("created_time",)
     list_filter = ("status", NamespaceFilter, CommandNameFilter, UserFilter, AggregateFilter,
                    CommandIdFilter, CorrelationFilter, ("created", admin.DateFieldListFilter))
     ordering = ("-id",)
@@ -42,7 +49,7 @@ class CommandLogAdmin(TenantRowsMixin, AggregateLinks, ReadOnlyAdmin):
     search_fields = ("command_id",)
     search_help_text = _("A command id, aggregate id or correlation id (exact).")
     fieldsets = (
-        (None, {"fields": ("command_id", "created", "namespace", "command", "resource", "aggregate_link",
+        (None, {"fields": ("command_id", "created_time", "namespace", "command_label", "resource", "aggregate_link",
                            "status_badge", "version", "duration")}),
         (_("Who"), {"fields": ("user_display", "tenant", "correlation_id", "causation_id")}),
         (_("Error"), {"fields": ("error_code", "error_message")}),
@@ -50,8 +57,16 @@ class CommandLogAdmin(TenantRowsMixin, AggregateLinks, ReadOnlyAdmin):
         (_("Produced"), {"fields": ("events_link",)}),
         (_("Metadata"), {"fields": ("metadata_pretty",)}),
     )
-    readonly_fields = ("aggregate_link", "status_badge", "duration", "user_display", "payload_pretty",
+    readonly_fields = ("created_time", "command_label", "aggregate_link", "status_badge", "duration", "user_display", "payload_pretty",
                        "metadata_pretty", "events_link", "error_summary")
+
+    created_time = time_column("created", _("created"))
+
+    @admin.display(description=_("command"), ordering="command")
+    def command_label(self, obj):
+        """"Pay order", with the key itself (``pay-order``) in the tooltip."""
+        return format_html('<span title="{}" data-command="{}">{}</span>', obj.command, obj.command,
+                           command_label(obj.command))
 
     def get_search_results(self, request, queryset, search_term):
         term = search_term.strip()
@@ -86,7 +101,8 @@ class CommandLogAdmin(TenantRowsMixin, AggregateLinks, ReadOnlyAdmin):
     def error_summary(self, obj):
         if not obj.error_code:
             return ""
-        return f"{obj.error_code}: {preview(obj.error_message, 80)}"
+        text = f"{obj.error_code}: {preview(obj.error_message, 300)}"
+        return format_html('<span title="{}">{}</span>', text, text)
 
     @admin.display(description=_("events"))
     def events_link(self, obj):
@@ -96,7 +112,7 @@ class CommandLogAdmin(TenantRowsMixin, AggregateLinks, ReadOnlyAdmin):
                         query={"command": str(obj.command_id)})
         if url is None:
             return "—"
-        return format_html('<a href="{}">{}</a>', url, _("events produced"))
+        return format_html('<a href="{}" title="{}">{}</a>', url, _("events produced"), _("events"))
 
     @admin.display(description=_("payload"))
     def payload_pretty(self, obj):

@@ -27,7 +27,13 @@ from django.utils.timesince import timesince
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 
-from django_fluvius.admin.base import AggregateLinks, ReadOnlyAdmin, admin_url, timeline_anchor
+from django_fluvius.admin.base import (
+    AggregateLinks,
+    ReadOnlyAdmin,
+    admin_url,
+    time_column,
+    timeline_anchor,
+)
 from django_fluvius.admin.display import preview
 from django_fluvius.admin.filters import AggregateFilter, NamespaceFilter
 
@@ -86,23 +92,33 @@ class DeliveryAdmin(AggregateLinks, ReadOnlyAdmin):
     def _timeline_url(self, obj):
         return timeline_anchor(self.admin_site, obj.aggregate_id, obj.version)
 
+    created_time = time_column("created", gettext_lazy("created"))
+
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        obj = self.get_object(request, object_id)
+        extra = {"fluvius_timeline_url": self._timeline_url(obj) if obj is not None and obj.aggregate_id
+                 else None}
+        return super().change_view(request, object_id, form_url, {**extra, **(extra_context or {})})
+
     @admin.display(description=gettext_lazy("waiting for"))
     def age(self, obj):
         return timesince(obj.created, timezone.now())
 
 
 class OutboxAdmin(DeliveryAdmin):
-    list_display = ("id", "created", "age", "namespace", "evt_key", "aggregate_short", "version", "attempts",
-                    "error_summary")
+    list_display = ("id", "created_time", "age", "namespace", "evt_key", "aggregate_short", "version",
+                    "attempts", "error_summary")
     list_filter = (FailedFilter, NamespaceFilter, AggregateFilter, ("created", admin.DateFieldListFilter))
     ordering = ("id",)
-    fields = ("id", "created", "namespace", "evt_key", "aggregate_link", "version", "attempts", "last_error")
-    readonly_fields = ("aggregate_link",)
+    fields = ("id", "created_time", "namespace", "evt_key", "aggregate_link", "version", "attempts",
+              "last_error")
+    readonly_fields = ("created_time", "aggregate_link")
     actions = ("hand_over_now", "discard")
 
     @admin.display(description=gettext_lazy("last error"))
     def error_summary(self, obj):
-        return preview(obj.last_error, 100) if obj.last_error else ""
+        text = preview(obj.last_error, 300) if obj.last_error else ""
+        return format_html('<span title="{}">{}</span>', text, text)
 
     @admin.action(description=gettext_lazy("Hand over now (retry)"), permissions=["retry"])
     def hand_over_now(self, request, queryset):
@@ -143,16 +159,16 @@ class OutboxAdmin(DeliveryAdmin):
 
 
 class DeadLetterAdmin(DeliveryAdmin):
-    list_display = ("created", "kind", "handler", "evt_key", "aggregate_short", "version", "event_link",
+    list_display = ("created_time", "kind_short", "handler_short", "evt_key", "aggregate_short", "event_link",
                     "attempts", "error_summary")
     list_filter = ("kind", "handler", NamespaceFilter, AggregateFilter, ("created", admin.DateFieldListFilter))
     ordering = ("-id",)
     fieldsets = (
-        (None, {"fields": ("kind", "handler", "created", "attempts")}),
+        (None, {"fields": ("kind", "handler", "created_time", "attempts")}),
         (gettext_lazy("Event"), {"fields": ("event_link", "namespace", "evt_key", "aggregate_link", "version")}),
         (gettext_lazy("Error"), {"fields": ("error_type", "error_message", "traceback_block")}),
     )
-    readonly_fields = ("aggregate_link", "event_link", "traceback_block")
+    readonly_fields = ("created_time", "aggregate_link", "event_link", "traceback_block")
     actions = ("redrive", "discard")
 
     @admin.display(description=gettext_lazy("event"), ordering="position")
@@ -160,9 +176,24 @@ class DeadLetterAdmin(DeliveryAdmin):
         url = admin_url(self.admin_site, "django_fluvius_event_change", obj.position)
         return format_html('<a href="{}">#{}</a>', url, obj.position)
 
+    @admin.display(description=gettext_lazy("kind"), ordering="kind")
+    def kind_short(self, obj):
+        """"handler" or "projection" (the list is narrow); the whole label in the tooltip."""
+        return format_html('<span title="{}">{}</span>', obj.get_kind_display(), obj.kind)
+
+    @admin.display(description=gettext_lazy("handler or projection"), ordering="handler")
+    def handler_short(self, obj):
+        """The handler's own name (``send_welcome_email``); its dotted path in the tooltip."""
+        return format_html('<span title="{}">{}</span>', obj.handler, obj.handler.rsplit(".", 1)[-1])
+
     @admin.display(description=gettext_lazy("error"))
     def error_summary(self, obj):
-        return preview(f"{obj.error_type}: {obj.error_message}", 100) if obj.error_type else ""
+        if not obj.error_type:
+            return ""
+        # The exception's own name reads first (smtplib.SMTPServerDisconnected -> SMTPServerDisconnected).
+        whole = preview(f"{obj.error_type}: {obj.error_message}", 300)
+        short = preview(f"{obj.error_type.rsplit('.', 1)[-1]}: {obj.error_message}", 300)
+        return format_html('<span title="{}">{}</span>', whole, short)
 
     @admin.display(description=gettext_lazy("traceback"))
     def traceback_block(self, obj):

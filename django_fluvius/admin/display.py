@@ -8,6 +8,7 @@ the browser chokes on.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -64,6 +65,44 @@ def preview(value: Any, limit: int = 120) -> str:
     """One line of compact JSON for list columns."""
     text = value if isinstance(value, str) else dumps(value, indent=None)
     return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+# A UUID in a one-line summary: its first 8 characters say enough to tell rows apart.
+UUID_TEXT = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$", re.I)
+JSON_KEY = re.compile(r'"((?:[^"\\]|\\.)*)":\s*')
+JSON_TEXT = re.compile(r'"((?:[^"\\]|\\.)*)"')
+
+
+def _short(value: Any) -> str:
+    if isinstance(value, str):
+        if UUID_TEXT.match(value):
+            return value[:8] + "…"
+        return value if len(value) <= 40 else value[:39] + "…"
+    if isinstance(value, list):
+        return f"[{len(value)} item{'' if len(value) == 1 else 's'}]"
+    if isinstance(value, dict):
+        return "{" + ", ".join(str(k) for k in value) + "}"
+    return dumps(value, indent=None)
+
+
+def summary(text: str, limit: int = 160) -> str:
+    """One line naming a payload's fields: ``sku: PEN-7, quantity: 3, price: 1.20``.
+
+    ``text`` is the JSON document, or only its first characters (the event list
+    reads a prefix, not whole payloads): a document cut short is shown with its
+    keys and quotes stripped, never parsed as a whole.
+    """
+    try:
+        value = json.loads(text)
+    except ValueError:
+        # Keys and whole strings lose their quotes; the quote of a string cut short goes too.
+        line = JSON_TEXT.sub(r"\1", JSON_KEY.sub(r"\1: ", text.strip().removeprefix("{"))).replace('"', "") + "…"
+    else:
+        if isinstance(value, dict):
+            line = ", ".join(f"{key}: {_short(item)}" for key, item in value.items()) or "{}"
+        else:
+            line = _short(value)
+    return line if len(line) <= limit else line[: limit - 1] + "…"
 
 
 # -- diffs --------------------------------------------------------------------

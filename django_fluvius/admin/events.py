@@ -9,11 +9,13 @@ document.
 
 from __future__ import annotations
 
+import json
 import uuid
 
 from django.contrib import admin, messages
 from django.contrib.admin.views.main import ChangeList
 from django.core.exceptions import PermissionDenied
+from django.core.serializers.json import DjangoJSONEncoder
 from django.db.models import Q, TextField
 from django.db.models.fields.json import KT
 from django.db.models.functions import Cast, Substr
@@ -30,9 +32,10 @@ from django_fluvius.admin.base import (
     admin_context,
     admin_url,
     error_response,
+    time_column,
     timeline_anchor,
 )
-from django_fluvius.admin.display import json_block, preview
+from django_fluvius.admin.display import json_block, summary
 from django_fluvius.admin.filters import (
     AggregateFilter,
     CommandIdFilter,
@@ -62,7 +65,7 @@ class EventChangeList(ChangeList):
 
 
 class EventAdmin(TenantRowsMixin, AggregateLinks, ReadOnlyAdmin):
-    list_display = ("position", "created", "namespace", "evt_key", "aggregate_short", "version",
+    list_display = ("position", "created_time", "namespace", "evt_key_display", "aggregate_short", "version",
                     "user_display", "payload_preview")
     list_display_links = ("position",)
     list_filter = (NamespaceFilter, EventKeyFilter, AggregateFilter, UserFilter, CorrelationFilter,
@@ -72,16 +75,18 @@ class EventAdmin(TenantRowsMixin, AggregateLinks, ReadOnlyAdmin):
     search_fields = ("aggregate_id",)  # shows the box; get_search_results does the matching
     search_help_text = _("An aggregate id, command id or correlation id (exact), or an event position.")
     fieldsets = (
-        (None, {"fields": ("position", "created", "namespace", "resource", "aggregate_link",
+        (None, {"fields": ("position", "created_time", "namespace", "resource", "aggregate_link",
                            "version", "evt_key", "schema_version")}),
         (_("Payload"), {"fields": ("payload_pretty",)}),
         (_("Metadata"), {"fields": ("user_display", "tenant", "command_link", "correlation_link",
                                     "causation_id", "metadata_pretty")}),
     )
-    readonly_fields = ("aggregate_link", "user_display", "payload_pretty", "metadata_pretty",
+    readonly_fields = ("created_time", "aggregate_link", "user_display", "payload_pretty", "metadata_pretty",
                        "command_link", "correlation_link")
     timeline_template = "admin/django_fluvius/event/timeline.html"
     diff_template = "admin/django_fluvius/event/diff.html"
+
+    created_time = time_column("created", _("created"))
 
     # -- list ----------------------------------------------------------------
 
@@ -114,12 +119,24 @@ class EventAdmin(TenantRowsMixin, AggregateLinks, ReadOnlyAdmin):
             return f"{name} ({obj.user})"
         return obj.user or "—"
 
+    @admin.display(description=_("event key"), ordering="evt_key")
+    def evt_key_display(self, obj):
+        return format_html('<span title="{}">{}</span>', obj.evt_key, obj.evt_key)
+
     @admin.display(description=_("payload"))
     def payload_preview(self, obj):
+        """One line of the payload's fields (the whole document is on the event's page)."""
         head = getattr(obj, "payload_head", None)
         if head is None:
-            return preview(obj.payload, PREVIEW_CHARS)
-        return head if len(head) <= PREVIEW_CHARS else head[:PREVIEW_CHARS - 1] + "…"
+            head = json.dumps(obj.payload, cls=DjangoJSONEncoder)[:PREVIEW_CHARS + 1]
+        line = summary(head, PREVIEW_CHARS)
+        return format_html('<span class="fluvius-preview" title="{}">{}</span>', line, line)
+
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        event = self.get_object(request, object_id)
+        extra = {"fluvius_timeline_url": timeline_anchor(self.admin_site, event.aggregate_id, event.version)
+                 if event is not None else None}
+        return super().change_view(request, object_id, form_url, {**extra, **(extra_context or {})})
 
     # -- one event -----------------------------------------------------------
 

@@ -4,7 +4,10 @@ The serializer (``ActionSpec.serializer_class``, itself built from the action's
 signature) stays the one judge of a payload: the form only gives each field a
 fitting widget and turns what was typed into Python values, and the serializer's
 errors are put back on the form's fields. ``FORM_FIELD_FOR`` maps DRF field
-classes to form fields (walked along the MRO, so subclasses inherit a mapping).
+classes to form fields (walked along the MRO, so subclasses inherit a mapping),
+each with the widget Django's admin gives a model field of that type (the calendar
+and clock for dates and times, the admin's text, number and UUID inputs), so a
+command form looks and works like any other admin form.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from collections.abc import Callable
 from typing import Any
 
 from django import forms
+from django.contrib.admin import widgets as admin_widgets
 from rest_framework import fields as drf
 from rest_framework.fields import empty
 
@@ -35,29 +39,31 @@ class JSONTextField(forms.JSONField):
 
 def _json(field: drf.Field, **kwargs: Any) -> forms.Field:
     kwargs["help_text"] = kwargs.get("help_text") or "JSON"
-    return JSONTextField(widget=forms.Textarea(attrs={"rows": 4, "cols": 60}), **kwargs)
+    return JSONTextField(widget=admin_widgets.AdminTextareaWidget(attrs={"rows": 4}), **kwargs)
 
 
 def _text(field: drf.CharField, **kwargs: Any) -> forms.Field:
     # An explicitly blank-allowed text is not required in the form: "" is a value.
     if getattr(field, "allow_blank", False):
         kwargs["required"] = False
-    return forms.CharField(max_length=getattr(field, "max_length", None), strip=False, **kwargs)
+    return forms.CharField(max_length=getattr(field, "max_length", None), strip=False,
+                           widget=admin_widgets.AdminTextInputWidget, **kwargs)
 
 
 FORM_FIELD_FOR: dict[type, Callable[..., forms.Field]] = {
     drf.BooleanField: lambda f, **kw: forms.BooleanField(**{**kw, "required": False}),
     drf.ChoiceField: _choice,
-    drf.EmailField: lambda f, **kw: forms.EmailField(**kw),
-    drf.UUIDField: lambda f, **kw: forms.UUIDField(**kw),
+    drf.EmailField: lambda f, **kw: forms.EmailField(widget=admin_widgets.AdminEmailInputWidget, **kw),
+    drf.UUIDField: lambda f, **kw: forms.UUIDField(widget=admin_widgets.AdminUUIDInputWidget, **kw),
     drf.CharField: _text,
-    drf.IntegerField: lambda f, **kw: forms.IntegerField(min_value=f.min_value, max_value=f.max_value, **kw),
+    drf.IntegerField: lambda f, **kw: forms.IntegerField(min_value=f.min_value, max_value=f.max_value,
+                                                         widget=admin_widgets.AdminIntegerFieldWidget, **kw),
     drf.FloatField: lambda f, **kw: forms.FloatField(**kw),
     drf.DecimalField: lambda f, **kw: forms.DecimalField(**kw),
-    drf.DateTimeField: lambda f, **kw: forms.DateTimeField(**kw),
-    drf.DateField: lambda f, **kw: forms.DateField(**kw),
-    drf.TimeField: lambda f, **kw: forms.TimeField(**kw),
-    drf.DurationField: lambda f, **kw: forms.DurationField(**kw),
+    drf.DateTimeField: lambda f, **kw: forms.SplitDateTimeField(widget=admin_widgets.AdminSplitDateTime, **kw),
+    drf.DateField: lambda f, **kw: forms.DateField(widget=admin_widgets.AdminDateWidget, **kw),
+    drf.TimeField: lambda f, **kw: forms.TimeField(widget=admin_widgets.AdminTimeWidget, **kw),
+    drf.DurationField: lambda f, **kw: forms.DurationField(widget=admin_widgets.AdminTextInputWidget, **kw),
     drf.ListField: _json,
     drf.DictField: _json,
     drf.JSONField: _json,

@@ -31,7 +31,7 @@ from django.urls import path
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
-from django_fluvius.admin.base import ReadOnlyAdmin, admin_url, error_response
+from django_fluvius.admin.base import ReadOnlyAdmin, admin_url, error_response, time_column
 from django_fluvius.events.store import EventStore
 from django_fluvius.exceptions import UnknownProjection
 from django_fluvius.models import Checkpoint, RebuildRun
@@ -238,7 +238,10 @@ def _quietly(job):
 
 class RebuildRunAdmin(ReadOnlyAdmin):
     list_display = ("name", "status", "events_done", "total_events", "aggregates_done", "rows_written",
-                    "started", "updated", "finished")
+                    "started_time", "updated_time", "finished_time")
     list_filter = ("status",)
     ordering = ("-updated",)
     readonly_fields = ()
+    started_time = time_column("started", _("started"))
+    updated_time = time_column("updated", _("updated"))
+    finished_time = time_column("finished", _("finished"))

@@ -9,7 +9,13 @@ from __future__ import annotations
 from django.contrib import admin
 from django.utils.translation import gettext_lazy as _
 
-from django_fluvius.admin.base import AggregateLinks, ReadOnlyAdmin, TenantRowsMixin, admin_context
+from django_fluvius.admin.base import (
+    AggregateLinks,
+    ReadOnlyAdmin,
+    TenantRowsMixin,
+    admin_context,
+    time_column,
+)
 from django_fluvius.admin.display import json_block
 from django_fluvius.admin.filters import AggregateFilter, NamespaceFilter
 from django_fluvius.models import Event
@@ -17,12 +23,13 @@ from django_fluvius.security import tenancy
 
 
 class SnapshotAdmin(TenantRowsMixin, AggregateLinks, ReadOnlyAdmin):
-    list_display = ("aggregate_short", "namespace", "resource", "version", "schema_version", "created")
+    list_display = ("aggregate_short", "namespace", "resource", "version", "schema_version", "created_time")
     list_filter = (NamespaceFilter, AggregateFilter)
     ordering = ("-id",)
     fields = ("aggregate_link", "namespace", "resource", "version", "schema_version", "created",
               "state_pretty")
     readonly_fields = ("aggregate_link", "state_pretty")
+    created_time = time_column("created", _("created"))
 
     def scope_rows(self, request, queryset):
         # A snapshot's tenant is its aggregate's: the one on the stream's first event.

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.template import loader
 from rest_framework.filters import BaseFilterBackend
 
 from django_fluvius.exceptions import InvalidQuery
@@ -93,6 +94,43 @@ class ResourceFilterBackend(BaseFilterBackend):
         described.pop("pagination", None)  # ResourcePagination says that part
         return described
 
+    template = "django_fluvius/rest/filters.html"
+
+    def to_html(self, request: Any, queryset: Any, view: Any) -> str:
+        """The browsable API's "Filters" form: one box per declared field and operator."""
+        if not is_list(view):
+            return ""
+        try:
+            surface = view_surface(view)
+        except LookupError:
+            return ""
+        params = request.query_params
+        fields = []
+        for name, spec in surface.filterable.items():
+            boxes = []
+            for op in spec.operators:
+                param = name if op == "exact" else f"{name}__{op}"
+                boolean = spec.kind == "boolean" or op == "isnull"
+                hint = OPERATOR_HINTS.get(op, "")
+                boxes.append({
+                    "param": param, "op": OPERATOR_LABELS.get(op, op),
+                    "placeholder": f"{OPERATOR_LABELS.get(op, op)} {hint}".strip(),
+                    "value": params.get(param, ""),
+                    "input": INPUT_TYPES.get(spec.kind, "text") if op not in ("in", "range") else "text",
+                    "choices": [("true", "yes"), ("false", "no")] if boolean else None,
+                })
+            fields.append({"name": name, "boxes": boxes})
+        ordering = [(value, text) for field in sorted(surface.sortable)
+                    for value, text in ((field, f"{field} ↑"), (f"-{field}", f"{field} ↓"))]
+        context = {
+            "fields": fields,
+            "ordering": ordering,
+            "current_ordering": params.get("ordering", ""),
+            "search": {"value": params.get("search", ""), "hint": ", ".join(surface.searchable)}
+            if surface.searchable else None,
+        }
+        return loader.get_template(self.template).render(context, request)
+
     # drf-spectacular / DRF schema generation.
     def get_schema_operation_parameters(self, view: Any) -> list[dict[str, Any]]:
         try:
@@ -118,6 +156,14 @@ class ResourceFilterBackend(BaseFilterBackend):
                            "description": "Words to find in " + ", ".join(surface.searchable),
                            "schema": {"type": "string"}})
         return params
+
+
+# How the filter form names an operator, hints at its value, and which input it uses.
+OPERATOR_LABELS = {"exact": "is", "iexact": "is (any case)", "icontains": "contains", "contains": "contains",
+                   "startswith": "starts with", "istartswith": "starts with", "in": "one of",
+                   "range": "between", "gt": ">", "gte": "≥", "lt": "<", "lte": "≤", "isnull": "is empty"}
+OPERATOR_HINTS = {"in": "a,b,c", "range": "low,high"}
+INPUT_TYPES = {"integer": "number", "float": "number", "decimal": "number", "date": "date"}
 
 
 # field kind -> OpenAPI schema of one value (lists and ranges are comma-separated strings).

@@ -77,6 +77,9 @@ class AnySegmentConverter:
 if "fluvius_id" not in get_converters():
     register_converter(AnySegmentConverter, "fluvius_id")
 AGGREGATE_ID = "<fluvius_id:aggregate_id>"
+# A command runs on POST; GET opens its page (description and form) in the browsable
+# API only, JSON clients still get a 405 (views.CommandViewSet.form).
+COMMAND_METHODS = {"get": "form", "post": "run"}
 
 # A DRF view or viewset class (typed Any: the stubs give `type` no `as_view`).
 ViewClass = Any
@@ -190,12 +193,12 @@ class DomainRouter:
             if spec.create:
                 patterns.append(path(
                     f"{ns}/{name}/",
-                    view.as_view({"post": "run"}, domain_class=domain, command=name),
+                    view.as_view(COMMAND_METHODS, domain_class=domain, command=name),
                     name=url_name(ns, name),
                 ))
             patterns.append(path(
                 f"{ns}/{name}/{AGGREGATE_ID}/",
-                view.as_view({"post": "run"}, domain_class=domain, command=name, on_aggregate=True),
+                view.as_view(COMMAND_METHODS, domain_class=domain, command=name, on_aggregate=True),
                 name=url_name(ns, name, "aggregate"),
             ))
         for resource, view in reg.resource_views.items():

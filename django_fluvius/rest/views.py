@@ -23,10 +23,14 @@ from django.http import QueryDict
 from django.urls import NoReverseMatch, reverse
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
+from django.utils.html import escape
+from django.utils.safestring import mark_safe
+from drf_spectacular.utils import extend_schema
 from rest_framework import mixins
+from rest_framework.exceptions import MethodNotAllowed
 from rest_framework.pagination import LimitOffsetPagination
+from rest_framework.renderers import BrowsableAPIRenderer
 from rest_framework.response import Response
-from rest_framework.utils.formatting import markup_description
 from rest_framework.views import APIView
 from rest_framework.viewsets import GenericViewSet
 
@@ -39,6 +43,7 @@ from django_fluvius.exceptions import (
     RequestTooLarge,
 )
 from django_fluvius.middleware import CORRELATION_HEADER, context_from_request, correlation_id
+from django_fluvius.ops.catalog import first_paragraph, label
 from django_fluvius.read.projections import row_values
 from django_fluvius.read.state import parse_aggregate_id
 from django_fluvius.rest.errors import exception_handler
@@ -54,6 +59,22 @@ from django_fluvius.write.bus import CommandResult
 _ETAG = re.compile(r'^\s*(?:"(\d{1,18})"|(\d{1,18}))\s*$')
 _VERSION = re.compile(r"^\d{1,18}$")
 CSRF_FIELD = "csrfmiddlewaretoken"
+
+
+def describe_as_text(paragraphs: list[str], html: bool) -> str:
+    """A view's description for people: plain paragraphs (escaped for the browsable API).
+
+    Built from the domain's and the action's docstrings, never from the view
+    class's own docstring, which documents the code (and is reStructuredText).
+    """
+    paragraphs = [p for p in paragraphs if p]
+    if not html:
+        return "\n\n".join(paragraphs)
+    return mark_safe("".join(f"<p>{escape(p)}</p>" for p in paragraphs))  # noqa: S308 - escaped above
+
+
+def is_browsable(request: Any) -> bool:
+    return isinstance(getattr(request, "accepted_renderer", None), BrowsableAPIRenderer)
 
 
 def etag(version: int) -> str:
@@ -173,11 +194,30 @@ class CommandViewSet(FluviusAPIMixin, GenericViewSet):
         return self.get_spec().serializer_class
 
     def get_view_name(self) -> str:
-        return f"{self.namespace}: {self.command}"
+        return f"{label(self.command)} ({self.namespace})"
 
     def get_view_description(self, html: bool = False) -> str:
-        description = self.get_spec().description
-        return markup_description(description) if html else description
+        spec = self.get_spec()
+        target = (f"a new {spec.resources[0] if spec.resources else 'aggregate'}" if spec.create
+                  else "the aggregate in the address")
+        return describe_as_text([
+            spec.description or first_paragraph(spec.func.__doc__),
+            f"POST the payload below to run “{spec.name}” on {target}; it records the event "
+            f"“{spec.evt_key}”.",
+        ], html)
+
+    @extend_schema(exclude=True)
+    def form(self, request: Any, aggregate_id: str | None = None, **kwargs: Any) -> Response:
+        """The browsable API's page of a command: what it does and its form (JSON clients: 405).
+
+        A command runs on POST only; this page exists so that following a command's
+        link in the browsable API opens on the form rather than a 405 banner.
+        """
+        if not is_browsable(request):
+            raise MethodNotAllowed(request.method)
+        spec = self.get_spec()
+        return Response({"command": spec.name, "create": spec.create, "evt_key": spec.evt_key,
+                         "payload": json_schema(spec.serializer_class)})
 
     def get_payload(self, request: Any) -> Any:
         data = request.data
@@ -302,6 +342,32 @@ class ResourceViewSet(FluviusAPIMixin, mixins.ListModelMixin, GenericViewSet):
     def get_view_name(self) -> str:
         suffix = {"retrieve": " item", "events": " events"}.get(getattr(self, "action", ""), "")
         return f"{self.namespace}: {self.resource}{suffix}"
+
+    def get_view_description(self, html: bool = False) -> str:
+        domain = self.domain_class
+        about = first_paragraph(domain.__doc__)
+        action = getattr(self, "action", "list")
+        if action == "events":
+            return describe_as_text([f"The events of one {self.resource}, oldest first: what happened "
+                                     f"to it, by which command."], html)
+        if action == "retrieve":
+            commands = [f"{label(name)} — POST …/{self.namespace}/{name}/<id>/ — "
+                        f"{spec.description or first_paragraph(spec.func.__doc__) or spec.evt_key}"
+                        for name, spec in domain.commands().items()
+                        if not spec.create and spec.applies_to(self.resource)]
+            return describe_as_text([
+                about,
+                f"One {self.resource} as it is now; ?version=N or ?at=<ISO time> shows it as it was.",
+                *(["Commands on it:", *commands] if commands else []),
+            ], html)
+        creates = [label(name) for name, spec in domain.commands().items()
+                   if spec.create and spec.applies_to(self.resource)]
+        return describe_as_text([
+            about,
+            f"Every {self.resource} you may read, kept from the events of {self.namespace}. "
+            "Filter, sort and search with the Filters button (or ?field=, ?ordering=, ?search=).",
+            *([f"New ones are made by: {', '.join(creates)}."] if creates else []),
+        ], html)
 
     def get_queryset(self) -> Any:
         """The rows this request may see (the domain's ``scope_queryset`` applies)."""

@@ -1,7 +1,9 @@
 """The ordering bounded context: its own namespace, aggregate and read model."""
 
+import datetime
 import uuid
 from decimal import Decimal
+from typing import Literal
 
 from django_fluvius import Aggregate, Domain, DomainError, action, apply
 from django_fluvius.media import MediaRef, ensure_attached
@@ -44,6 +46,15 @@ class OrderAggregate(Aggregate):
         if self.state["status"] != "paid":
             raise DomainError("Only a paid order can be shipped")
         return {"status": "shipped"}
+
+    @action(evt_key="order-delivery-scheduled", resources=["order"],
+            example={"deliver_on": "2026-12-24", "slot": "morning"})
+    def schedule_delivery(self, deliver_on: datetime.date,
+                          slot: Literal["morning", "afternoon", "evening"] = "morning"):
+        """Book the day and time slot a paid order is delivered."""
+        if self.state["status"] != "paid":
+            raise DomainError("Only a paid order can be scheduled for delivery")
+        return {"delivery": {"on": deliver_on, "slot": slot}}
 
     @action(evt_key="order-cancelled", resources=["order"])
     def cancel_order(self, reason: str = ""):
@@ -114,6 +125,8 @@ def _total(items: list[dict]) -> str:
 
 
 class OrderDomain(Domain):
+    """Orders of a customer: placed with items, paid in full, then shipped (or cancelled)."""
+
     __aggregate__ = OrderAggregate
     __namespace__ = "app-order"
     __resources__ = {"order": "app_order.Order"}

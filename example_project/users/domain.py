@@ -46,6 +46,8 @@ class UserQuery(QuerySurface):
 
 
 class UserDomain(Domain):
+    """The people who use the shop: their name, email and whether their account is active."""
+
     __aggregate__ = UserAggregate
     __namespace__ = "app-user"
     __resources__ = {"user": "app_user.User"}
