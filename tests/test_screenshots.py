@@ -15,8 +15,10 @@ it asserts what makes a page readable rather than merely served:
   drf-spectacular-sidecar's static files);
 * the page says what it should (a marker per page).
 
-The screenshots go to ``docs/img/screens/`` (``FLUVIUS_SCREENSHOTS=<folder>`` sends
-them elsewhere), where docs/admin.md and docs/rest.md show them.
+The screenshots docs/admin.md and docs/rest.md show (``docs/img/screens/``) are made
+by this test: ``FLUVIUS_SCREENSHOTS=docs/img/screens scripts/test tests/test_screenshots.py``
+refreshes them. Otherwise they go to a temporary folder, so an ordinary test run never
+rewrites tracked files (every run's images differ: ids, times).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import re
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from pathlib import Path
@@ -35,7 +38,7 @@ import pytest
 from .test_admin_browser import CHROMIUM, CHROMIUM_ARGS, _need_browser
 
 ROOT = Path(__file__).resolve().parent.parent
-SHOTS = Path(os.environ.get("FLUVIUS_SCREENSHOTS") or ROOT / "docs" / "img" / "screens")
+SHOTS = Path(os.environ.get("FLUVIUS_SCREENSHOTS") or tempfile.mkdtemp(prefix="fluvius-screens-"))
 PASSWORD = "correct horse battery staple"
 WIDTH = 1400
 
