@@ -31,7 +31,7 @@ class Layer(NamedTuple):
 
 
 LAYERS = (
-    Layer("ground", ("conf", "exceptions", "context", "protocols", "models", "registry", "migrations"),
+    Layer("ground", ("conf", "exceptions", "context", "protocols", "models", "registry", "migrations", "text"),
           peers=True),
     Layer("events", ("events",)),
     Layer("sides", ("write", "read")),
