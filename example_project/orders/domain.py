@@ -122,3 +122,6 @@ class OrderDomain(Domain):
     __aggregate__ = OrderAggregate
     __namespace__ = "app-order"
     __resources__ = {"order": "app_order.Order"}
+    # Files attach to orders (POST /api/app-order/order/<id>/media/); who may upload:
+    # a signed-in user (the default upload policy). Other resources get no media endpoints.
+    __media__ = ["order"]
