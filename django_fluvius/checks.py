@@ -53,9 +53,6 @@ from django_fluvius.delivery.checks import register as register_dispatch_checks
 from django_fluvius.events.upcasting import check_stored_event_types, check_upcasters
 from django_fluvius.loading import load_problems
 from django_fluvius.media.storage import check_media_settings
-from django_fluvius.read.replicas import check_read_database
-from django_fluvius.read.surface import check_query_surfaces
-from django_fluvius.registry import domains, resolve_model
 from django_fluvius.read.projections import (
     CREATED_FIELD,
     TENANT_FIELD,
@@ -63,6 +60,9 @@ from django_fluvius.read.projections import (
     VERSION_FIELD,
     writable_fields,
 )
+from django_fluvius.read.replicas import check_read_database
+from django_fluvius.read.surface import check_query_surfaces
+from django_fluvius.registry import domains, resolve_model
 from django_fluvius.rest.checks import check_routes
 from django_fluvius.security.permissions import check_authorization
 from django_fluvius.security.tenancy import check_tenancy

@@ -27,8 +27,8 @@ from rest_framework.response import Response
 from rest_framework.views import set_rollback
 
 from django_fluvius.exceptions import FluviusError, RequestTooLarge
-from django_fluvius.write.payload import _flatten
 from django_fluvius.text import safe_text
+from django_fluvius.write.payload import _flatten
 
 # -- mapping -----------------------------------------------------------------
 

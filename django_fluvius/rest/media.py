@@ -65,7 +65,6 @@ from django_fluvius.rest.schema import (
     ERRORS,
     FluviusAutoSchema,
 )
-from django_fluvius.security.permissions import Policy, as_policy, command_permission
 from django_fluvius.rest.views import (
     CSRF_FIELD,
     FluviusAPIMixin,
@@ -73,6 +72,7 @@ from django_fluvius.rest.views import (
     StrictLimitOffsetPagination,
     url_name,
 )
+from django_fluvius.security.permissions import Policy, as_policy, command_permission
 
 FILE_FIELD = "file"
 # Room for the multipart boundaries and part headers around the file itself.
@@ -359,7 +359,8 @@ class MediaViewSet(FluviusAPIMixin, GenericViewSet):
         policy = as_policy(self.upload_policy) or DefaultUploadPolicy()
         domain = self.get_domain()
         context = domain.context
-        command = UploadCommand(self.namespace, self.resource or "", aggregate_id)
+        # Shaped like a Command for the policies (they read namespace, key, spec.create).
+        command: Any = UploadCommand(self.namespace, self.resource or "", aggregate_id)
         allowed = policy.has_permission(context, command)
         aggregate = None
         if allowed and policy.checks_objects:

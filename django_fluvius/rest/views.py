@@ -163,7 +163,7 @@ def metadata_filter(request: Any) -> Any:
     return lambda metadata: {k: v for k, v in (metadata or {}).items() if k in keep}
 
 
-def with_visible_metadata(events: list[dict[str, Any]], request: Any) -> list[dict[str, Any]]:
+def with_visible_metadata(events: Any, request: Any) -> list[dict[str, Any]]:
     visible = metadata_filter(request)
     return [{**event, "metadata": visible(event.get("metadata"))} for event in events]
 
