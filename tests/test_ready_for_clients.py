@@ -21,22 +21,22 @@ from django.core import signing
 from django.core.management import call_command
 from django.test import RequestFactory
 from django.urls import include, path
-from django_fluvius.bus import Command
-from django_fluvius.keyset import SALT
-from django_fluvius.payload import FIELD_FOR_TYPE, build_serializer
-from django_fluvius.permissions import AllowAny, IsAuthenticated, Policy, as_policy, denied
 from rest_framework.test import APIClient
 
 from django_fluvius import Aggregate, Domain, DomainContext, DomainError, action
 from django_fluvius.checks import check_projection_fields
 from django_fluvius.exceptions import CommandValidationError
-from django_fluvius.media import STAGE_PREFIX, StagedMedia, sweep_stages
+from django_fluvius.media.storage import STAGE_PREFIX, StagedMedia, sweep_stages
 from django_fluvius.models import CommandLog, Event, IdempotencyRecord, MediaEntry
+from django_fluvius.read.keyset import SALT
 from django_fluvius.registry import domains
 from django_fluvius.rest import DomainRouter
 from django_fluvius.rest.parsers import read_chunked_body
 from django_fluvius.rest.router import media_resources
+from django_fluvius.security.permissions import AllowAny, IsAuthenticated, Policy, as_policy, denied
 from django_fluvius.tasks import sweep_uploads
+from django_fluvius.write.bus import Command
+from django_fluvius.write.payload import FIELD_FOR_TYPE, build_serializer
 from example_project.orders.domain import OrderDomain
 from example_project.users.domain import UserDomain
 from tests.media_support import files_under, place_order, png
