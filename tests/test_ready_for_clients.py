@@ -25,7 +25,7 @@ from rest_framework.test import APIClient
 
 from django_fluvius import Aggregate, Domain, DomainContext, DomainError, action
 from django_fluvius.checks import check_projection_fields
-from django_fluvius.exceptions import CommandValidationError
+from django_fluvius.exceptions import CommandValidationError, RequestTooLarge
 from django_fluvius.media.storage import STAGE_PREFIX, StagedMedia, sweep_stages
 from django_fluvius.models import CommandLog, Event, IdempotencyRecord, MediaEntry
 from django_fluvius.read.keyset import SALT
@@ -565,14 +565,27 @@ def test_a_uuid_parameter_refuses_a_json_number(signed_in):
     assert Event.objects.count() == 0
 
 
-def test_a_chunked_json_body_is_read():
-    body = json.dumps({"name": "Chunk", "email": "c@x.io"}).encode()
+def chunked_request(body, *, terminated):
     request = RequestFactory().generic("POST", "/api/app-user/create-user/", b"", content_type="application/json")
     request.META.pop("CONTENT_LENGTH", None)
     request.META["HTTP_TRANSFER_ENCODING"] = "chunked"
     request.META["wsgi.input"] = io.BytesIO(body)
+    if terminated:
+        request.META["wsgi.input_terminated"] = True
+    return request
+
+
+def test_a_chunked_json_body_is_read_where_the_server_decodes_it(settings):
+    body = json.dumps({"name": "Chunk", "email": "c@x.io"}).encode()
+    request = chunked_request(body, terminated=True)  # gunicorn, uWSGI: the input ends with the body
     read_chunked_body(request)
     assert request.META["CONTENT_LENGTH"] == str(len(body)) and request.body == body
+    untold = chunked_request(body, terminated=False)  # runserver: reading would wait for ever
+    read_chunked_body(untold)
+    assert "CONTENT_LENGTH" not in untold.META
+    settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 10
+    with pytest.raises(RequestTooLarge):
+        read_chunked_body(chunked_request(body, terminated=True))
 
 
 # -- 17. Django's multipart parser, with Django's limits --------------------------------------

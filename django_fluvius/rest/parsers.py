@@ -7,7 +7,10 @@
 - ``read_chunked_body``: a body sent with ``Transfer-Encoding: chunked`` has no
   ``Content-Length``, and Django reads such a body as empty (a command answered
   "field required"). Under a server that decodes chunked input (gunicorn, uvicorn),
-  the body is read here, up to ``DATA_UPLOAD_MAX_MEMORY_SIZE``.
+  the body is read here, up to ``DATA_UPLOAD_MAX_MEMORY_SIZE``. Only where the server
+  says its input ends with the body (``wsgi.input_terminated``, set by gunicorn,
+  uWSGI, mod_wsgi, Werkzeug): elsewhere (``runserver``) a read would wait for a
+  body end that never comes, and the raw socket would hand over the chunk framing.
 """
 
 from __future__ import annotations
@@ -49,7 +52,7 @@ def read_chunked_body(request: Any) -> None:
     if meta.get("CONTENT_TYPE", "").startswith("multipart/"):
         return  # uploads stream through Django's upload handlers
     stream = meta.get("wsgi.input")
-    if stream is None:
+    if stream is None or not meta.get("wsgi.input_terminated"):
         return
     limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
     body = stream.read() if limit is None else stream.read(limit + 1)
