@@ -18,6 +18,7 @@ Figures, medians of ``--runs`` interleaved runs:
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import http.client
 import json
@@ -37,6 +38,9 @@ from bench.common import ROOT, arg_parser, dsn, interleaved, pg_server_url, repo
 PORTS = range(18850, 18900)  # this benchmark's share of helper h8's range
 MiB = 1024 * 1024
 BOUNDARY = "fluvius-bench-boundary"
+# Uploads need a signed-in user: HTTP Basic as the benchmark's own user.
+# (bench.settings, from the test settings, hash passwords with MD5: cheap on every request.)
+AUTHORIZATION = "Basic " + base64.b64encode(b"bench:bench-pw").decode()
 
 
 # -- the server ------------------------------------------------------------------
@@ -157,7 +161,7 @@ def post_file(port: int, url: str, path: Path, filename: str, content_type: str)
             f"Content-Type: {content_type}\r\n\r\n").encode()
     tail = f"\r\n--{BOUNDARY}--\r\n".encode()
     length = len(head) + path.stat().st_size + len(tail)
-    request_head = (f"POST {url} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+    request_head = (f"POST {url} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nAuthorization: {AUTHORIZATION}\r\n"
                     f"Content-Type: multipart/form-data; boundary={BOUNDARY}\r\n"
                     f"Content-Length: {length}\r\nConnection: close\r\n\r\n").encode()
     with socket.create_connection(("127.0.0.1", port), timeout=600) as sock:
@@ -224,7 +228,10 @@ def main(argv=None) -> dict:
     db_name = f"fluvius_bench_media_{os.getpid()}" if args.quick else "fluvius_bench_media"
     url = setup_django(db_name, sqlite=args.sqlite)
 
+    from django.contrib.auth import get_user_model
     from django.db import connections
+
+    get_user_model().objects.create_user("bench", password="bench-pw")
 
     from django_fluvius.media import LocalStorage
 

@@ -29,8 +29,13 @@ def build_urlconf():
     from django.urls import include, path
     from rest_framework import routers, serializers, viewsets
 
-    from example_project.urls import router as domain_router
+    from django_fluvius.rest import DomainRouter
+    from example_project.users.domain import UserDomain
     from example_project.users.models import User
+
+    # Open, as the plain viewset is (the example project's own router asks for a signed-in user).
+    domain_router = DomainRouter()
+    domain_router.register(UserDomain)
 
     class UserSerializer(serializers.ModelSerializer):
         class Meta:

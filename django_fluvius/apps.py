@@ -30,3 +30,21 @@ class FluviusConfig(AppConfig):
         load_domains()
         load_handler_modules()
         autodiscover_upcasters()
+        sweep_upload_stages()
+
+
+def sweep_upload_stages() -> None:
+    """At start: remove the staged uploads of processes that died mid-upload (a worker
+    replaced after SIGKILL or a timeout sweeps its predecessor's). Never fails a start."""
+    import logging
+
+    from django_fluvius.media.storage import sweep_stages
+
+    try:
+        removed = sweep_stages()
+    except Exception:  # noqa: BLE001 - a misconfigured storage is reported by fluvius.E060
+        logging.getLogger("django_fluvius.media").debug("Could not sweep staged uploads.", exc_info=True)
+        return
+    if removed:
+        logging.getLogger("django_fluvius.media").warning(
+            "Removed %d staged upload(s) left by dead processes or unwritten for too long.", len(removed))

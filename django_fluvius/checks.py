@@ -7,6 +7,7 @@
 | fluvius.E003  | two actions of an aggregate share a command key              |
 | fluvius.E004  | a resource has no model (or names one that does not exist)   |
 | fluvius.E005  | a ``FLUVIUS['DOMAINS']`` entry is not a complete Domain class |
+| fluvius.W006  | an action writes a state key the projection model has no field for, while a field of a close name is never written (a typo: a stale column) |
 | fluvius.E020  | a name is both a command and a resource of a domain (rest/checks.py) |
 | fluvius.E021  | a namespace, command or resource name is not a usable URL segment |
 | fluvius.E022  | ``FLUVIUS['IDEMPOTENCY_TTL']`` is not None or seconds >= 0   |
@@ -38,7 +39,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import ast
+import difflib
+import inspect
+import textwrap
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from django.core import checks
@@ -48,12 +53,20 @@ from django_fluvius.delivery.checks import register as register_dispatch_checks
 from django_fluvius.events.upcasting import check_stored_event_types, check_upcasters
 from django_fluvius.loading import load_problems
 from django_fluvius.media.storage import check_media_settings
+from django_fluvius.read.projections import (
+    CREATED_FIELD,
+    TENANT_FIELD,
+    UPDATED_FIELD,
+    VERSION_FIELD,
+    writable_fields,
+)
 from django_fluvius.read.replicas import check_read_database
 from django_fluvius.read.surface import check_query_surfaces
 from django_fluvius.registry import domains, resolve_model
 from django_fluvius.rest.checks import check_routes
 from django_fluvius.security.permissions import check_authorization
 from django_fluvius.security.tenancy import check_tenancy
+from django_fluvius.write.aggregate import Aggregate
 
 
 def check_domain_loading(app_configs=None, **kwargs):
@@ -99,6 +112,69 @@ def check_domains(app_configs=None, **kwargs):
     return errors
 
 
+def literal_keys(func: Any) -> set[str]:
+    """The constant string keys of the dict literals ``func`` returns (``{"name": ..}``).
+
+    What a check can know of an aggregate's state without running it: a key built at
+    run time, or a dict returned through a variable, is not seen (so a check built on
+    this may only warn about what it does see).
+    """
+    try:
+        tree = ast.parse(textwrap.dedent(inspect.getsource(func)))
+    except (OSError, TypeError, SyntaxError):
+        return set()
+    keys: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Return) and isinstance(node.value, ast.Dict):
+            keys.update(k.value for k in node.value.keys
+                        if isinstance(k, ast.Constant) and isinstance(k.value, str))
+    return keys
+
+
+def _state_keys(aggregate: Any, resource: str) -> Iterator[tuple[str, str]]:
+    """(state key, who writes it) from the actions on ``resource`` and the @apply folds."""
+    for spec in aggregate.actions().values():
+        if spec.applies_to(resource):
+            for key in sorted(literal_keys(spec.func)):
+                yield key, f"action {spec.name!r}"
+    for evt_key, attr in getattr(aggregate, "_appliers", {}).items():
+        for key in sorted(literal_keys(getattr(aggregate, attr))):
+            yield key, f"@apply({evt_key!r})"
+
+
+def check_projection_fields(app_configs=None, **kwargs):
+    """fluvius.W006: a state key with no column while a column of a close name is never written."""
+    bookkeeping = {VERSION_FIELD, CREATED_FIELD, UPDATED_FIELD, TENANT_FIELD}
+    warnings = []
+    for domain in domains:
+        aggregate = getattr(domain, "__aggregate__", None)
+        if aggregate is None or aggregate.projection is not Aggregate.projection:
+            continue  # a projection() of its own shapes the row: the state's keys say nothing
+        for resource in getattr(domain, "__resources__", {}) or {}:
+            try:
+                model = domain.projection_model(resource)
+            except Exception:  # noqa: BLE001 - fluvius.E004 reports it
+                continue
+            if model is None:
+                continue
+            columns = set(writable_fields(model))
+            written = dict(_state_keys(aggregate, resource))
+            unwritten = sorted(columns - set(written) - bookkeeping - {model._meta.pk.name})
+            for key, writer in sorted(written.items()):
+                if key in columns:
+                    continue
+                close = difflib.get_close_matches(key, unwritten, n=1, cutoff=0.75)
+                if close:
+                    warnings.append(checks.Warning(
+                        f"{aggregate.__qualname__} {writer} puts {key!r} in the state of {resource!r}, "
+                        f"but {model._meta.label} has no field {key!r}; its field {close[0]!r} is "
+                        f"written by no action, so that column stays as it was created.",
+                        hint=f"Rename the state key or the field (did you mean {close[0]!r}?).",
+                        obj=model, id="fluvius.W006",
+                    ))
+    return warnings
+
+
 # Every check of the package, by the id range it owns, with the tags it runs under.
 # The stored-keys check reads the event store, so it is tagged "database" only, as
 # Django's own database checks: Django 6 hands every alias to the checks a tag selects,
@@ -106,6 +182,7 @@ def check_domains(app_configs=None, **kwargs):
 CHECKS: tuple[tuple[Callable[..., list[Any]], str], ...] = (
     (check_domain_loading, "fluvius"),                # E001-E005: loading FLUVIUS['DOMAINS']
     (check_domains, "fluvius"),                       # E003-E004: each domain's actions and resources
+    (check_projection_fields, "fluvius"),             # W006: a state key beside an unwritten column
     (check_routes, "fluvius"),                        # E020-E029: the REST face (rest/checks.py)
     (check_query_surfaces, "fluvius"),                # E030-E035: query surfaces (read/surface.py)
     (check_read_database, "fluvius"),                 # E036: the read database (read/replicas.py)

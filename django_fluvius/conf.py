@@ -87,6 +87,20 @@ DEFAULTS: dict[str, Any] = {
     "TENANCY": None,
     # Seconds an Idempotency-Key of the REST API is remembered (None = forever).
     "IDEMPOTENCY_TTL": 24 * 60 * 60,
+    # Deepest nesting of lists and objects a command payload may have (deeper: a 400).
+    "MAX_PAYLOAD_DEPTH": 32,
+    # -- the REST face's lists and reads --
+    # True: a list's query parameter that is no filter, ordering, search or page parameter is
+    # a 400; False (like django-filter and DRF): it is ignored (cache-busters, utm_* ...).
+    "STRICT_QUERY_PARAMS": False,
+    # Lists count their rows exactly up to this many; past it PostgreSQL's estimate is given
+    # (and "count_estimated": true says so), as the admin does.
+    "EXACT_COUNT_LIMIT": 10_000,
+    # Event metadata keys every reader of an aggregate sees (command responses, .../events/);
+    # the rest (user, username, client_address, tenant, ...) only users holding
+    # EVENT_METADATA_PERMISSION see. None shows every key to every reader.
+    "EXPOSED_METADATA": ["correlation_id", "causation_id", "command_id", "command", "source"],
+    "EVENT_METADATA_PERMISSION": "django_fluvius.view_event",
     # -- media (media.py, rest/media.py) --
     # Where uploads go: an alias of Django's STORAGES, a strategy instance
     # (media.LocalStorage(path=...), media.S3Storage(bucket=...)) or its dotted path, or a dict
@@ -100,6 +114,10 @@ DEFAULTS: dict[str, Any] = {
         "image/png", "image/jpeg", "image/gif", "image/webp",
         "application/pdf", "text/plain", "text/csv",
     ],
+    # Seconds a staged upload (a ".upload-*.part" file) may go unwritten before a sweep removes
+    # it: the leftovers of a worker killed mid-upload (fluvius_sweep_uploads, the
+    # fluvius.sweep_uploads task, and each process's start).
+    "MEDIA_STAGE_MAX_AGE": 60 * 60,
     # Seconds a signed download URL (S3) stays valid.
     "MEDIA_URL_EXPIRES": 300,
     # Downloads of a storage that can sign URLs (S3) redirect to a signed URL; False

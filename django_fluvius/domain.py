@@ -56,6 +56,10 @@ class Domain:
     __resources__: ClassVar[Mapping[str, Any]] = {}
     # Tenant-scoped (tenancy.py)? None follows FLUVIUS['TENANCY']; True / False decide for this domain.
     __tenancy__: ClassVar[bool | None] = None
+    # Resources with media endpoints (.../<id>/media/): none unless declared. A list of
+    # resources, or a dict resource -> who may upload (a policy, as @action(permission=...)
+    # takes; None = the default: see django_fluvius.rest.media). docs/media.md.
+    __media__: ClassVar[Any] = None
 
     def __init__(self, context: DomainContext | None = None):
         """Without a context: the running request's (``DomainContextMiddleware``), else a system one."""

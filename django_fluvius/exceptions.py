@@ -15,6 +15,7 @@ leave their module (a stale cache entry, a busy checkpoint) stay private there.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from django.core import exceptions as django_exceptions
@@ -158,11 +159,29 @@ class ConcurrencyConflict(FluviusError):
 
 
 class DomainError(FluviusError):
-    """A business rule refused the command. Nothing is stored."""
+    """A business rule refused the command. Nothing is stored.
+
+    ``code`` names the rule, for clients to branch on: give it
+    (``DomainError("Invalid email", code="invalid_email")``). Raised by an action
+    without one, it is derived from the command and the message:
+    ``create-user.invalid-email`` -- stable only as long as the message is, so give
+    ``code=`` whenever the message has changing parts.
+    """
 
     status_code = 422
     default_code = "domain_error"
     default_message = _("The command was refused by a business rule.")
+
+    def __init__(self, message: str | None = None, *, code: str | None = None, **details: Any):
+        self.code_given = code is not None
+        super().__init__(message, code=code, **details)
+
+    def name_rule(self, command: str) -> None:
+        """Derive the rule code from the command and the message, unless one was given."""
+        if self.code_given:
+            return
+        slug = re.sub(r"[^a-z0-9]+", "-", str(self.message).lower()).strip("-")[:60].rstrip("-")
+        self.code = f"{command}.{slug or 'refused'}"
 
 
 class ConfigurationError(FluviusError):

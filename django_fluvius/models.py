@@ -230,6 +230,8 @@ class IdempotencyRecord(models.Model):
 
     id = models.BigAutoField(primary_key=True)
     user = models.CharField(_("user"), max_length=150, blank=True)
+    # Keys are scoped by tenant too: a key reused for another tenant is another request.
+    tenant = models.CharField(_("tenant"), max_length=100, blank=True, default="")
     key = models.CharField(_("idempotency key"), max_length=255)
     # SHA-256 of what the request asked (endpoint, aggregate, If-Match, body).
     fingerprint = models.CharField(_("request fingerprint"), max_length=64)
@@ -246,7 +248,7 @@ class IdempotencyRecord(models.Model):
         verbose_name = _("idempotency record")
         verbose_name_plural = _("idempotency records")
         constraints = [
-            models.UniqueConstraint(fields=["user", "key"], name="fluvius_idempotency_user_key"),
+            models.UniqueConstraint(fields=["user", "tenant", "key"], name="fluvius_idempotency_user_tenant_key"),
         ]
 
     def __str__(self) -> str:

@@ -105,3 +105,12 @@ def relay(using: str | None = None, min_age: float | None = None) -> dict[str, i
     """Hand over outbox rows the on-commit relay left behind (periodic: Celery beat)."""
     result = dispatch.relay_pending(using=using, min_age=min_age)
     return {"handed_over": result.handed_over, "failed": result.failed}
+
+
+@shared_task(name="fluvius.sweep_uploads", **TASK_OPTIONS)
+def sweep_uploads(max_age: float | None = None) -> dict[str, int]:
+    """Remove staged uploads of dead processes or unwritten for long (periodic: Celery beat)."""
+    from django_fluvius.media.storage import sweep_stages
+
+    removed = sweep_stages() if max_age is None else sweep_stages(max_age=max_age)
+    return {"removed": len(removed)}

@@ -138,6 +138,8 @@ CELERY_BEAT_SCHEDULE = {
     "fluvius-relay": {"task": "fluvius.relay", "schedule": 10.0},
     # Async projections catch up even when no commit woke them.
     "fluvius-catch-up": {"task": "fluvius.catch_up_all", "schedule": 30.0},
+    # Staged uploads a killed worker left behind (FLUVIUS['MEDIA_STAGE_MAX_AGE']).
+    "fluvius-sweep-uploads": {"task": "fluvius.sweep_uploads", "schedule": 600.0},
 }
 
 LOGGING = {

@@ -1,14 +1,23 @@
 from django.contrib import admin
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
+from rest_framework.permissions import IsAuthenticated
 
-from django_fluvius.rest import DomainRouter
+from django_fluvius.rest import CommandViewSet, DomainRouter
 from example_project.orders.domain import OrderDomain
 from example_project.users.domain import UserDomain
 
+
+class SignedInCommands(CommandViewSet):
+    """Commands need a signed-in user (session or HTTP Basic); reads stay open."""
+
+    permission_classes = [IsAuthenticated]
+
+
 router = DomainRouter()
-router.register(UserDomain)
-router.register(OrderDomain)
+router.register(UserDomain, command_viewset=SignedInCommands)
+# OrderDomain.__media__ opts its orders in to .../order/<id>/media/ uploads.
+router.register(OrderDomain, command_viewset=SignedInCommands)
 
 urlpatterns = [
     path("admin/", admin.site.urls),

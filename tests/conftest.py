@@ -49,3 +49,9 @@ def _database_features_known(django_db_setup, django_db_blocker):
     with django_db_blocker.unblock():
         for connection in connections.all():
             connection.features.supports_json_field  # noqa: B018 - cached on the connection
+
+
+@pytest.fixture
+def strict_query(settings):
+    """FLUVIUS['STRICT_QUERY_PARAMS'] on: a parameter that is no filter is a 400."""
+    settings.FLUVIUS = {**settings.FLUVIUS, "STRICT_QUERY_PARAMS": True}

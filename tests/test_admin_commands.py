@@ -59,7 +59,7 @@ def test_command_log_shows_who_ran_what_with_outcome_error_and_duration(client, 
         ("deactivate-user", "rejected"), ("deactivate-user", "done"), ("rename-user", "done"),
         ("create-user", "done")]
     html = response.content.decode()
-    assert "domain_error: User is already inactive" in html
+    assert "deactivate-user.user-is-already-inactive: User is already inactive" in html
     assert "root (" in html and " ms</td>" in html
 
     rejected = client.get(COMMANDS, {"status": "rejected"}).context["cl"].result_list

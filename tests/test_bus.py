@@ -88,8 +88,8 @@ def test_domain_error_stores_nothing_and_logs_the_rejection():
     assert (events, users) == before[:2]
     assert logs == before[2] + 2
     rejected = CommandLog.objects.filter(status="rejected").order_by("id")
-    assert [(r.command, r.error_code) for r in rejected] == [("deactivate-user", "domain_error"),
-                                                             ("create-user", "domain_error")]
+    assert [(r.command, r.error_code) for r in rejected] == [("deactivate-user", "deactivate-user.user-is-already-inactive"),
+                                                             ("create-user", "create-user.invalid-email")]
     assert "already inactive" in rejected[0].error_message
     assert User.objects.get(pk=created.aggregate_id).version == 2
 

@@ -31,7 +31,8 @@ class Layer(NamedTuple):
 
 
 LAYERS = (
-    Layer("ground", ("conf", "exceptions", "context", "protocols", "lazy", "models", "registry", "migrations"),
+    Layer("ground", ("conf", "exceptions", "context", "protocols", "lazy", "text", "models", "registry",
+                     "migrations"),
           peers=True),
     Layer("events", ("events",)),
     Layer("sides", ("write", "read")),

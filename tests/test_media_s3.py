@@ -137,7 +137,7 @@ def upload(api, url, data, filename, content_type):
 @pytest.mark.urls("tests.test_rest_urls")
 def test_rest_upload_to_s3_and_download_by_signed_redirect(s3_media, s3_client, bucket, settings):
     order_id = place_order()
-    api = APIClient()
+    api = signed_in_client()
     data = png(700_000)
 
     response = upload(api, f"/api/app-order/order/{order_id}/media/", data, "scan.png", "image/png")
@@ -173,7 +173,7 @@ def test_rest_upload_to_s3_and_download_by_signed_redirect(s3_media, s3_client, 
 def test_rest_bad_uploads_leave_the_bucket_empty(s3_media, s3_client, bucket, settings, data, declared, status):
     settings.FLUVIUS = {**settings.FLUVIUS, "MEDIA_MAX_SIZE": 200_000}
     order_id = place_order()
-    response = upload(APIClient(), f"/api/app-order/order/{order_id}/media/", data, "f.png", declared)
+    response = upload(signed_in_client(), f"/api/app-order/order/{order_id}/media/", data, "f.png", declared)
     assert response.status_code == status and response.json()["code"]
     assert bucket_keys(s3_client, bucket) == []
     assert MediaEntry.objects.count() == 0
@@ -184,7 +184,7 @@ def test_rest_bad_uploads_leave_the_bucket_empty(s3_media, s3_client, bucket, se
 def test_rest_download_of_a_vanished_object_is_a_404(s3_media, s3_client, bucket, settings):
     settings.FLUVIUS = {**settings.FLUVIUS, "MEDIA_SIGNED_URLS": False}
     order_id = place_order()
-    api = APIClient()
+    api = signed_in_client()
     created = upload(api, f"/api/app-order/order/{order_id}/media/", png(), "a.png", "image/png").json()
     s3_client.delete_object(Bucket=bucket, Key=MediaEntry.objects.get(pk=created["id"]).key)
     response = api.get(created["download_url"])
@@ -196,3 +196,13 @@ def test_unknown_bucket_errors_are_not_swallowed(s3_endpoint):
     with pytest.raises(Exception) as caught:
         strategy.put(b"x", name="x.txt")
     assert not isinstance(caught.value, FileNotFoundError)
+
+
+def signed_in_client():
+    """Uploads need a signed-in user (the default upload policy)."""
+    from django.contrib.auth import get_user_model
+
+    client = APIClient()
+    user, _ = get_user_model().objects.get_or_create(username="s3-uploader")
+    client.force_authenticate(user)
+    return client

@@ -206,7 +206,7 @@ def test_logging_one_line_per_command_with_its_correlation(caplog):
     done, refused = [r for r in caplog.records if r.name == "django_fluvius.commands"]
     assert done.levelno == logging.DEBUG and "app-user:create-user on new done" in done.getMessage()
     assert str(result.aggregate_id) in done.getMessage() and done.correlation_id == "corr-1"
-    assert refused.levelno == logging.INFO and "refused (domain_error)" in refused.getMessage()
+    assert refused.levelno == logging.INFO and "refused (create-user.invalid-email)" in refused.getMessage()
     assert refused.command == "app-user:create-user"
 
 

@@ -151,7 +151,7 @@ def test_body_over_data_upload_max_memory_size_is_413(api):
 
 def test_domain_error_is_422_and_stores_nothing(api):
     body = assert_error(post(api, "/api/app-user/create-user/", {"name": "a", "email": "nope"}),
-                        422, "domain_error")
+                        422, "create-user.invalid-email")  # derived: the action's and the message's
     assert body["message"] == "Invalid email"
     assert_nothing_stored()
     assert CommandLog.objects.get().status == "rejected"
@@ -160,7 +160,8 @@ def test_domain_error_is_422_and_stores_nothing(api):
 def test_domain_error_on_an_aggregate_keeps_its_version(api):
     aggregate_id = create_user(api).json()["aggregate_id"]
     assert post(api, f"/api/app-user/deactivate-user/{aggregate_id}/").status_code == 200
-    body = assert_error(post(api, f"/api/app-user/deactivate-user/{aggregate_id}/"), 422, "domain_error")
+    body = assert_error(post(api, f"/api/app-user/deactivate-user/{aggregate_id}/"), 422,
+                        "deactivate-user.user-is-already-inactive")
     assert body["message"] == "User is already inactive"
     assert Event.objects.filter(aggregate_id=aggregate_id).count() == 2
 
@@ -341,14 +342,14 @@ def test_domain_permission_denied_is_403(api, monkeypatch):
 def test_free_form_order_lines_are_checked_by_the_domain(api, line):
     response = post(api, "/api/app-order/place-order/",
                     {"customer_id": str(uuid.uuid4()), "items": [line]})
-    assert_error(response, 422, "domain_error")
+    assert_error(response, 422, "invalid_line")  # the rule code the domain gives
     assert Event.objects.count() == 0
 
 
 def test_an_order_total_over_its_column_is_refused(api):
     line = {"sku": "gold", "quantity": 10_000, "price": "1000000"}
     response = post(api, "/api/app-order/place-order/", {"customer_id": str(uuid.uuid4()), "items": [line] * 2})
-    body = assert_error(response, 422, "domain_error")
+    body = assert_error(response, 422, "order_total_too_large")
     assert "total" in body["message"]
 
 

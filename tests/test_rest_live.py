@@ -1,5 +1,6 @@
 """The REST face under real conditions: a running server, ATOMIC_REQUESTS, racing writers."""
 
+import base64
 import json
 import threading
 import urllib.error
@@ -7,6 +8,7 @@ import urllib.request
 import uuid
 
 import pytest
+from django.contrib.auth.models import Permission
 from django.db import connection
 from rest_framework.test import APIClient
 
@@ -31,11 +33,16 @@ def http(method, url, body=None, headers=None):
     return status, head, json.loads(raw) if raw else None
 
 
-def test_a_real_server_with_a_plain_http_client(live_server):
+def test_a_real_server_with_a_plain_http_client(live_server, django_user_model):
     api = f"{live_server.url}/api"
+    # The example project's commands need a signed-in user (HTTP Basic here); one who may
+    # view events sees all of their metadata.
+    user = django_user_model.objects.create_user("live", password="live-pw")
+    user.user_permissions.add(Permission.objects.get(codename="view_event"))
+    basic = {"Authorization": "Basic " + base64.b64encode(b"live:live-pw").decode()}
     status, head, body = http("POST", f"{api}/app-user/create-user/",
                               {"name": "Live", "email": "live@example.com"},
-                              {"X-Correlation-ID": "live-1"})
+                              {"X-Correlation-ID": "live-1", **basic})
     assert status == 201, body
     assert head["ETag"] == '"1"'
     assert head["X-Correlation-ID"] == "live-1"
@@ -46,18 +53,18 @@ def test_a_real_server_with_a_plain_http_client(live_server):
     assert (status, head["ETag"], item["name"]) == (200, '"1"', "Live")
 
     rename = f"{api}/app-user/rename-user/{body['aggregate_id']}/"
-    status, head, _ = http("POST", rename, {"name": "Renamed"}, {"If-Match": '"1"'})
+    status, head, _ = http("POST", rename, {"name": "Renamed"}, {"If-Match": '"1"', **basic})
     assert (status, head["ETag"]) == (200, '"2"')
-    status, _, error = http("POST", rename, {"name": "Stale"}, {"If-Match": '"1"'})
+    status, _, error = http("POST", rename, {"name": "Stale"}, {"If-Match": '"1"', **basic})
     assert (status, error["code"]) == (412, "precondition_failed")
-    status, _, error = http("POST", rename, {"name": "x"}, {"If-Match": "yesterday"})
+    status, _, error = http("POST", rename, {"name": "x"}, {"If-Match": "yesterday", **basic})
     assert (status, error["code"]) == (400, "invalid_if_match")
-    status, _, error = http("POST", rename, b'{"name": "Bro', {"Content-Type": "application/json"})
+    status, _, error = http("POST", rename, b'{"name": "Bro', {"Content-Type": "application/json", **basic})
     assert (status, error["code"]) == (400, "parse_error")
-    status, _, error = http("POST", rename, b"name=x", {"Content-Type": "text/csv"})
+    status, _, error = http("POST", rename, b"name=x", {"Content-Type": "text/csv", **basic})
     assert (status, error["code"]) == (415, "unsupported_media_type")
     status, _, error = http("POST", f"{api}/app-user/create-user/",
-                            {"name": "x" * 3_000_000, "email": "big@example.com"})
+                            {"name": "x" * 3_000_000, "email": "big@example.com"}, basic)
     assert (status, error["code"]) == (413, "request_too_large")
     status, _, error = http("GET", f"{api}/app-user/user/12345/")
     assert (status, error["code"]) == (404, "invalid_aggregate_id")
@@ -66,7 +73,7 @@ def test_a_real_server_with_a_plain_http_client(live_server):
 
     status, _, item = http("GET", f"{user_url}?version=1")
     assert item["name"] == "Live"
-    status, _, events = http("GET", f"{user_url}events/")
+    status, _, events = http("GET", f"{user_url}events/", headers=basic)
     assert [e["evt_key"] for e in events["results"]] == ["user-created", "user-renamed"]
     assert events["results"][1]["metadata"]["client_address"] == "127.0.0.1"
     assert User.objects.get(pk=body["aggregate_id"]).name == "Renamed"

@@ -50,7 +50,9 @@ def test_list_pages_and_filters(api):
     assert [u["name"] for u in only] == ["U1"]
 
 
-def test_list_refuses_unknown_filters_with_a_json_400(api):
+def test_list_ignores_unknown_parameters_unless_strict(api, settings):
+    assert api.get("/api/app-user/user/", {"nosuchfield": "1", "_": "123"}).status_code == 200
+    settings.FLUVIUS = {**settings.FLUVIUS, "STRICT_QUERY_PARAMS": True}
     response = api.get("/api/app-user/user/", {"nosuchfield": "1"})
     assert response.status_code == 400
     assert "nosuchfield" in response.json()["errors"]

@@ -14,7 +14,7 @@ def test_run_scenario_prints_commands_events_and_state(capsys):
     out = capsys.readouterr().out
     assert out.count("OK      ") == 8
     assert out.count("REFUSED ") == 5
-    assert "DomainError [domain_error]: User is already inactive" in out
+    assert "DomainError [deactivate-user.user-is-already-inactive]: User is already inactive" in out
     assert "ConcurrencyConflict [stale_version]" in out
     assert "CommandValidationError [invalid_payload]" in out
     assert re.search(r"order \S+ v4: status=shipped total=28.60", out)

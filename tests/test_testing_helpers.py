@@ -54,7 +54,7 @@ def test_pure_create_command_and_chained_whens():
     scenario.then(event("user-created", name="Jo", email="jo@example.com", active=True))
     scenario.when("rename-user", name="Joanna").then("user-renamed")  # an async action
     scenario.when("deactivate-user").then(event("user-deactivated", active=False))
-    scenario.when("deactivate-user").then_error(DomainError, "already inactive", code="domain_error")
+    scenario.when("deactivate-user").then_error(DomainError, "already inactive", code="deactivate-user.user-is-already-inactive")
     assert scenario.version == 3  # the refused command added nothing
 
 

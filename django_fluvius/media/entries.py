@@ -20,7 +20,6 @@ from collections.abc import Mapping
 from typing import Any
 
 from django.db import IntegrityError, transaction
-from rest_framework import serializers
 
 from django_fluvius.conf import fluvius_settings
 from django_fluvius.exceptions import (
@@ -42,7 +41,7 @@ from django_fluvius.media.storage import (
 )
 from django_fluvius.models import Event, MediaEntry
 from django_fluvius.read.replicas import write_alias
-from django_fluvius.write.payload import FIELD_FOR_TYPE
+from django_fluvius.write.payload import FIELD_FOR_TYPE, StrictUUIDField
 
 _UNSET: Any = object()
 # type/subtype as RFC 6838 allows (no parameters).
@@ -194,7 +193,7 @@ class MediaRef(dict):
     """
 
 
-class MediaField(serializers.UUIDField):
+class MediaField(StrictUUIDField):
     """A payload field taking a media id (or a ref holding one); its value is the entry's ref."""
 
     default_error_messages = {

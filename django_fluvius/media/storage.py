@@ -31,7 +31,9 @@ import hashlib
 import mimetypes
 import os
 import re
+import socket
 import tempfile
+import time
 import unicodedata
 import uuid
 from collections.abc import Callable, Iterator, Mapping
@@ -53,6 +55,7 @@ from django_fluvius.exceptions import (
 )
 from django_fluvius.media import filetypes
 
+_UNSET_AGE: Any = object()
 # Bytes read from a stream (and written to a stage) at a time.
 CHUNK_SIZE = 256 * 1024
 # First part of every key the strategies make (so media share a storage with other files).
@@ -79,12 +82,19 @@ class StagedMedia:
     for the content check; past ``max_size`` it raises ``MediaTooLarge`` at once,
     so an over-size stream is not read to its end. ``discard`` removes the file
     (done by ``commit`` users in ``finally``; a no-op once a storage took it).
+
+    The file is named ``.upload-<pid>@<host>-<random>.part``: a process killed
+    mid-upload (gunicorn's timeout, SIGKILL, the OOM killer) runs no ``finally``,
+    and its stage would stay for ever, up to ``MEDIA_MAX_SIZE`` each. The name says
+    whose it is, so ``sweep_stages`` can remove the stages of dead processes on this
+    host at once, and any stage left unwritten past ``MEDIA_STAGE_MAX_AGE``.
     """
 
     def __init__(self, directory: str | None = None, *, max_size: int | None = None):
         if directory:
             os.makedirs(directory, exist_ok=True)
-        fd, self.path = tempfile.mkstemp(prefix=".upload-", suffix=".part", dir=directory)
+        fd, self.path = tempfile.mkstemp(prefix=f"{STAGE_PREFIX}{os.getpid()}@{_HOST}-", suffix=STAGE_SUFFIX,
+                                         dir=directory)
         self.file: BinaryIO = os.fdopen(fd, "wb")
         self.max_size = max_size
         self.size = 0
@@ -144,6 +154,74 @@ class StagedFile(File):
 
     def temporary_file_path(self) -> str:
         return self.staged.path
+
+
+# -- stages a dead process left behind ------------------------------------------
+
+STAGE_PREFIX = ".upload-"
+STAGE_SUFFIX = ".part"
+# This host, as a stage's name holds it (a shared staging directory may serve several).
+_HOST = re.sub(r"[^A-Za-z0-9.]+", "_", socket.gethostname())[:60] or "host"
+_STAGE_NAME = re.compile(r"^\.upload-(?:(?P<pid>\d+)@(?P<host>[A-Za-z0-9._]+)-)?.*\.part$")
+
+
+def _process_gone(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False  # alive, another user's
+    return False
+
+
+def stale_stage(path: str, *, max_age: float | None, now: float) -> bool:
+    """Whether a stage file is a leftover: its process (on this host) is gone, or it has
+    not been written for ``max_age`` seconds."""
+    match = _STAGE_NAME.match(os.path.basename(path))
+    if match is None:
+        return False
+    if match["pid"] and match["host"] == _HOST and int(match["pid"]) != os.getpid() \
+            and _process_gone(int(match["pid"])):
+        return True
+    if max_age is None:
+        return False
+    try:
+        return now - os.stat(path).st_mtime > max_age
+    except FileNotFoundError:
+        return False
+
+
+def sweep_stages(directory: str | None = None, *, max_age: float | None = _UNSET_AGE,
+                 dry_run: bool = False) -> list[str]:
+    """Remove leftover stages (see ``StagedMedia``) from ``directory`` (default: the
+    configured strategy's staging directory); return their paths.
+
+    Run at each process's start (``apps.py``), by the ``fluvius.sweep_uploads`` task
+    (Celery beat) and by ``manage.py fluvius_sweep_uploads``.
+    """
+    if directory is None:
+        directory = media_storage().staging_dir() or tempfile.gettempdir()
+    if max_age is _UNSET_AGE:
+        max_age = fluvius_settings.MEDIA_STAGE_MAX_AGE
+    now = time.time()
+    removed = []
+    try:
+        names = os.listdir(directory)
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+    for name in names:
+        if not (name.startswith(STAGE_PREFIX) and name.endswith(STAGE_SUFFIX)):
+            continue
+        path = os.path.join(directory, name)
+        if stale_stage(path, max_age=max_age, now=now):
+            if not dry_run:
+                try:
+                    os.unlink(path)
+                except FileNotFoundError:
+                    continue
+            removed.append(path)
+    return removed
 
 
 def iter_chunks(stream: Any, chunk_size: int = CHUNK_SIZE) -> Iterator[bytes]:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import datetime
 import decimal
+import math
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -26,6 +27,7 @@ from django.utils.duration import duration_iso_string
 
 from django_fluvius.exceptions import InvalidQuery
 from django_fluvius.read.surface import order_expression
+from django_fluvius.text import safe_text, text_problem
 
 SALT = "django_fluvius.cursor"
 NEXT = "n"
@@ -108,15 +110,30 @@ def decode(token: str, terms: Sequence[OrderTerm]) -> tuple[list[Any], str]:
     except (signing.BadSignature, KeyError, TypeError, ValueError):
         raise InvalidQuery({"cursor": ["is not a valid cursor (use the next or previous cursor "
                                        "of a response as it is)."]}) from None
+    # Signed is not well-formed: a cursor re-signed with the project's key (or made by
+    # an older version) may hold any JSON. Its shape is checked before any of it is used
+    # (``"v": 5`` was a TypeError, a lone surrogate a database error: both 500s).
+    if not (isinstance(labels, list) and all(isinstance(label, str) for label in labels)
+            and isinstance(raw_values, list) and all(_is_scalar(v) for v in raw_values)):
+        raise InvalidQuery({"cursor": ["is not a valid cursor."]})
     expected = [t.label for t in terms]
     if labels != expected or len(raw_values) != len(terms) or direction not in (NEXT, PREVIOUS):
-        raise InvalidQuery({"cursor": [f"was made for the ordering {','.join(map(str, labels))}, "
+        raise InvalidQuery({"cursor": [f"was made for the ordering {safe_text(','.join(labels))[:200]}, "
                                        f"not {','.join(expected)}; start again without a cursor."]})
     try:
         values = [_load_value(t, v) for t, v in zip(terms, raw_values, strict=True)]
-    except (ValidationError, TypeError, ValueError):
+    except (ValidationError, TypeError, ValueError, OverflowError, ArithmeticError):
         raise InvalidQuery({"cursor": ["is not a valid cursor."]}) from None
     return values, direction
+
+
+def _is_scalar(value: Any) -> bool:
+    """A value a cursor may hold: a number, a boolean, None, or text the database can take."""
+    if isinstance(value, str):
+        return text_problem(value) is None and len(value) <= 1000
+    if isinstance(value, float):
+        return math.isfinite(value)
+    return value is None or isinstance(value, bool | int)
 
 
 # -- the WHERE clause ---------------------------------------------------------

@@ -40,9 +40,11 @@ from django.db.models import F, Model, Q
 from django.utils import timezone
 from django.utils.module_loading import import_string
 
+from django_fluvius.conf import fluvius_settings
 from django_fluvius.exceptions import InvalidQuery
 from django_fluvius.read.search import search_backend_name
 from django_fluvius.registry import domains, resolve_model
+from django_fluvius.text import text_problem
 
 ALL = "__all__"
 DEFAULT = "__default__"
@@ -138,9 +140,12 @@ def _text(spec: FieldSpec, raw: Any) -> str:
 
 
 def _no_nul(raw: Any) -> Any:
-    # PostgreSQL refuses NUL in text (a DataError, i.e. a 500): refuse it first.
-    if isinstance(raw, str) and "\x00" in raw:
-        raise BadValue("contains a NUL character.")
+    # PostgreSQL refuses NUL in text (a DataError, i.e. a 500), and a lone surrogate
+    # cannot be encoded for the database or a signature: refuse them first.
+    if isinstance(raw, str):
+        problem = text_problem(raw)
+        if problem is not None:
+            raise BadValue(problem)
     return raw
 
 
@@ -406,8 +411,14 @@ class ParsedQuery:
     limit: int | None = None
     offset: int | None = None
     cursor: str | None = None
-    count: bool = False
+    # None: not asked (the REST lists count; QueryBuilder.page does not).
+    count: bool | None = None
     fields: list[str] | None = None
+    # DRF's page-number style: turned into limit/offset by parse_params.
+    page: int | None = None
+    page_size: int | None = None
+    # Parameters left out as unknown (not strict).
+    ignored: list[str] = field(default_factory=list)
 
 
 class QuerySurface:
@@ -428,6 +439,9 @@ class QuerySurface:
     - ``search``: the searched fields; ``None`` = the visible text fields.
     - ``search_config``: the PostgreSQL text-search configuration.
     - ``default_limit`` / ``max_limit`` / ``max_offset``: pagination bounds.
+    - ``strict``: True makes a parameter that is no filter, ordering, search or page
+      parameter a 400; False ignores it (as django-filter and DRF do: ``?_=123``
+      cache-busters, ``utm_*``); None (default) follows ``FLUVIUS['STRICT_QUERY_PARAMS']``.
     """
 
     fields: ClassVar[Any] = ALL
@@ -440,6 +454,7 @@ class QuerySurface:
     default_limit: ClassVar[int] = 50
     max_limit: ClassVar[int] = 1000
     max_offset: ClassVar[int] = 10_000_000
+    strict: ClassVar[bool | None] = None
 
     def __init__(self, model: type[Model], resource: str = "", namespace: str = ""):
         self.model = model
@@ -596,15 +611,23 @@ class QuerySurface:
     # -- reading untrusted parameters -----------------------------------------
 
     RESERVED: ClassVar[frozenset[str]] = frozenset(
-        {"ordering", "search", "limit", "offset", "cursor", "count", "fields"}
+        {"ordering", "search", "limit", "offset", "cursor", "count", "fields", "page", "page_size"}
     )
 
-    def parse_params(self, params: Any, *, ignore: Iterable[str] = ()) -> ParsedQuery:
+    def is_strict(self) -> bool:
+        if self.strict is not None:
+            return bool(self.strict)
+        return bool(fluvius_settings.STRICT_QUERY_PARAMS)
+
+    def parse_params(self, params: Any, *, ignore: Iterable[str] = (), strict: bool | None = None) -> ParsedQuery:
         """Check untrusted parameters against the surface; ``InvalidQuery`` lists every problem.
 
         ``params`` is a mapping (a ``QueryDict``'s repeated keys are all read);
-        names in ``ignore`` are skipped (e.g. ``format`` on a DRF request).
+        names in ``ignore`` are skipped (e.g. ``format`` on a DRF request). A name that
+        is no filter of the surface is ignored (listed in ``ignored``) unless ``strict``
+        (default: ``self.is_strict()``); a filter's bad operator or value is always a 400.
         """
+        strict = self.is_strict() if strict is None else strict
         ignored = set(ignore)
         errors: dict[str, list[str]] = {}
         parsed = ParsedQuery()
@@ -617,6 +640,8 @@ class QuerySurface:
                     if len(values) > 1:
                         raise BadValue("is given more than once.")
                     reader(self, parsed, values[0])
+                elif not strict and not self.is_filter(key):
+                    parsed.ignored.append(key)
                 else:
                     for value in values:
                         parsed.filters.append(self.filter_q(key, value))
@@ -627,9 +652,33 @@ class QuerySurface:
                     errors.setdefault(name, []).extend(messages)
         if parsed.cursor is not None and parsed.offset is not None:
             errors.setdefault("cursor", []).append("cannot be combined with offset.")
+        self._pages(parsed, errors)
         if errors:
             raise InvalidQuery(errors)
         return parsed
+
+    def _pages(self, parsed: ParsedQuery, errors: dict[str, list[str]]) -> None:
+        """``page``/``page_size`` (DRF's page numbers) as the limit and offset they stand for."""
+        if parsed.page is None and parsed.page_size is None:
+            return
+        for other, given in (("offset", parsed.offset), ("cursor", parsed.cursor), ("limit", parsed.limit)):
+            if given is not None:
+                errors.setdefault(other, []).append("cannot be combined with page or page_size.")
+                return
+        size = parsed.page_size if parsed.page_size is not None else self.default_limit
+        offset = ((parsed.page or 1) - 1) * size
+        if offset > self.max_offset:
+            errors.setdefault("page", []).append(
+                f"{parsed.page} is too deep (at most {self.max_offset // size + 1} pages of {size}).")
+            return
+        parsed.limit, parsed.offset = size, offset
+
+    def is_filter(self, key: Any) -> bool:
+        """Whether ``key`` names a filterable field (with or without an operator)."""
+        if not isinstance(key, str):
+            return False
+        name, _operator = _split_key(key)
+        return name in self.filterable
 
     def filter_q(self, key: str, value: Any) -> Q:
         """``Q(key=value)`` for one untrusted ``field`` / ``field__op`` parameter, checked."""
@@ -639,7 +688,7 @@ class QuerySurface:
         spec = self.filterable.get(name)
         if spec is None:
             allowed = ", ".join(sorted(self.filterable)) or "none"
-            raise InvalidQuery({key: [f"Unknown filter {name!r}. Filterable fields: {allowed}."]})
+            raise InvalidQuery({key: [f"Unknown filter {_show(name)}. Filterable fields: {allowed}."]})
         if operator not in spec.operators:
             raise InvalidQuery({key: [
                 f"Operator {operator!r} is not allowed on {name!r} ({spec.kind}); "
@@ -698,7 +747,8 @@ class QuerySurface:
             "search": {"fields": list(self.searchable), "backend": search_backend_name(),
                        "config": self.search_config},
             "pagination": {"default_limit": self.default_limit, "max_limit": self.max_limit,
-                           "styles": ["limit-offset", "cursor"], "count": "count=true"},
+                           "styles": ["page-number", "limit-offset", "cursor"],
+                           "count": "always (estimated past EXACT_COUNT_LIMIT); count=false leaves it out"},
             "syntax": {"filter": "field=value or field__operator=value",
                        "in": "comma-separated values", "range": "low,high",
                        "ordering": "ordering=-created_at,name", "search": "search=text"},
@@ -769,6 +819,14 @@ def _read_count(surface: QuerySurface, parsed: ParsedQuery, raw: Any) -> None:
     parsed.count = _boolean(None, raw)
 
 
+def _read_page(surface: QuerySurface, parsed: ParsedQuery, raw: Any) -> None:
+    parsed.page = _bounded_int(raw, "page", 1, 10**9)
+
+
+def _read_page_size(surface: QuerySurface, parsed: ParsedQuery, raw: Any) -> None:
+    parsed.page_size = _bounded_int(raw, "page_size", 1, surface.max_limit)
+
+
 def _read_fields(surface: QuerySurface, parsed: ParsedQuery, raw: Any) -> None:
     items = raw if isinstance(raw, list | tuple) else str(raw).split(",")
     parsed.fields = surface.check_fields(i.strip() for i in items if str(i).strip())
@@ -783,6 +841,8 @@ _PARAM_READERS: dict[str, Callable[[QuerySurface, ParsedQuery, Any], None]] = {
     "cursor": _read_cursor,
     "count": _read_count,
     "fields": _read_fields,
+    "page": _read_page,
+    "page_size": _read_page_size,
 }
 
 

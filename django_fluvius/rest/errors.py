@@ -27,6 +27,7 @@ from rest_framework.response import Response
 from rest_framework.views import set_rollback
 
 from django_fluvius.exceptions import FluviusError, RequestTooLarge
+from django_fluvius.text import safe_text
 from django_fluvius.write.payload import _flatten
 
 # -- mapping -----------------------------------------------------------------
@@ -124,6 +125,19 @@ def exception_handler(exc: BaseException, context: dict[str, Any] | None = None)
     if found is None:
         return None
     status_code, body, headers = found
+    # A lone surrogate the client sent (a field name, a value echoed in a message) cannot be
+    # encoded as UTF-8: rendering the 400 failed with a 500. Escape it.
+    body = _encodable(body)
     # Like DRF: an error response rolls back an ATOMIC_REQUESTS transaction.
     set_rollback()
     return Response(body, status=status_code, headers=headers)
+
+
+def _encodable(value: Any) -> Any:
+    if isinstance(value, str):
+        return safe_text(value)
+    if isinstance(value, dict):
+        return {_encodable(k): _encodable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_encodable(v) for v in value]
+    return value

@@ -25,8 +25,9 @@ from django_fluvius.registry import domains
 # Where the checked builder travels from the filter backend to the paginator.
 REQUEST_ATTRIBUTE = "_fluvius_query"
 
-# Parameters DRF or the browsable API use for themselves: never filters.
-IGNORED_PARAMS = frozenset({"format", "page"})
+# Parameters DRF or the browsable API use for themselves, and the consistency
+# parameter of reads: never filters.
+IGNORED_PARAMS = frozenset({"format", "min_position"})
 
 
 def view_target(view: Any, queryset: Any = None) -> tuple[Any, str]:

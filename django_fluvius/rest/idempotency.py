@@ -1,7 +1,7 @@
 """``Idempotency-Key``: a command sent again with the same key runs once.
 
-The first successful response is stored (``IdempotencyRecord``, per user and
-key) in the command's own transaction, together with a fingerprint of what was
+The first successful response is stored (``IdempotencyRecord``, per user,
+tenant and key: the same key sent for another tenant is another request) in the command's own transaction, together with a fingerprint of what was
 asked (endpoint, aggregate, ``If-Match``, body). A retry with the same key and
 the same request gets that response back and runs nothing; the same key with a
 different request is refused (422). A command that failed stored nothing, so
@@ -76,8 +76,8 @@ class IdempotencyStore:
         ttl = fluvius_settings.IDEMPOTENCY_TTL
         return None if ttl is None else timezone.now() - datetime.timedelta(seconds=ttl)
 
-    def find(self, user: str, key: str) -> IdempotencyRecord | None:
-        record = self.records.filter(user=user, key=key).first()
+    def find(self, user: str, key: str, tenant: str = "") -> IdempotencyRecord | None:
+        record = self.records.filter(user=user, tenant=tenant, key=key).first()
         if record is None:
             return None
         expiry = self.expiry()
@@ -86,14 +86,14 @@ class IdempotencyStore:
         return record
 
     def save(self, *, user: str, key: str, print_: str, namespace: str, command: str,
-             aggregate_id: Any, response: Response) -> None:
+             aggregate_id: Any, response: Response, tenant: str = "") -> None:
         # An expired record of the same key gives way (it is stale, not a duplicate).
         expiry = self.expiry()
         if expiry is not None:
-            self.records.filter(user=user, key=key, created__lt=expiry).delete()
+            self.records.filter(user=user, tenant=tenant, key=key, created__lt=expiry).delete()
         headers = {name: response[name] for name in REPLAYED_HEADERS if response.has_header(name)}
         IdempotencyRecord(
-            user=user, key=key, fingerprint=print_, namespace=namespace, command=command,
+            user=user, tenant=tenant, key=key, fingerprint=print_, namespace=namespace, command=command,
             aggregate_id=aggregate_id, status_code=response.status_code,
             response=json.dumps(response.data, cls=JSONEncoder), headers=headers,
         ).save(using=self.using, force_insert=True)
@@ -118,9 +118,9 @@ def replay(record: IdempotencyRecord, print_: str) -> Response:
 
 
 def run_once(*, store: IdempotencyStore, user: str, key: str, print_: str, namespace: str,
-             command: str, aggregate_id: Any, run: Callable[[], Response]) -> Response:
-    """Return the stored response for (user, key), or run ``run`` and store what it answered."""
-    record = store.find(user, key)
+             command: str, aggregate_id: Any, run: Callable[[], Response], tenant: str = "") -> Response:
+    """Return the stored response for (user, tenant, key), or run ``run`` and store what it answered."""
+    record = store.find(user, key, tenant)
     if record is not None:
         return replay(record, print_)
     error: FluviusError | None = None
@@ -134,17 +134,17 @@ def run_once(*, store: IdempotencyStore, user: str, key: str, print_: str, names
                 error = exc
             else:
                 response.data = as_stored_json(response.data)
-                store.save(user=user, key=key, print_=print_, namespace=namespace, command=command,
+                store.save(user=user, tenant=tenant, key=key, print_=print_, namespace=namespace, command=command,
                            aggregate_id=aggregate_id, response=response)
     except IntegrityError:
         # Another request with this key committed first: ours is rolled back whole.
-        record = store.find(user, key)
+        record = store.find(user, key, tenant)
         if record is None:
             raise
         return replay(record, print_)
     if error is not None:
         # A concurrent twin may have won the race that made this one fail (409).
-        record = store.find(user, key)
+        record = store.find(user, key, tenant)
         if record is not None:
             return replay(record, print_)
         raise error

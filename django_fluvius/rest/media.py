@@ -9,9 +9,16 @@ For each resource of a routed domain, e.g. ``app-order`` / ``order``:
 | GET    | ``app-order/order/<id>/media/<media_id>/``            | retrieve |
 | GET    | ``app-order/order/<id>/media/<media_id>/download/``   | download |
 
-Every action first asks the resource's own viewset whether the request may see
-the aggregate: its permission classes, then its (scoped) queryset. A user who
-cannot read the aggregate gets the same 404 the resource endpoint gives.
+Only resources that opt in get these routes (``Domain.__media__ = ["order"]``, or
+``DomainRouter.register(..., media=...)``). Every action first asks the resource's
+own viewset whether the request may see the aggregate: its permission classes,
+then its (scoped) queryset. A user who cannot read the aggregate gets the same 404
+the resource endpoint gives. Reading is not writing: an upload also needs the
+resource's upload policy (``__media__ = {"order": policy}``, any value
+``@action(permission=...)`` takes). Without one declared, a signed-in user may
+upload, and with ``FLUVIUS['COMMAND_PERMISSIONS']`` on only one who holds the run
+permission of a command of the resource (``DefaultUploadPolicy``). Anonymous
+uploads happen only where a declared policy allows them (``AllowAny``).
 
 The upload streams: ``MediaUploadHandler`` replaces Django's upload handlers for
 the request and writes each chunk of the ``file`` part to a stage of the media
@@ -22,6 +29,8 @@ A declared ``Content-Length`` over the limit is refused before the body is read.
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+from types import SimpleNamespace
 from typing import Any
 
 from django.core.files.uploadedfile import UploadedFile
@@ -36,13 +45,19 @@ from rest_framework.response import Response
 from rest_framework.viewsets import GenericViewSet
 
 from django_fluvius.conf import fluvius_settings
-from django_fluvius.exceptions import InvalidMediaName, InvalidUpload, MediaNotFound, MediaTooLarge
+from django_fluvius.exceptions import (
+    InvalidMediaName,
+    InvalidUpload,
+    MediaNotFound,
+    MediaTooLarge,
+    PermissionDenied,
+)
 from django_fluvius.media.entries import get_entry, store_media
 from django_fluvius.media.storage import StagedMedia, media_storage
 from django_fluvius.models import MediaEntry
 from django_fluvius.read.replicas import write_alias
 from django_fluvius.read.state import parse_aggregate_id
-from django_fluvius.rest.multipart import StreamingMultipartParser
+from django_fluvius.registry import domains
 from django_fluvius.rest.schema import (
     AGGREGATE_ID,
     CORRELATION_IN,
@@ -57,6 +72,7 @@ from django_fluvius.rest.views import (
     StrictLimitOffsetPagination,
     url_name,
 )
+from django_fluvius.security.permissions import Policy, as_policy, command_permission
 
 FILE_FIELD = "file"
 # Room for the multipart boundaries and part headers around the file itself.
@@ -89,10 +105,17 @@ class StagedUpload(UploadedFile):
 class MediaUploadHandler(FileUploadHandler):
     """Writes the one ``file`` part of a multipart body to a media stage as it arrives.
 
-    It parses the body itself (``handle_raw_input``, Django's hook for that) with
-    ``StreamingMultipartParser``, which reads 1 MiB blocks and hands the file's
-    bytes on as views of them; memory stays flat whatever the file's size.
+    Django's own ``MultiPartParser`` parses the body and hands the file's bytes to
+    ``receive_data_chunk`` chunk by chunk (``chunk_size``); memory stays flat
+    whatever the file's size, and Django's limits apply (``DATA_UPLOAD_MAX_NUMBER_FILES``,
+    ``DATA_UPLOAD_MAX_NUMBER_FIELDS``, ``DATA_UPLOAD_MAX_MEMORY_SIZE`` for the other
+    fields). A hand-written parser stood here before; measured with
+    ``bench.media_upload`` (docs/benchmarks.md), Django's reading 1 MiB chunks is
+    within the noise of it (at Django's default 64 KiB it was ~1.4x slower), so it went.
     """
+
+    # Django's parser reads the body in the smallest chunk_size of the request's handlers.
+    chunk_size = 1024 * 1024
 
     def __init__(self, request: Any = None, *, storage: Any = None, max_size: int | None = None):
         super().__init__(request)
@@ -100,28 +123,12 @@ class MediaUploadHandler(FileUploadHandler):
         self.max_size = max_size
         self.staged: StagedMedia | None = None
 
-    def handle_raw_input(self, input_data: Any, META: Any, content_length: int, boundary: bytes,  # type: ignore[override]  # Django passes bytes; the stubs say str
-                         encoding: str | None = None) -> tuple[Any, Any]:
-        parser = StreamingMultipartParser(input_data, boundary, encoding=encoding)
-        return parser.parse(self.open_part)
-
-    def open_part(self, field_name: str, file_name: str, content_type: str, charset: str | None) -> Any:
-        """The parser's sink for a file part (see ``StreamingMultipartParser``)."""
-        self.new_file(field_name, file_name, content_type, None, charset)
-        return self
-
     @property
     def stage(self) -> StagedMedia:
         """The stage of the file part being received."""
         if self.staged is None:
             raise InvalidUpload("The multipart body sent file data before a file part.")
         return self.staged
-
-    def write(self, data: Any) -> None:
-        self.stage.write(data)
-
-    def finish(self) -> StagedUpload:
-        return self.file_complete(self.stage.size)
 
     def new_file(self, field_name: str, file_name: str, content_type: str, content_length: int | None,
                  charset: str | None = None, content_type_extra: dict | None = None) -> None:
@@ -154,6 +161,39 @@ class MediaUploadHandler(FileUploadHandler):
     def discard(self) -> None:
         if self.staged is not None:
             self.staged.discard()
+
+
+# -- who may upload ------------------------------------------------------------
+
+
+class DefaultUploadPolicy(Policy):
+    """Upload rights when a resource declares none: a signed-in user; with
+    ``COMMAND_PERMISSIONS`` on, one who may run some command of the resource."""
+
+    message = "You must be signed in, and allowed to change this resource, to upload files."
+
+    def has_permission(self, context: Any, command: Any) -> bool:
+        user = getattr(context, "user", None)
+        if not (user is not None and user.is_authenticated and getattr(user, "is_active", True)):
+            return False
+        if not fluvius_settings.COMMAND_PERMISSIONS:
+            return True
+        domain_class = domains.get(command.namespace)
+        perms = [command_permission(domain_class, spec) for spec in domain_class.commands().values()
+                 if not spec.create and spec.applies_to(command.resource)]
+        return any(perm and user.has_perm(perm) for perm in perms)
+
+
+@dataclass
+class UploadCommand:
+    """What an upload policy is asked about, in the shape of a ``Command`` (policies
+    read ``namespace``, ``key``, ``spec.create``, ``aggregate_id``)."""
+
+    namespace: str
+    resource: str
+    aggregate_id: Any
+    key: str = "upload-media"
+    spec: Any = field(default_factory=lambda: SimpleNamespace(name="upload-media", create=False, resources=()))
 
 
 # -- serializers ---------------------------------------------------------------
@@ -308,9 +348,28 @@ class MediaViewSet(FluviusAPIMixin, GenericViewSet):
     schema = MediaSchema()
     max_size: int | None = None
     allowed_types: list[str] | None = None
+    # Who may upload (set by the router from __media__ / media=); None: DefaultUploadPolicy.
+    upload_policy: Any = None
 
     def get_view_name(self) -> str:
         return f"{self.namespace}: {self.resource} media"
+
+    def check_upload_permission(self, aggregate_id: Any) -> None:
+        """403 unless the resource's upload policy allows this user to add a file here."""
+        policy = as_policy(self.upload_policy) or DefaultUploadPolicy()
+        domain = self.get_domain()
+        context = domain.context
+        # Shaped like a Command for the policies (they read namespace, key, spec.create).
+        command: Any = UploadCommand(self.namespace, self.resource or "", aggregate_id)
+        allowed = policy.has_permission(context, command)
+        aggregate = None
+        if allowed and policy.checks_objects:
+            aggregate = domain.load(aggregate_id)
+            allowed = policy.has_object_permission(context, command, aggregate)
+        if not allowed:
+            message = policy.refusal(context, command, aggregate) or (
+                f"You may not upload files to this {self.resource}.")
+            raise PermissionDenied(message)
 
     # -- limits --
 
@@ -375,6 +434,8 @@ class MediaViewSet(FluviusAPIMixin, GenericViewSet):
 
     def upload(self, request: Any, aggregate_id: str | None = None, **kwargs: Any) -> Response:
         pk = self.get_aggregate(aggregate_id)
+        # Before the body is read: seeing an aggregate is not being allowed to add to it.
+        self.check_upload_permission(pk)
         self.check_declared_length(request)
         upload = self.get_upload(request)
         entry, created = store_media(

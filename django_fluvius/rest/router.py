@@ -17,9 +17,9 @@ gives, for the namespace ``app-user``:
 | GET    | ``app-user/<resource>/<id>/``         | ``ResourceViewSet.retrieve``    | ``app-user-<resource>-detail``|
 | GET    | ``app-user/<resource>/<id>/events/``  | ``ResourceViewSet.events``      | ``app-user-<resource>-events``|
 
-plus, per resource, the media routes of ``rest/media.py`` (``<resource>/<id>/media/``
-to list and upload, ``.../media/<media_id>/`` and ``.../download/``; off with
-``media_viewset_class = None``), ``GET /`` (the namespaces) and, last, a catch-all answering every other
+plus, for the resources that opt in (``Domain.__media__`` or ``register(..., media=...)``),
+the media routes of ``rest/media.py`` (``<resource>/<id>/media/`` to list and upload,
+``.../media/<media_id>/`` and ``.../download/``), ``GET /`` (the namespaces) and, last, a catch-all answering every other
 path under the prefix with a JSON 404 that says what is wrong (unknown
 namespace, command or resource, a missing aggregate id or trailing slash).
 Include the router last under its prefix, or pass ``catch_all=False``.
@@ -108,6 +108,8 @@ class Registration:
     command_views: Mapping[str, ViewClass] = field(default_factory=dict)
     resource_views: Mapping[str, ViewClass] = field(default_factory=dict)
     meta_view: ViewClass = MetaView
+    # resource -> who may upload (None: the default policy); only these get media routes.
+    media: Mapping[str, Any] = field(default_factory=dict)
 
 
 def _per_name(value: Any, names: list[str], default: ViewClass) -> dict[str, ViewClass]:
@@ -138,11 +140,14 @@ class DomainRouter:
         self._urls: list[Any] | None = None
 
     def register(self, domain: type[Domain] | str, *, command_viewset: Any = None,
-                 resource_viewset: Any = None, meta_view: ViewClass | None = None) -> None:
+                 resource_viewset: Any = None, meta_view: ViewClass | None = None,
+                 media: Any = None) -> None:
         """Route a domain class (or its dotted path).
 
         ``command_viewset`` / ``resource_viewset``: a viewset class for all the
         domain's commands / resources, or a mapping of some names to classes.
+        ``media``: the resources with media endpoints, a list or a dict resource -> who
+        may upload (overrides the domain's ``__media__``; ``[]`` turns them off).
         """
         domain_class = import_string(domain) if isinstance(domain, str) else domain
         if not (isinstance(domain_class, type) and issubclass(domain_class, Domain)):
@@ -161,6 +166,7 @@ class DomainRouter:
             resource_views=_per_name(resource_viewset, list(domain_class.__resources__),
                                      self.resource_viewset_class),
             meta_view=meta_view or self.meta_view_class,
+            media=media_resources(domain_class, domain_class.__media__ if media is None else media),
         )
         self._urls = None
 
@@ -212,18 +218,20 @@ class DomainRouter:
                 path(f"{base}{AGGREGATE_ID}/events/", view.as_view({"get": "events"}, **kwargs),
                      name=url_name(ns, resource, "events")),
             ]
-            if self.media_viewset_class is not None:
-                patterns += self.media_urls(self.media_viewset_class, domain, resource, view)
+            if self.media_viewset_class is not None and resource in reg.media:
+                patterns += self.media_urls(self.media_viewset_class, domain, resource, view,
+                                            upload_policy=reg.media[resource])
         return patterns
 
     @staticmethod
     def media_urls(viewset: type[MediaViewSet], domain_class: Any, resource: str,
-                   resource_view: type) -> list[Any]:
+                   resource_view: type, *, upload_policy: Any = None) -> list[Any]:
         """The URL patterns of one resource's media (the views are ``rest/media.py``'s)."""
         ns = domain_class.__namespace__
         base = f"{ns}/{resource}/{AGGREGATE_ID}/media/"
         entry = f"{base}<fluvius_id:media_id>/"
-        kwargs = {"domain_class": domain_class, "resource": resource, "resource_view": resource_view}
+        kwargs = {"domain_class": domain_class, "resource": resource, "resource_view": resource_view,
+                  "upload_policy": upload_policy}
         return [
             path(base, viewset.as_view({"get": "list", "post": "upload"}, **kwargs),
                  name=url_name(ns, resource, "media")),
@@ -232,6 +240,19 @@ class DomainRouter:
             path(f"{entry}download/", viewset.as_view({"get": "download"}, **kwargs),
                  name=url_name(ns, resource, "media-download")),
         ]
+
+
+def media_resources(domain_class: Any, declared: Any) -> dict[str, Any]:
+    """``__media__`` / ``media=`` as resource -> upload policy (None: the default)."""
+    if not declared:
+        return {}
+    found = dict(declared) if isinstance(declared, Mapping) else dict.fromkeys(
+        [declared] if isinstance(declared, str) else declared)
+    unknown = set(found) - set(domain_class.__resources__)
+    if unknown:
+        raise ImproperlyConfigured(f"{domain_class.__qualname__}: media for {', '.join(sorted(unknown))}, "
+                                   f"which are not among its __resources__.")
+    return found
 
 
 def hidden_view(view: Any) -> Any:

@@ -22,6 +22,7 @@ from django_fluvius.rest.serializers import (
     DomainMetaSerializer,
     ErrorSerializer,
     EventSerializer,
+    ItemURLField,
     camel,
 )
 
@@ -71,6 +72,7 @@ FIELD_SCHEMAS: dict[type, Callable[[Any], dict[str, Any]]] = {
     serializers.ListField: lambda f: {"type": "array", "items": field_schema(f.child)},
     serializers.DictField: lambda f: {"type": "object", "additionalProperties": field_schema(f.child)},
     serializers.JSONField: lambda f: {},
+    ItemURLField: lambda f: {"type": ["string", "null"], "format": "uri"},
     serializers.ListSerializer: lambda f: {"type": "array", "items": field_schema(f.child)},
     serializers.Serializer: lambda f: json_schema(f),
 }

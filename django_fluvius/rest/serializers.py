@@ -14,6 +14,8 @@ from __future__ import annotations
 from functools import cache
 from typing import Any
 
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from django_fluvius.write.bus import event_as_dict
@@ -34,16 +36,36 @@ def resource_serializer(domain_class: Any, resource: str) -> type[serializers.Mo
     model = domain_class.resource_model(resource)
     name = f"{camel(domain_class.__namespace__)}{camel(resource)}"
     field_names = [f.name for f in model._meta.concrete_fields]
-    meta = type("Meta", (), {
+    attrs: dict[str, Any] = {"__doc__": f"A {resource} of {domain_class.__namespace__}."}
+    if "url" not in field_names:  # a model's own url field wins
+        field_names = ["url", *field_names]
+        attrs["url"] = ItemURLField()
+    attrs["Meta"] = type("Meta", (), {
         "model": model,
         "fields": field_names,
         "read_only_fields": field_names,
         "ref_name": name,
     })
-    return type(f"{name}Serializer", (serializers.ModelSerializer,), {
-        "Meta": meta,
-        "__doc__": f"A {resource} of {domain_class.__namespace__}.",
-    })
+    return type(f"{name}Serializer", (serializers.ModelSerializer,), attrs)
+
+
+@extend_schema_field(OpenApiTypes.URI)
+class ItemURLField(serializers.Field):
+    """The absolute URL of an item's detail endpoint (DRF's ``url`` convention), asked of the
+    serializing view (``item_url(pk)``); None where the item has no routed detail."""
+
+    def __init__(self, **kwargs: Any):
+        kwargs.update(source="*", read_only=True)
+        super().__init__(**kwargs)
+
+    def to_representation(self, instance: Any) -> str | None:
+        view = self.context.get("view")
+        item_url = getattr(view, "item_url", None)
+        path = item_url(instance.pk) if callable(item_url) else None
+        request = self.context.get("request")
+        if path is None or request is None:
+            return path
+        return request.build_absolute_uri(path)
 
 
 class EventSerializer(serializers.Serializer):

@@ -34,6 +34,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 from rest_framework.viewsets import GenericViewSet
 
+from django_fluvius.conf import fluvius_settings
 from django_fluvius.domain import Domain
 from django_fluvius.exceptions import (
     AggregateNotFound,
@@ -50,10 +51,12 @@ from django_fluvius.rest.errors import exception_handler
 from django_fluvius.rest.filters import ResourceFilterBackend
 from django_fluvius.rest.idempotency import IdempotencyStore, fingerprint, idempotency_key, run_once
 from django_fluvius.rest.pagination import ResourcePagination
+from django_fluvius.rest.parsers import read_chunked_body, safe_parsers
 from django_fluvius.rest.schema import CommandSchema, MetaSchema, ResourceSchema, json_schema
 from django_fluvius.rest.serializers import EventSerializer, resource_serializer
 from django_fluvius.write.aggregate import ActionSpec
 from django_fluvius.write.bus import CommandResult
+from django_fluvius.write.payload import check_payload
 
 # A strong ETag of this API: a quoted version, "3". A bare 3 is accepted too.
 _ETAG = re.compile(r'^\s*(?:"(\d{1,18})"|(\d{1,18}))\s*$')
@@ -123,7 +126,11 @@ class FluviusAPIMixin(_ViewBase):
     def get_exception_handler(self):
         return exception_handler
 
+    def get_parsers(self) -> list[Any]:
+        return safe_parsers(super().get_parsers())
+
     def initial(self, request: Any, *args: Any, **kwargs: Any) -> None:
+        read_chunked_body(request._request)
         check_body_size(request)
         super().initial(request, *args, **kwargs)
 
@@ -154,6 +161,32 @@ class FluviusAPIMixin(_ViewBase):
             return reverse(prefix + name, kwargs=kwargs or None)
         except NoReverseMatch:
             return None
+
+
+# -- event metadata ------------------------------------------------------------
+
+
+def metadata_filter(request: Any) -> Any:
+    """What of an event's metadata this request may see: a function ``metadata -> metadata``.
+
+    Every reader sees the keys of ``FLUVIUS['EXPOSED_METADATA']`` (correlation and
+    command ids ...); who acted and from where (``user``, ``username``,
+    ``client_address``, ``tenant`` ...) only a user holding
+    ``FLUVIUS['EVENT_METADATA_PERMISSION']`` sees. Reading an aggregate is not
+    knowing who changed it.
+    """
+    exposed = fluvius_settings.EXPOSED_METADATA
+    permission = fluvius_settings.EVENT_METADATA_PERMISSION
+    user = getattr(request, "user", None)
+    if exposed is None or (permission and user is not None and user.has_perm(permission)):
+        return lambda metadata: metadata
+    keep = frozenset(exposed)
+    return lambda metadata: {k: v for k, v in (metadata or {}).items() if k in keep}
+
+
+def with_visible_metadata(events: Any, request: Any) -> list[dict[str, Any]]:
+    visible = metadata_filter(request)
+    return [{**event, "metadata": visible(event.get("metadata"))} for event in events]
 
 
 # -- commands ------------------------------------------------------------------
@@ -229,12 +262,16 @@ class CommandViewSet(FluviusAPIMixin, GenericViewSet):
     def run(self, request: Any, aggregate_id: str | None = None, **kwargs: Any) -> Response:
         pk = parse_aggregate_id(aggregate_id) if aggregate_id is not None else None
         expected_version = parse_if_match(request)
-        if expected_version is not None and pk is None:
+        if expected_version is not None and self.get_spec().create:
+            # Also with the client's own id (<command>/<id>/): a create has no version to match.
             raise InvalidRequest("If-Match applies to a command on an existing aggregate.",
                                  code="invalid_if_match",
                                  errors={"If-Match": ["Not allowed on a create command."]})
         key = idempotency_key(request)
         payload = self.get_payload(request)
+        # Before anything walks or hashes it (the Idempotency-Key's fingerprint): too deep,
+        # NUL or lone surrogates are a 400 here.
+        check_payload(payload)
         if key is None:
             return self.command_response(self.execute(payload, pk, expected_version))
         domain = self.get_domain()
@@ -242,6 +279,7 @@ class CommandViewSet(FluviusAPIMixin, GenericViewSet):
         return run_once(
             store=IdempotencyStore(domain.store.using),
             user=domain.context.user_id,
+            tenant=domain.context.tenant or "",
             key=key,
             print_=fingerprint(self.namespace, self.command, str(pk or ""), expected_version, body),
             namespace=self.namespace,
@@ -268,7 +306,9 @@ class CommandViewSet(FluviusAPIMixin, GenericViewSet):
 
     def command_response(self, result: CommandResult) -> Response:
         created = self.get_spec().create
-        response = Response(result.as_dict(), status=201 if created else 200)
+        body = result.as_dict()
+        body["events"] = with_visible_metadata(body["events"], self.request)
+        response = Response(body, status=201 if created else 200)
         response["ETag"] = etag(result.version)
         if created:
             location = self.reverse_route(url_name(self.namespace, result.resource, "detail"),
@@ -376,6 +416,10 @@ class ResourceViewSet(FluviusAPIMixin, mixins.ListModelMixin, GenericViewSet):
     def get_serializer_class(self) -> Any:
         return self.serializer_class or resource_serializer(cast(Any, self.domain_class), self.resource)
 
+    def item_url(self, pk: Any) -> str | None:
+        """The path of an item's detail (the ``url`` of each listed item)."""
+        return self.reverse_route(url_name(self.namespace, self.resource, "detail"), aggregate_id=pk)
+
     def get_visible(self, pk: Any) -> Any:
         instance = self.get_queryset().filter(pk=pk).first()
         if instance is None:
@@ -445,7 +489,7 @@ class ResourceViewSet(FluviusAPIMixin, mixins.ListModelMixin, GenericViewSet):
         paginator = self.event_pagination_class()
         page: list[Any] = paginator.paginate_queryset(events.order_by("version"), request, view=self) or []
         data = EventSerializer([store.decode(e) for e in page], many=True).data
-        return paginator.get_paginated_response(data)
+        return paginator.get_paginated_response(with_visible_metadata(data, request))
 
 
 # -- _meta -----------------------------------------------------------------------

@@ -144,6 +144,11 @@ class Policy:
     def has_object_permission(self, context: Any, command: Command, aggregate: Aggregate) -> bool:
         return True
 
+    def refusal(self, context: Any, command: Any, aggregate: Any = None) -> str | None:
+        """The message of a refusal by this policy (``message``; combinations name the part
+        that refused)."""
+        return self.message
+
     @property
     def checks_objects(self) -> bool:
         """Whether the bus must call ``has_object_permission`` (skipped when not overridden)."""
@@ -238,9 +243,16 @@ class AllOf(Policy):
     def checks_objects(self) -> bool:
         return any(p.checks_objects for p in self.policies)
 
-    @property
-    def message(self) -> str | None:  # type: ignore[override]
-        return next((p.message for p in self.policies if p.message), None)
+    def refusal(self, context: Any, command: Any, aggregate: Any = None) -> str | None:
+        # The message of the part that refused, not of the first part: a signed-in user
+        # refused by HasPerm was told "You must be signed in".
+        for policy in self.policies:
+            allowed = policy.has_permission(context, command)
+            if allowed and aggregate is not None and policy.checks_objects:
+                allowed = policy.has_object_permission(context, command, aggregate)
+            if not allowed:
+                return policy.refusal(context, command, aggregate)
+        return None
 
 
 class AnyOf(Policy):
@@ -324,9 +336,10 @@ def policy_for(spec: ActionSpec, namespace: str, *, require_run_permission: bool
     return parts[0] if len(parts) == 1 else AllOf(*parts)
 
 
-def denied(policy: Policy, command: Command) -> PermissionDenied:
-    message = policy.message or f"You may not run {command.key} in {command.namespace}."
-    return PermissionDenied(message)
+def denied(policy: Policy, command: Command, context: Any = None, aggregate: Any = None) -> PermissionDenied:
+    """The ``PermissionDenied`` of a refusal: the refusing policy's message, or a plain one."""
+    message = policy.refusal(context, command, aggregate) if context is not None else policy.message
+    return PermissionDenied(message or f"You may not run {command.key} in {command.namespace}.")
 
 
 def check_permission_values(specs: Iterable[tuple[Any, ActionSpec]]) -> list[tuple[Any, str]]:
@@ -380,7 +393,7 @@ class AuthorizationMiddleware:
         if policy is None:
             return call_next(command)
         if not policy.has_permission(context, command):
-            raise denied(policy, command)
+            raise denied(policy, command, context)
         if guard is not None:
             command.add_guard(guard)
         return call_next(command)
@@ -394,7 +407,7 @@ class ObjectGuard:
 
     def __call__(self, command: Command, aggregate: Aggregate) -> None:
         if not self.policy.has_object_permission(command.context, command, aggregate):
-            raise denied(self.policy, command)
+            raise denied(self.policy, command, command.context, aggregate)
 
 
 # -- system checks (fluvius.E072-E073, W071-W072) --------------------------------------------

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from asgiref.sync import async_to_sync
 
+from django_fluvius.exceptions import DomainError
 from django_fluvius.write.payload import build_serializer
 
 if TYPE_CHECKING:
@@ -239,14 +240,18 @@ class Aggregate:
     def run(self, spec: ActionSpec, payload: Mapping[str, Any]) -> dict[str, Any]:
         """Run one action and return its event payload (sync and async actions alike)."""
         method = getattr(self, spec.func.__name__)
-        if not spec.is_async:
-            result = method(**payload)
-        elif spec.never_suspends:
-            # asgiref's async_to_sync starts a thread and an event loop per call;
-            # a body with no await needs neither.
-            result = drive(method(**payload))
-        else:
-            result = async_to_sync(method)(**payload)
+        try:
+            if not spec.is_async:
+                result = method(**payload)
+            elif spec.never_suspends:
+                # asgiref's async_to_sync starts a thread and an event loop per call;
+                # a body with no await needs neither.
+                result = drive(method(**payload))
+            else:
+                result = async_to_sync(method)(**payload)
+        except DomainError as exc:
+            exc.name_rule(spec.name)
+            raise
         if result is None:
             return {}
         if not isinstance(result, Mapping):

@@ -47,6 +47,7 @@ from django_fluvius.events.store import is_stream_conflict
 from django_fluvius.events.upcasting import current_version as current_schema_version
 from django_fluvius.exceptions import ConcurrencyConflict, FluviusError
 from django_fluvius.models import CommandLog, Event
+from django_fluvius.text import storable
 from django_fluvius.write.cache import aggregate_cache
 
 if TYPE_CHECKING:
@@ -399,9 +400,21 @@ class CommandBus:
 
     def _log_outcome(self, command: Command, started: float, status: str, *,
                      error: BaseException | None = None) -> None:
-        """Record a command that stored nothing; written after the rollback."""
+        """Record a command that stored nothing; written after the rollback.
+
+        The row cannot fail on what the client sent: NUL and lone surrogates (which
+        PostgreSQL refuses, and which may be why the command failed) are replaced in
+        the payload, metadata and error text. It is written in a savepoint, so a
+        failure here never breaks an enclosing transaction (an Idempotency-Key's,
+        ``ATOMIC_REQUESTS``).
+        """
         entry = self._log_entry(command, started, status, error=error)
+        entry.payload = storable(entry.payload)
+        entry.metadata = storable(entry.metadata)
+        entry.error_message = storable(entry.error_message or "")
+        entry.error_code = storable(entry.error_code or "")[:100]
         try:
-            sql.insert(entry, self.using)
+            with transaction.atomic(using=self.using):
+                sql.insert(entry, self.using)
         except Exception:  # noqa: BLE001 - e.g. a broken outer transaction; logging must not hide the error
             logger.exception("Could not write the command log for %r.", command)

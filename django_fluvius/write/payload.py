@@ -10,6 +10,14 @@ Invariant: the serializer is the one judge of a payload — the REST layer, the
 admin's command forms, ``_meta``'s JSON Schema and Python callers all validate
 through it — so a payload accepted anywhere is accepted everywhere, and an
 action never runs on a payload it did not declare.
+
+Before any field sees it, ``check_payload`` walks the payload once, iteratively:
+nesting deeper than ``FLUVIUS['MAX_PAYLOAD_DEPTH']``, and NUL characters or lone
+surrogates in any key or string, are refused with a 400 naming the field. Why
+first: DRF's fields recurse (a ``[`` x 1,000 body was a ``RecursionError``, a 500),
+PostgreSQL refuses NUL in text and jsonb, and a lone surrogate cannot be encoded
+as UTF-8 -- such a payload passed validation and then failed in the database or
+in the renderer, leaving no command-log row.
 """
 
 from __future__ import annotations
@@ -26,7 +34,9 @@ from typing import Any
 
 from rest_framework import serializers
 
+from django_fluvius.conf import fluvius_settings
 from django_fluvius.exceptions import CommandValidationError, ConfigurationError
+from django_fluvius.text import safe_text, text_problem
 
 
 class StrictCharField(serializers.CharField):
@@ -38,13 +48,26 @@ class StrictCharField(serializers.CharField):
         return super().to_internal_value(data)
 
 
+class StrictUUIDField(serializers.UUIDField):
+    """A ``UUIDField`` that takes text (or a ``uuid.UUID`` from Python), never a JSON number.
+
+    DRF's own reads an integer as ``UUID(int=...)``: ``7`` became
+    ``00000000-0000-0000-0000-000000000007``, which no client means.
+    """
+
+    def to_internal_value(self, data):
+        if not isinstance(data, str | uuid.UUID):
+            self.fail("invalid", value=data)
+        return super().to_internal_value(data)
+
+
 FIELD_FOR_TYPE: dict[Any, Callable[..., serializers.Field]] = {
     str: StrictCharField,
     int: serializers.IntegerField,
     float: serializers.FloatField,
     bool: serializers.BooleanField,
     decimal.Decimal: lambda **kw: serializers.DecimalField(max_digits=None, decimal_places=None, **kw),
-    uuid.UUID: serializers.UUIDField,
+    uuid.UUID: StrictUUIDField,
     datetime.datetime: serializers.DateTimeField,
     datetime.date: serializers.DateField,
     datetime.time: serializers.TimeField,
@@ -90,21 +113,34 @@ def field_for_annotation(annotation: Any, **kwargs: Any) -> serializers.Field:
             return field_for_annotation(non_null[0], **kwargs)
         return serializers.JSONField(**kwargs)
     if origin is typing.Literal:
+        if "" not in args:
+            kwargs.pop("allow_blank", None)
         return serializers.ChoiceField(choices=list(args), **kwargs)
     if origin is typing.Annotated:
         return field_for_annotation(args[0], **kwargs)
     if origin in (list, tuple, set, frozenset) or annotation in (list, tuple, set):
+        kwargs.pop("allow_blank", None)
         child = field_for_annotation(args[0]) if args and args[0] is not Ellipsis else serializers.JSONField()
         return serializers.ListField(child=child, **kwargs)
     if origin is dict or annotation is dict:
+        kwargs.pop("allow_blank", None)
         child = field_for_annotation(args[1]) if len(args) == 2 else serializers.JSONField()
         return serializers.DictField(child=child, **kwargs)
     if inspect.isclass(annotation) and issubclass(annotation, enum.Enum):
-        return serializers.ChoiceField(choices=[m.value for m in annotation], **kwargs)
+        choices = [m.value for m in annotation]
+        if "" not in choices:
+            kwargs.pop("allow_blank", None)
+        return serializers.ChoiceField(choices=choices, **kwargs)
     factory = FIELD_FOR_TYPE.get(annotation)
     if factory is None:
         raise ConfigurationError(f"No payload field for the type hint {annotation!r}.")
+    if "allow_blank" in kwargs and not _takes_blank(factory):
+        kwargs.pop("allow_blank")  # "" as the default of a non-text field: nothing to allow
     return factory(**kwargs)
+
+
+def _takes_blank(factory: Any) -> bool:
+    return isinstance(factory, type) and issubclass(factory, serializers.CharField | serializers.ChoiceField)
 
 
 def build_serializer(func: Callable[..., Any], name: str) -> type[serializers.Serializer]:
@@ -125,10 +161,11 @@ def build_serializer(func: Callable[..., Any], name: str) -> type[serializers.Se
             if param.default is None:
                 kwargs["allow_null"] = True
             kwargs["default"] = param.default
-        field = field_for_annotation(annotation, **kwargs)
-        if isinstance(field, serializers.CharField):
-            field.allow_blank = True if param.default == "" else field.allow_blank
-        attrs[param.name] = field
+        if param.default == "":
+            # A keyword argument, not an attribute set afterwards: DRF copies each declared
+            # field per serializer from its constructor arguments, and an attribute is lost.
+            kwargs["allow_blank"] = True
+        attrs[param.name] = field_for_annotation(annotation, **kwargs)
     class_name = "".join(part.title() for part in name.replace("-", "_").split("_")) + "Payload"
     attrs["__doc__"] = inspect.getdoc(func) or f"Payload of the {name} command."
     return type(class_name, (StrictSerializer,), attrs)
@@ -138,6 +175,7 @@ def validate_payload(serializer_class: type[serializers.Serializer], payload: An
     """Validate ``payload``; raise ``CommandValidationError`` naming each bad field."""
     if payload is None:
         payload = {}
+    check_payload(payload)
     serializer = serializer_class(data=payload)
     if not serializer.is_valid():
         raise CommandValidationError(_flatten(serializer.errors))
@@ -169,3 +207,43 @@ def _iter_messages(messages: list) -> list[str]:
         else:
             out.append(str(message))
     return out
+
+
+# -- what no field may hold ------------------------------------------------------
+
+def payload_problems(payload: Any, *, max_depth: int | None = None) -> dict[str, list[str]]:
+    """Field path -> problems for nesting past ``max_depth`` and unstorable text (iterative:
+    it never recurses, whatever the depth)."""
+    if max_depth is None:
+        max_depth = fluvius_settings.MAX_PAYLOAD_DEPTH
+    errors: dict[str, list[str]] = {}
+    stack: list[tuple[Any, str, int]] = [(payload, "", 0)]
+    while stack and len(errors) < 20:
+        value, path, depth = stack.pop()
+        if isinstance(value, dict | list | tuple):
+            if depth >= max_depth:
+                errors.setdefault(path or "non_field_errors", []).append(
+                    f"is nested more than {max_depth} levels deep.")
+                continue
+            items = value.items() if isinstance(value, dict) else enumerate(value)
+            for key, item in items:
+                if isinstance(key, str):
+                    problem = text_problem(key)
+                    if problem is not None:
+                        name = f"{path}.{safe_text(key)}" if path else safe_text(key)
+                        errors.setdefault(name, []).append(f"This field name {problem}")
+                        continue
+                stack.append((item, f"{path}.{key}" if path else str(key), depth + 1))
+        elif isinstance(value, str):
+            problem = text_problem(value)
+            if problem is not None:
+                errors.setdefault(path or "non_field_errors", []).append(f"This value {problem}")
+    return errors
+
+
+def check_payload(payload: Any, *, max_depth: int | None = None) -> None:
+    """``CommandValidationError`` (400) naming each field nested too deep or holding NUL or a
+    lone surrogate; see the module docstring."""
+    errors = payload_problems(payload, max_depth=max_depth)
+    if errors:
+        raise CommandValidationError(errors)

@@ -10,6 +10,8 @@ from django_fluvius.media import MediaRef, ensure_attached
 
 
 class OrderAggregate(Aggregate):
+    # Every refusal names its rule (DomainError(code=...)): clients branch on the code,
+    # the message is for people and carries the values.
     @action(evt_key="order-placed", resources=["order"], create=True, example={
         "customer_id": "3b241101-e2bb-4255-8caf-4136c566a962",
         "items": [{"sku": "TEA-1", "quantity": 2, "price": "4.50"}],
@@ -17,7 +19,7 @@ class OrderAggregate(Aggregate):
     def place_order(self, customer_id: uuid.UUID, items: list[dict]):
         """Place an order of items, each {"sku", "quantity", "price"}."""
         if not items:
-            raise DomainError("An order needs at least one item")
+            raise DomainError("An order needs at least one item", code="order_empty")
         lines = [_line(item) for item in items]
         _check_total(lines)
         return {"customer_id": customer_id, "items": lines, "status": "placed"}
@@ -27,7 +29,7 @@ class OrderAggregate(Aggregate):
     def add_item(self, sku: str, quantity: int, price: Decimal):
         """Add one item to an order that is not paid yet."""
         if self.state["status"] != "placed":
-            raise DomainError(f"Cannot add items to a {self.state['status']} order")
+            raise DomainError(f"Cannot add items to a {self.state['status']} order", code="order_not_open")
         line = _line({"sku": sku, "quantity": quantity, "price": price})
         _check_total([*self.state["items"], line])
         return line
@@ -36,15 +38,16 @@ class OrderAggregate(Aggregate):
     def pay_order(self, amount: Decimal):
         """Pay the whole order at once."""
         if self.state["status"] != "placed":
-            raise DomainError(f"Cannot pay a {self.state['status']} order")
+            raise DomainError(f"Cannot pay a {self.state['status']} order", code="order_not_open")
         if Decimal(str(amount)) != Decimal(str(self.state["total"])):
-            raise DomainError(f"Payment of {amount} does not match the total {self.state['total']}")
+            raise DomainError(f"Payment of {amount} does not match the total {self.state['total']}",
+                              code="payment_mismatch")
         return {"status": "paid", "paid": str(amount)}
 
     @action(evt_key="order-shipped", resources=["order"])
     def ship_order(self):
         if self.state["status"] != "paid":
-            raise DomainError("Only a paid order can be shipped")
+            raise DomainError("Only a paid order can be shipped", code="order_not_paid")
         return {"status": "shipped"}
 
     @action(evt_key="order-delivery-scheduled", resources=["order"],
@@ -59,7 +62,7 @@ class OrderAggregate(Aggregate):
     @action(evt_key="order-cancelled", resources=["order"])
     def cancel_order(self, reason: str = ""):
         if self.state["status"] in ("shipped", "cancelled"):
-            raise DomainError(f"Cannot cancel a {self.state['status']} order")
+            raise DomainError(f"Cannot cancel a {self.state['status']} order", code="order_closed")
         return {"status": "cancelled", "reason": reason}
 
     @action(evt_key="order-document-attached", resources=["order"])
@@ -70,7 +73,8 @@ class OrderAggregate(Aggregate):
         """
         ensure_attached(document, self)
         if any(d["id"] == document["id"] for d in self.state.get("documents", [])):
-            raise DomainError(f"{document['filename']} is already attached to this order")
+            raise DomainError(f"{document['filename']} is already attached to this order",
+                              code="document_already_attached")
         return {"document": document, "note": note}
 
     @apply("order-placed")
@@ -107,17 +111,18 @@ def _line(item: dict) -> dict:
         if not price.is_finite() or price != price.quantize(Decimal("0.01")):
             raise ArithmeticError
     except (ValueError, TypeError, ArithmeticError):
-        raise DomainError(f"Item {sku!r} needs a whole quantity and a price with at most 2 decimals") from None
+        raise DomainError(f"Item {sku!r} needs a whole quantity and a price with at most 2 decimals",
+                          code="invalid_line") from None
     if not 1 <= quantity <= MAX_QUANTITY:
-        raise DomainError(f"Quantity of {sku!r} must be between 1 and {MAX_QUANTITY}")
+        raise DomainError(f"Quantity of {sku!r} must be between 1 and {MAX_QUANTITY}", code="invalid_line")
     if not 0 <= price <= MAX_PRICE:
-        raise DomainError(f"Price of {sku!r} must be between 0 and {MAX_PRICE}")
+        raise DomainError(f"Price of {sku!r} must be between 0 and {MAX_PRICE}", code="invalid_line")
     return {"sku": str(sku if sku is not None else "")[:100], "quantity": quantity, "price": str(price)}
 
 
 def _check_total(items: list[dict]) -> None:
     if Decimal(_total(items)) > MAX_TOTAL:
-        raise DomainError(f"An order's total cannot exceed {MAX_TOTAL}")
+        raise DomainError(f"An order's total cannot exceed {MAX_TOTAL}", code="order_total_too_large")
 
 
 def _total(items: list[dict]) -> str:
@@ -130,3 +135,6 @@ class OrderDomain(Domain):
     __aggregate__ = OrderAggregate
     __namespace__ = "app-order"
     __resources__ = {"order": "app_order.Order"}
+    # Files attach to orders (POST /api/app-order/order/<id>/media/); who may upload:
+    # a signed-in user (the default upload policy). Other resources get no media endpoints.
+    __media__ = ["order"]

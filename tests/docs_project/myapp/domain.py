@@ -17,7 +17,7 @@ class UserAggregate(Aggregate):
     @action(evt_key="user-deactivated", resources=["user"])
     def deactivate_user(self):
         if not self.state["active"]:                  # the state, folded from the events
-            raise DomainError("User is already inactive")
+            raise DomainError("User is already inactive", code="already_inactive")
         return {"active": False}
 
 
