@@ -24,6 +24,13 @@ def api():
 
 
 @pytest.fixture
+def signed_in(api, django_user_model):
+    # The example project's commands need a signed-in user (reads stay open).
+    api.force_authenticate(django_user_model.objects.create_user("reader", password="pw"))
+    return api
+
+
+@pytest.fixture
 def users(db):
     domain = UserDomain()
     return [domain.process_command(domain.create_command(
@@ -35,8 +42,8 @@ def description(page: str) -> str:
     return re.search(r'<div class="pull-left">(.*?)</div>', page, re.S).group(1).strip()
 
 
-def test_a_command_page_opens_on_its_form_in_a_browser(api, db):
-    page = api.get("/api/app-user/create-user/", **HTML)
+def test_a_command_page_opens_on_its_form_in_a_browser(signed_in, db):
+    page = signed_in.get("/api/app-user/create-user/", **HTML)
     assert page.status_code == 200
     text = page.content.decode()
     assert "<h1>Create user (app-user)</h1>" in text
@@ -46,8 +53,8 @@ def test_a_command_page_opens_on_its_form_in_a_browser(api, db):
         "it records the event “user-created”.</p>")
 
 
-def test_a_json_get_of_a_command_is_still_405(api, db):
-    response = api.get("/api/app-user/create-user/", HTTP_ACCEPT="application/json")
+def test_a_json_get_of_a_command_is_still_405(signed_in, db):
+    response = signed_in.get("/api/app-user/create-user/", HTTP_ACCEPT="application/json")
     assert response.status_code == 405 and response.json()["code"] == "method_not_allowed"
     assert "GET" in response.json()["message"]
 
