@@ -33,6 +33,7 @@
 | fluvius.W071  | permissions are declared but no ``AuthorizationMiddleware`` is in the chain |
 | fluvius.W072  | two domains' commands share one run permission |
 | fluvius.E090  | a setting needs an optional extra that is not installed (names the extra) |
+| fluvius.E091  | ``FLUVIUS['HEALTH_MAX_DELIVERY_LAG']`` is not None or seconds > 0 |
 | fluvius.W050  | stored events belong to a namespace no domain declares (db)  |
 | fluvius.W051  | an event key is renamed to a key no code knows               |
 | fluvius.W052  | upcasters are registered for a key no code knows             |
@@ -246,6 +247,15 @@ def check_extras(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMes
     ]
 
 
+def check_health_settings(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
+    limit = fluvius_settings.HEALTH_MAX_DELIVERY_LAG
+    if limit is None or (isinstance(limit, int | float) and not isinstance(limit, bool) and limit > 0):
+        return []
+    return [checks.Error(f"FLUVIUS['HEALTH_MAX_DELIVERY_LAG'] is {limit!r}.",
+                         hint="Give a number of seconds > 0, or None to leave delivery out of readiness.",
+                         id="fluvius.E091")]
+
+
 # Every check of the package, by the id range it owns, with the tags it runs under.
 # The stored-keys check reads the event store, so it is tagged "database" only, as
 # Django's own database checks: Django 6 hands every alias to the checks a tag selects,
@@ -263,6 +273,7 @@ CHECKS: tuple[tuple[Callable[..., list[Any]], str], ...] = (
     (check_tenancy, "fluvius"),                       # E070-E071, W070: tenancy (security/tenancy.py)
     (check_authorization, "fluvius"),                 # E072-E073, W071-W072: security/permissions.py
     (check_extras, "fluvius"),                        # E090: settings that need an optional extra
+    (check_health_settings, "fluvius"),               # E091: the health endpoints' threshold (health.py)
 )
 
 
