@@ -14,6 +14,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import tarfile
+import tomllib
 import zipfile
 from email.parser import Parser
 from pathlib import Path
@@ -60,8 +61,11 @@ def wheel_problems(wheel: Path) -> list[str]:
             problems.append(f"wheel lacks {required}")
     if not any(n.startswith(f"{PACKAGE}/templates/") for n in content):
         problems.append("wheel holds no templates")
-    if "fluvius = django_fluvius.pytest_plugin" not in entry_points or "[pytest11]" not in entry_points:
-        problems.append("wheel does not register the pytest11 entry point 'fluvius'")
+    plugin = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["entry-points"]["pytest11"]["fluvius"]
+    if f"fluvius = {plugin}" not in entry_points or "[pytest11]" not in entry_points:
+        problems.append(f"wheel does not register the pytest11 entry point 'fluvius = {plugin}'")
+    elif f"{plugin.replace('.', '/')}.py" not in content:
+        problems.append(f"the pytest plugin {plugin} is not in the wheel")
     if metadata["Version"] != package_version():
         problems.append(f"wheel version {metadata['Version']} is not __version__ {package_version()}")
     requires = metadata.get_all("Requires-Dist") or []

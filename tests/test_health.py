@@ -8,8 +8,8 @@ from django.db import connections
 from django.test import override_settings
 from django.utils import timezone
 
-from django_fluvius.models import DeadLetter, Outbox
 from django_fluvius.delivery.projections import async_projections
+from django_fluvius.models import DeadLetter, Outbox
 from tests.dispatch_handlers import NoteActivityProjection
 from tests.testapp.domain import NoteDomain
 

@@ -40,8 +40,8 @@ LAYERS = (
     Layer("domain", ("domain",)),
     Layer("services", ("delivery", "media")),
     Layer("ops", ("ops",)),
-    Layer("faces", ("rest", "admin", "management", "testing", "middleware", "tasks", "checks", "apps", "loading", "health",
-                    "templatetags", ""), peers=True),
+    Layer("faces", ("rest", "admin", "management", "testing", "middleware", "tasks", "checks", "apps", "loading",
+                    "health", "templatetags", ""), peers=True),
 )
 RANK = {unit: rank for rank, layer in enumerate(LAYERS) for unit in layer.units}
 PEERS = {unit: layer.peers for layer in LAYERS for unit in layer.units}

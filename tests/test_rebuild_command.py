@@ -11,8 +11,8 @@ import pytest
 from django.core.management import call_command
 from django.core.management.base import CommandError
 
-from django_fluvius.ops import progress as progress_module
 from django_fluvius.models import RebuildRun
+from django_fluvius.ops import progress as progress_module
 from django_fluvius.ops.progress import Progress
 from tests.testapp.models import Note
 
