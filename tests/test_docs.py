@@ -302,3 +302,18 @@ def test_escape_hatch_stays_small():
     skipped = [b for p in PAGES for b in python_blocks(p) if NOT_RUN.match(b.source)]
     total = sum(len(python_blocks(p)) for p in PAGES)
     assert len(skipped) <= max(3, total // 15), [b.where for b in skipped]  # at most ~7%
+
+
+def test_titled_blocks_of_other_languages_are_excerpts_of_their_files():
+    """A Procfile, a systemd unit, a config shown under its path must be what the repository holds."""
+    checked = []
+    for page in PAGES:
+        for block in blocks(page):
+            real_file = real_file_of(block.title)
+            if block.lang in {"python", "py"} or real_file is None:
+                continue
+            assert normalized(block.source) in normalized(real_file.read_text()), (
+                f"{block.where}: the block titled {block.title!r} is not a verbatim excerpt of "
+                f"{real_file.relative_to(ROOT)}")
+            checked.append(block.title)
+    assert "example_project/deploy/Procfile" in checked
