@@ -34,13 +34,14 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from functools import wraps
 from typing import Any
 
 from django.db import connections
 from django.http import HttpRequest, JsonResponse
 from django.urls import path
 from django.utils import timezone
-from django.views.decorators.http import require_safe
+from django.views.decorators.csrf import csrf_exempt
 
 from django_fluvius.conf import fluvius_settings
 from django_fluvius.delivery.projections import async_projections
@@ -124,12 +125,29 @@ def _response(body: dict[str, Any], status: int) -> JsonResponse:
     return response
 
 
-@require_safe
+def probe(view: Callable[[HttpRequest], JsonResponse]) -> Callable[[HttpRequest], JsonResponse]:
+    """GET and HEAD only, answered in JSON; exempt from CSRF, so any other method is a
+    clear 405 rather than the CSRF middleware's HTML 403."""
+
+    @csrf_exempt
+    @wraps(view)
+    def wrapper(request: HttpRequest) -> JsonResponse:
+        if request.method not in ("GET", "HEAD"):
+            response = _response({"code": "method_not_allowed",
+                                  "message": f"Method {request.method} is not allowed: use GET."}, 405)
+            response["Allow"] = "GET, HEAD"
+            return response
+        return view(request)
+
+    return wrapper
+
+
+@probe
 def live(request: HttpRequest) -> JsonResponse:
     return _response({"status": OK}, 200)
 
 
-@require_safe
+@probe
 def ready(request: HttpRequest) -> JsonResponse:
     asked = request.GET.getlist("check") or list(CHECKS)
     unknown = sorted(set(asked) - set(CHECKS))

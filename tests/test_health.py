@@ -21,12 +21,19 @@ pytestmark = [pytest.mark.urls("example_project.urls"), pytest.mark.django_db]
 with_replica = pytest.mark.django_db(transaction=True, databases=["default", "replica"])
 
 
-def test_liveness_answers_without_touching_the_database(client, django_assert_num_queries):
+def test_liveness_answers_without_touching_the_database(django_assert_num_queries):
+    from django.test import Client
+
+    client = Client(enforce_csrf_checks=True)  # as a real client: a POST meets the CSRF middleware
     with django_assert_num_queries(0):
         response = client.get("/health/")
     assert response.status_code == 200 and response.json() == {"status": "ok"}
     assert response["Cache-Control"] == "no-store"
-    assert client.post("/health/").status_code == 405
+    for method in (client.post, client.put, client.delete):
+        refused = method("/health/ready/")
+        assert refused.status_code == 405 and refused.json()["code"] == "method_not_allowed"
+        assert refused["Allow"] == "GET, HEAD"
+    assert client.head("/health/").status_code == 200
 
 
 @with_replica
