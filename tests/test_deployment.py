@@ -248,3 +248,56 @@ def test_the_process_set_serves_delivers_and_stops_cleanly(deployment, broker):
     assert broker.llen("celery") == 0 and broker.hlen("unacked") == 0
     assert sorted(emails(mail_dir)) == expected  # nothing sent twice after the stop either
     connection.close()
+
+
+def asgi_web_command() -> str:
+    """The Procfile's commented ASGI alternative of its web line."""
+    [line] = [line for line in PROCFILE.read_text().splitlines() if line.startswith("# web: uvicorn ")]
+    return line.removeprefix("# web: ")
+
+
+def test_the_asgi_web_process_serves_and_stops_cleanly(tmp_path):
+    """The web line's ASGI alternative (uvicorn, two workers), with handlers inline: no broker."""
+    port = free_port()
+    env = {
+        **os.environ,
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+        "PYTHONPATH": str(ROOT),
+        "DJANGO_SETTINGS_MODULE": "example_project.settings",
+        "DJANGO_DEBUG": "0",
+        "DATABASE_URL": database_url(),
+        "FLUVIUS_DISPATCH": "inline",
+        "FLUVIUS_DATA_DIR": str(tmp_path / "data"),
+        "EMAIL_BACKEND": "django.core.mail.backends.filebased.EmailBackend",
+        "EMAIL_FILE_PATH": str(tmp_path / "mail"),
+        "PORT": str(port),
+        "WEB_CONCURRENCY": "2",
+    }
+    env.pop("FLUVIUS_TEST_DB_NAME", None)
+    processes = ProcessSet(env, tmp_path)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        processes.start("web", asgi_web_command())
+
+        def up():
+            try:
+                return http("GET", f"{base}/health/")[0] == 200
+            except OSError:
+                return not processes.alive("web")
+
+        wait_for(up, 60, 0.2, "uvicorn to answer")
+        assert processes.alive("web"), processes.report()
+        status, ann = http("POST", f"{base}/api/app-user/create-user/", {"name": "Ann", "email": "ann@example.com"})
+        assert status == 201, ann
+        status, item = http("GET", f"{base}/api/app-user/user/{ann['aggregate_id']}/")
+        assert (status, item["name"]) == (200, "Ann")
+        assert emails(tmp_path / "mail") == ["ann@example.com"]  # the handler ran inline, after commit
+        status, ready = http("GET", f"{base}/health/ready/")
+        assert status == 200 and ready["checks"]["database"]["status"] == "ok", ready
+        assert processes.stop("web") == 0, processes.report()
+    except BaseException:
+        print(processes.report())
+        raise
+    finally:
+        processes.kill_all()
+        connection.close()
