@@ -10,7 +10,8 @@ database. A short scenario goes over HTTP — commands, queries, a handler's eff
 order, seen in the order's read model) — the health and readiness endpoints are
 asked, then every process gets SIGTERM right after a burst of commands: each must
 exit 0, and no event may be lost (every user got an email, exactly once) or stuck
-(no outbox row, no message left in the broker, no dead letter).
+(no outbox row, no message left in the broker, no dead letter). The Procfile's
+commented ASGI web line (uvicorn, two workers) is run the same way, handlers inline.
 """
 
 from __future__ import annotations
