@@ -104,8 +104,9 @@ STATIC_ROOT = DATA_DIR / "static"
 MEDIA_ROOT = DATA_DIR / "media"
 
 EMAIL_BACKEND = os.environ.get("EMAIL_BACKEND", "django.core.mail.backends.locmem.EmailBackend")
-# Where the file-based backend writes (EMAIL_BACKEND=django.core.mail.backends.filebased.EmailBackend).
-EMAIL_FILE_PATH = os.environ.get("EMAIL_FILE_PATH", str(DATA_DIR / "mail"))
+if os.environ.get("EMAIL_FILE_PATH"):
+    # Where the file-based backend writes (EMAIL_BACKEND=django.core.mail.backends.filebased.EmailBackend).
+    EMAIL_FILE_PATH = os.environ["EMAIL_FILE_PATH"]
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
