@@ -16,6 +16,7 @@ commented ASGI web line (uvicorn, two workers) is run the same way, handlers inl
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import re
@@ -42,6 +43,9 @@ ROOT = Path(__file__).resolve().parent.parent
 PROCFILE = ROOT / "example_project" / "deploy" / "Procfile"
 BROKER = os.environ.get("FLUVIUS_DEPLOY_TEST_BROKER", "redis://127.0.0.1:6379/12")
 WELCOME = "example_project.users.handlers.send_welcome_email"
+# The example project's commands need a signed-in user: HTTP Basic, as a script would.
+CREDENTIALS = ("deployer", "deploy-secret")
+AUTH = {"Authorization": "Basic " + base64.b64encode(":".join(CREDENTIALS).encode()).decode()}
 
 pytestmark = [pytest.mark.broker, pytest.mark.django_db(transaction=True)]
 
@@ -61,7 +65,7 @@ def free_port() -> int:
 def http(method: str, url: str, body: dict | None = None, headers: dict | None = None):
     data = json.dumps(body).encode() if body is not None else None
     request = urllib.request.Request(url, data=data, method=method,
-                                     headers={"Content-Type": "application/json", **(headers or {})})
+                                     headers={"Content-Type": "application/json", **AUTH, **(headers or {})})
     try:
         with urllib.request.urlopen(request, timeout=30) as response:
             return response.status, json.loads(response.read() or b"null")
@@ -129,7 +133,22 @@ def broker():
 
 
 @pytest.fixture
-def deployment(broker, tmp_path):
+def deployer(transactional_db, django_user_model):
+    """The user the HTTP calls sign in as (committed: the processes read it).
+
+    Hashed with a hasher the example project knows (the tests' own is MD5), at few
+    iterations so that Basic auth on every request stays cheap.
+    """
+    from django.contrib.auth.hashers import PBKDF2PasswordHasher
+
+    user = django_user_model(username=CREDENTIALS[0])
+    user.password = PBKDF2PasswordHasher().encode(CREDENTIALS[1], "deploysalt", iterations=1000)
+    user.save()
+    return user
+
+
+@pytest.fixture
+def deployment(broker, deployer, tmp_path):
     if shutil.which("gunicorn", path=str(Path(sys.executable).parent)) is None:
         pytest.fail("gunicorn is not installed (the dev extra has it)")
     port = free_port()
@@ -257,7 +276,7 @@ def asgi_web_command() -> str:
     return line.removeprefix("# web: ")
 
 
-def test_the_asgi_web_process_serves_and_stops_cleanly(tmp_path):
+def test_the_asgi_web_process_serves_and_stops_cleanly(deployer, tmp_path):
     """The web line's ASGI alternative (uvicorn, two workers), with handlers inline: no broker."""
     port = free_port()
     env = {
