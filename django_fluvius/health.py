@@ -45,6 +45,7 @@ from django.views.decorators.csrf import csrf_exempt
 
 from django_fluvius.conf import fluvius_settings
 from django_fluvius.delivery.projections import async_projections
+from django_fluvius.exceptions import FluviusError, ProbeMethodNotAllowed, UnknownHealthCheck
 from django_fluvius.models import Checkpoint, DeadLetter, Outbox
 
 OK = "ok"
@@ -125,6 +126,10 @@ def _response(body: dict[str, Any], status: int) -> JsonResponse:
     return response
 
 
+def _error(error: FluviusError) -> JsonResponse:
+    return _response(error.as_dict(), error.status_code)
+
+
 def probe(view: Callable[[HttpRequest], JsonResponse]) -> Callable[[HttpRequest], JsonResponse]:
     """GET and HEAD only, answered in JSON; exempt from CSRF, so any other method is a
     clear 405 rather than the CSRF middleware's HTML 403."""
@@ -133,8 +138,7 @@ def probe(view: Callable[[HttpRequest], JsonResponse]) -> Callable[[HttpRequest]
     @wraps(view)
     def wrapper(request: HttpRequest) -> JsonResponse:
         if request.method not in ("GET", "HEAD"):
-            response = _response({"code": "method_not_allowed",
-                                  "message": f"Method {request.method} is not allowed: use GET."}, 405)
+            response = _error(ProbeMethodNotAllowed(f"Method {request.method} is not allowed: use GET."))
             response["Allow"] = "GET, HEAD"
             return response
         return view(request)
@@ -152,8 +156,7 @@ def ready(request: HttpRequest) -> JsonResponse:
     asked = request.GET.getlist("check") or list(CHECKS)
     unknown = sorted(set(asked) - set(CHECKS))
     if unknown:
-        return _response({"code": "unknown_check", "message": f"Unknown checks: {', '.join(unknown)}.",
-                          "errors": {"check": [f"Use {', '.join(CHECKS)}."]}}, 400)
+        return _error(UnknownHealthCheck(unknown, list(CHECKS)))
     started = time.monotonic()
     results = {name: CHECKS[name]() for name in CHECKS if name in asked}
     healthy = all(r["status"] == OK for r in results.values())
