@@ -21,6 +21,7 @@ _PUBLIC = {
     "Command": "write.bus",
     "CommandResult": "write.bus",
     "QueryBuilder": "read.query",
+    "Projection": "models",
     "event_handler": "delivery.handlers",
     "FluviusError": "exceptions",
     "DomainError": "exceptions",
@@ -43,6 +44,7 @@ __all__ = [
     "DomainError",
     "FluviusError",
     "PermissionDenied",
+    "Projection",
     "QueryBuilder",
     "UnknownCommand",
     "action",
@@ -67,6 +69,7 @@ if TYPE_CHECKING:
         PermissionDenied,
         UnknownCommand,
     )
+    from django_fluvius.models import Projection
     from django_fluvius.read.query import QueryBuilder
     from django_fluvius.write.aggregate import Aggregate, action, apply
     from django_fluvius.write.bus import Command, CommandResult

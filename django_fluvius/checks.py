@@ -32,6 +32,8 @@
 | fluvius.W070  | a domain sets ``__tenancy__ = True`` while ``FLUVIUS['TENANCY']`` is off |
 | fluvius.W071  | permissions are declared but no ``AuthorizationMiddleware`` is in the chain |
 | fluvius.W072  | two domains' commands share one run permission |
+| fluvius.E090  | a setting needs an optional extra that is not installed (names the extra) |
+| fluvius.E091  | ``FLUVIUS['HEALTH_MAX_DELIVERY_LAG']`` is not None or seconds > 0 |
 | fluvius.W050  | stored events belong to a namespace no domain declares (db)  |
 | fluvius.W051  | an event key is renamed to a key no code knows               |
 | fluvius.W052  | upcasters are registered for a key no code knows             |
@@ -44,15 +46,20 @@ import difflib
 import inspect
 import textwrap
 from collections.abc import Callable, Iterator
+from importlib.util import find_spec
 from typing import Any
+from urllib.parse import urlsplit
 
+from django.conf import settings
 from django.core import checks
 from django.core.exceptions import ImproperlyConfigured
 
+from django_fluvius.conf import fluvius_settings
 from django_fluvius.delivery.checks import register as register_dispatch_checks
+from django_fluvius.delivery.dispatch import celery_app
 from django_fluvius.events.upcasting import check_stored_event_types, check_upcasters
 from django_fluvius.loading import load_problems
-from django_fluvius.media.storage import check_media_settings
+from django_fluvius.media.storage import S3Storage, check_media_settings
 from django_fluvius.read.projections import (
     CREATED_FIELD,
     TENANT_FIELD,
@@ -175,6 +182,80 @@ def check_projection_fields(app_configs=None, **kwargs):
     return warnings
 
 
+# -- E090: optional extras ---------------------------------------------------------------
+# Without these, a project installed without the extra its settings need fails at the
+# first command that reaches the broker or the bucket (an ImportError deep in kombu or
+# django-storages, after the command committed); the check names the extra instead.
+
+# Celery URL scheme -> (module it needs, what to install).
+BROKER_EXTRAS: dict[str, tuple[str, str]] = {
+    "redis": ("redis", "django-fluvius[redis]"),
+    "rediss": ("redis", "django-fluvius[redis]"),
+    "sentinel": ("redis", "django-fluvius[redis]"),
+    "sqs": ("boto3", "celery[sqs]"),
+    "db+postgresql": ("sqlalchemy", "celery[sqlalchemy]"),
+    "db+sqlite": ("sqlalchemy", "celery[sqlalchemy]"),
+    "db+mysql": ("sqlalchemy", "celery[sqlalchemy]"),
+}
+S3_EXTRA = ("boto3", "django-fluvius[s3]")
+
+
+def installed(module: str) -> bool:
+    return find_spec(module) is not None
+
+
+def _celery_urls() -> dict[str, str]:
+    """The broker and result-backend URLs the Celery dispatch would use, by where they are set."""
+    urls = {name: getattr(settings, name, None) for name in ("CELERY_BROKER_URL", "CELERY_RESULT_BACKEND")}
+    if fluvius_settings.CELERY_APP is not None:
+        try:
+            conf = celery_app().conf
+            urls |= {"FLUVIUS['CELERY_APP'] broker_url": conf.broker_url,
+                     "FLUVIUS['CELERY_APP'] result_backend": conf.result_backend}
+        except Exception:  # noqa: BLE001 - an unusable app is fluvius.E046's to report
+            pass
+    return {where: url for where, url in urls.items() if isinstance(url, str) and url}
+
+
+def _uses_s3() -> str | None:
+    """Where the media settings choose S3, if they do."""
+    media = fluvius_settings.MEDIA_STORAGE
+    backends = getattr(settings, "STORAGES", {}) or {}
+    if isinstance(media, S3Storage) or (isinstance(media, dict) and media.get("strategy") == "s3"):
+        return "FLUVIUS['MEDIA_STORAGE']"
+    if isinstance(media, str) and str(backends.get(media, {}).get("BACKEND", "")).startswith("storages.backends.s3"):
+        return f"STORAGES[{media!r}]"
+    return None
+
+
+def check_extras(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
+    needs: list[tuple[str, str, str, str]] = []  # (where, what, module, install)
+    if fluvius_settings.DISPATCH == "celery":
+        for where, url in _celery_urls().items():
+            scheme = urlsplit(url).scheme.lower()
+            if scheme in BROKER_EXTRAS:
+                needs.append((where, f"{scheme}:// (DISPATCH='celery')", *BROKER_EXTRAS[scheme]))
+    s3 = _uses_s3()
+    if s3 is not None:
+        needs.append((s3, "S3 media storage", *S3_EXTRA))
+    return [
+        checks.Error(
+            f"{where} uses {what}, which needs the Python package {module!r}: it is not installed.",
+            hint=f"pip install '{install}'", id="fluvius.E090",
+        )
+        for where, what, module, install in needs if not installed(module)
+    ]
+
+
+def check_health_settings(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
+    limit = fluvius_settings.HEALTH_MAX_DELIVERY_LAG
+    if limit is None or (isinstance(limit, int | float) and not isinstance(limit, bool) and limit > 0):
+        return []
+    return [checks.Error(f"FLUVIUS['HEALTH_MAX_DELIVERY_LAG'] is {limit!r}.",
+                         hint="Give a number of seconds > 0, or None to leave delivery out of readiness.",
+                         id="fluvius.E091")]
+
+
 # Every check of the package, by the id range it owns, with the tags it runs under.
 # The stored-keys check reads the event store, so it is tagged "database" only, as
 # Django's own database checks: Django 6 hands every alias to the checks a tag selects,
@@ -191,6 +272,8 @@ CHECKS: tuple[tuple[Callable[..., list[Any]], str], ...] = (
     (check_media_settings, "fluvius"),                # E060-E063: media settings (media/storage.py)
     (check_tenancy, "fluvius"),                       # E070-E071, W070: tenancy (security/tenancy.py)
     (check_authorization, "fluvius"),                 # E072-E073, W071-W072: security/permissions.py
+    (check_extras, "fluvius"),                        # E090: settings that need an optional extra
+    (check_health_settings, "fluvius"),               # E091: the health endpoints' threshold (health.py)
 )
 
 

@@ -123,6 +123,11 @@ DEFAULTS: dict[str, Any] = {
     # Downloads of a storage that can sign URLs (S3) redirect to a signed URL; False
     # streams them through the application instead.
     "MEDIA_SIGNED_URLS": True,
+    # -- health (health.py) --
+    # The readiness endpoint fails when event delivery lags more than this many seconds
+    # (the oldest outbox row, the oldest event an async projection has still to read);
+    # None leaves delivery out of readiness.
+    "HEALTH_MAX_DELIVERY_LAG": 60.0,
 }
 
 IMPORT_STRINGS = {"COMMAND_MIDDLEWARE"}

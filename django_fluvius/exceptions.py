@@ -286,6 +286,29 @@ class RequestTooLarge(FluviusError):
     default_message = _("The request body is too large.")
 
 
+# -- health (health.py) -----------------------------------------------------------------------
+
+
+class UnknownHealthCheck(FluviusError):
+    """``?check=`` names a readiness check that does not exist; ``errors`` says which exist."""
+
+    status_code = 400
+    default_code = "unknown_check"
+    default_message = _("Unknown readiness check.")
+
+    def __init__(self, unknown: list[str], known: list[str]):
+        self.errors = {"check": [f"Use {', '.join(known)}."]}
+        super().__init__(f"Unknown checks: {', '.join(unknown)}.")
+
+
+class ProbeMethodNotAllowed(FluviusError):
+    """A health probe was asked with another method than GET or HEAD."""
+
+    status_code = 405
+    default_code = "method_not_allowed"
+    default_message = _("Health probes answer GET and HEAD only.")
+
+
 # -- media -------------------------------------------------------------------------------------
 
 

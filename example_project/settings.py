@@ -15,7 +15,8 @@ DATA_DIR.mkdir(parents=True, exist_ok=True)
 
 SECRET_KEY = os.environ.get("DJANGO_SECRET_KEY", "example-project-not-for-production")
 DEBUG = os.environ.get("DJANGO_DEBUG", "1") == "1"
-ALLOWED_HOSTS = ["127.0.0.1", "localhost", "testserver"]
+ALLOWED_HOSTS = ["127.0.0.1", "localhost", "testserver",
+                 *filter(None, os.environ.get("DJANGO_ALLOWED_HOSTS", "").split(","))]
 
 INSTALLED_APPS = [
     "django.contrib.admin",
@@ -67,13 +68,20 @@ WSGI_APPLICATION = "example_project.wsgi.application"
 
 def database_from_env() -> dict:
     url = os.environ.get("DATABASE_URL") or f"sqlite:///{DATA_DIR / 'example.sqlite3'}"
-    config = dj_database_url.parse(url, conn_max_age=0)
+    # Seconds a connection is kept between requests (0: one per request); checked before reuse.
+    config = dj_database_url.parse(url, conn_max_age=int(os.environ.get("DATABASE_CONN_MAX_AGE", 0)),
+                                   conn_health_checks=True)
     if config["ENGINE"] == "django.db.backends.postgresql":
         # Bind parameters on the server and prepare statements a connection runs
         # repeatedly (the command bus runs the same few): the PostgreSQL planner
-        # then skips parsing and planning them. Turn off behind PgBouncer in
-        # transaction mode.
-        config["OPTIONS"] = {"server_side_binding": True, "prepare_threshold": 5}
+        # then skips parsing and planning them. Off behind PgBouncer in transaction
+        # mode (DATABASE_PGBOUNCER=1), where the next transaction may get another
+        # server connection that never saw the prepared statement.
+        if os.environ.get("DATABASE_PGBOUNCER") == "1":
+            config["OPTIONS"] = {"prepare_threshold": None}
+            config["DISABLE_SERVER_SIDE_CURSORS"] = True
+        else:
+            config["OPTIONS"] = {"server_side_binding": True, "prepare_threshold": 5}
     if config["ENGINE"] == "django.db.backends.sqlite3":
         # Writers queue for the lock instead of failing with "database is locked".
         config["OPTIONS"] = {"timeout": 30, "transaction_mode": "IMMEDIATE"}
@@ -96,6 +104,9 @@ STATIC_ROOT = DATA_DIR / "static"
 MEDIA_ROOT = DATA_DIR / "media"
 
 EMAIL_BACKEND = os.environ.get("EMAIL_BACKEND", "django.core.mail.backends.locmem.EmailBackend")
+if os.environ.get("EMAIL_FILE_PATH"):
+    # Where the file-based backend writes (EMAIL_BACKEND=django.core.mail.backends.filebased.EmailBackend).
+    EMAIL_FILE_PATH = os.environ["EMAIL_FILE_PATH"]
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
@@ -145,6 +156,8 @@ CELERY_BEAT_SCHEDULE = {
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "handlers": {"console": {"class": "logging.StreamHandler"}},
-    "loggers": {"django_fluvius": {"handlers": ["console"], "level": "WARNING"}},
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s [%(process)d] %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    # One stream (stderr) per process; the supervisor (journald, the platform) collects it.
+    "loggers": {"django_fluvius": {"handlers": ["console"], "level": os.environ.get("FLUVIUS_LOG_LEVEL", "WARNING")}},
 }

@@ -21,6 +21,8 @@ router.register(OrderDomain, command_viewset=SignedInCommands)
 
 urlpatterns = [
     path("admin/", admin.site.urls),
+    # Liveness (health/) and readiness (health/ready/): docs/deployment.md.
+    path("health/", include("django_fluvius.health")),
     path("schema/", SpectacularAPIView.as_view(), name="schema"),
     # Swagger UI and ReDoc load their JavaScript from drf-spectacular-sidecar's static files.
     path("schema/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="schema-docs"),

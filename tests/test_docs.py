@@ -10,8 +10,9 @@ How a page runs (the conventions are also in docs/testing.md, "The docs' own exa
 - A titled block whose path is a real file — of the docs' sample app (tests/docs_project,
   e.g. ``myapp/models.py``, which the test settings install) or of this repository (e.g.
   ``example_project/celery.py``) — is not run: it must be a verbatim excerpt of that file.
-- ``title="settings.py"``: its ``FLUVIUS`` (all but ``DOMAINS`` and ``DISPATCH``) applies
-  for the rest of the page, as ``override_settings`` would.
+- ``title="settings.py"``: it runs as the end of a settings module (the project's settings
+  are its starting names, so ``INSTALLED_APPS += [...]`` works); its ``FLUVIUS`` (all but
+  ``DOMAINS`` and ``DISPATCH``) applies for the rest of the page, as ``override_settings`` would.
 - After each block, the ``Domain`` classes the page defined or imported are registered
   (each replacing the domain that had its namespace, for the page only), and a module
   defining ``urlpatterns`` becomes the ``ROOT_URLCONF``.
@@ -148,9 +149,11 @@ class PageRunner:
                 f"{real_file.relative_to(ROOT)}")
             return
         if block.title == "settings.py":
-            namespace: dict = {}
+            # The end of a settings module: the project's settings are already there.
+            start = {name: copy.copy(getattr(settings, name)) for name in dir(settings) if name.isupper()}
+            namespace: dict = dict(start)
             exec(compile(source, block.where, "exec"), namespace)
-            self.apply_settings(namespace)
+            self.apply_settings({k: v for k, v in namespace.items() if k not in start or v is not start[k]})
             return
         target = self.main
         if block.title:
@@ -299,3 +302,18 @@ def test_escape_hatch_stays_small():
     skipped = [b for p in PAGES for b in python_blocks(p) if NOT_RUN.match(b.source)]
     total = sum(len(python_blocks(p)) for p in PAGES)
     assert len(skipped) <= max(3, total // 15), [b.where for b in skipped]  # at most ~7%
+
+
+def test_titled_blocks_of_other_languages_are_excerpts_of_their_files():
+    """A Procfile, a systemd unit, a config shown under its path must be what the repository holds."""
+    checked = []
+    for page in PAGES:
+        for block in blocks(page):
+            real_file = real_file_of(block.title)
+            if block.lang in {"python", "py"} or real_file is None:
+                continue
+            assert normalized(block.source) in normalized(real_file.read_text()), (
+                f"{block.where}: the block titled {block.title!r} is not a verbatim excerpt of "
+                f"{real_file.relative_to(ROOT)}")
+            checked.append(block.title)
+    assert "example_project/deploy/Procfile" in checked

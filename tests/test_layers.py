@@ -41,7 +41,7 @@ LAYERS = (
     Layer("services", ("delivery", "media")),
     Layer("ops", ("ops",)),
     Layer("faces", ("rest", "admin", "management", "testing", "middleware", "tasks", "checks", "apps", "loading",
-                    "templatetags", ""), peers=True),
+                    "health", "templatetags", ""), peers=True),
 )
 RANK = {unit: rank for rank, layer in enumerate(LAYERS) for unit in layer.units}
 PEERS = {unit: layer.peers for layer in LAYERS for unit in layer.units}

@@ -13,7 +13,14 @@ from typing import TextIO
 
 
 class Progress:
-    """A progress bar on a terminal, periodic lines elsewhere: counts, rate, ETA."""
+    """Counts, rate and ETA: a live line on a terminal, one line per interval elsewhere.
+
+    On a terminal the line is redrawn in place (``\\r``) at most every 0.2 s. Written to
+    a file or a pipe (a log, CI, ``| tee``), redrawing would leave a line per update, so
+    a line is written only once per ``interval`` (5 s), the first after one interval,
+    and the end is one "done" line with the totals: a short run writes just that line,
+    never the same figures twice.
+    """
 
     def __init__(self, label: str, total: int, *, done: int = 0, stream: TextIO | None = None,
                  interval: float | None = None, width: int = 24):
@@ -27,7 +34,9 @@ class Progress:
         self.interval = interval if interval is not None else (0.2 if self.tty else 5.0)
         self.width = width
         self.started = time.monotonic()
-        self.last_shown = 0.0
+        # Off a terminal the first line waits one interval; on one the bar shows at once.
+        self.last_shown = float("-inf") if self.tty else self.started
+        self.shown_width = 0
 
     @property
     def rate(self) -> float:
@@ -57,18 +66,23 @@ class Progress:
             self.show()
 
     def show(self) -> None:
+        line = self.line()
         if self.tty:
-            self.stream.write("\r" + self.line())
+            # Pad over what a longer previous line left on the screen.
+            self.stream.write("\r" + line.ljust(self.shown_width))
+            self.shown_width = len(line)
         else:
-            self.stream.write(self.line() + "\n")
+            self.stream.write(line + "\n")
         self.stream.flush()
 
     def finish(self) -> None:
         elapsed = time.monotonic() - self.started
-        self.show()
         if self.tty:
+            self.show()  # the live line ends at its final figures
             self.stream.write("\n")
-        self.stream.write(f"{self.label}: done in {_clock(elapsed)} ({self.rate:,.0f} events/s)\n")
+        aggregates = f", {self.aggregates:,} aggregates" if self.aggregates else ""
+        self.stream.write(f"{self.label}: done, {self.done:,}/{self.total:,} events{aggregates} in "
+                          f"{_clock(elapsed)} ({self.rate:,.0f} events/s)\n")
         self.stream.flush()
 
 

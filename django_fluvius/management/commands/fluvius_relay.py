@@ -4,9 +4,15 @@ The on-commit relay hands most rows over at once; this command picks up what it
 could not (broker down, process killed after COMMIT). Run it once, or with
 ``--loop`` as a small service beside the web processes (Celery beat's
 ``fluvius.relay`` task does the same from a worker).
+
+Under a supervisor (systemd, a Procfile runner, Kubernetes) the loop stops on
+SIGTERM or SIGINT after the round in hand: a round is a set of hand-overs whose
+rows are deleted only once handed over, so stopping between rounds leaves nothing
+half-done, and the exit status is 0 (a clean stop, not a crash to restart).
 """
 
-import time
+import signal
+import threading
 from datetime import timedelta
 
 from django.core.management.base import BaseCommand, CommandError
@@ -36,6 +42,18 @@ class Command(BaseCommand):
             pruned = prune(timedelta(days=prune_receipts), using=database)
             if options["verbosity"] >= 1:
                 self.stdout.write(f"Deleted {pruned} handler receipts older than {prune_receipts:g} days.")
+        stop = threading.Event()
+        previous = {}
+        if loop and threading.current_thread() is threading.main_thread():
+            for signum in (signal.SIGTERM, signal.SIGINT):
+                previous[signum] = signal.signal(signum, lambda *_: stop.set())
+        try:
+            self.relay(loop, interval, grace, limit, database, stop, options["verbosity"])
+        finally:
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
+
+    def relay(self, loop, interval, grace, limit, database, stop, verbosity):
         while True:
             total = failed = 0
             while True:  # drain: rounds until nothing is left to hand over
@@ -44,9 +62,11 @@ class Command(BaseCommand):
                 failed += result.failed
                 if not result.handed_over:
                     break
-            if options["verbosity"] >= 1 and (total or failed or not loop):
+            if verbosity >= 1 and (total or failed or not loop):
                 self.stdout.write(f"Handed over {total} outbox rows" + (f"; {failed} wait (broker down?)"
                                                                        if failed else "") + ".")
-            if not loop:
+            if not loop or stop.is_set():
+                if loop and verbosity >= 1:
+                    self.stdout.write("Relay stopped.")
                 return
-            time.sleep(interval)
+            stop.wait(interval)  # a signal ends the wait at once

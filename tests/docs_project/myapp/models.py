@@ -2,7 +2,7 @@
 
 from django.db import models
 
-from django_fluvius.models import Projection
+from django_fluvius import Projection
 
 
 class User(Projection):
