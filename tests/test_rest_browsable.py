@@ -96,3 +96,12 @@ def test_the_list_has_a_filter_form_for_its_query_surface(api, users):
 def test_an_item_page_has_no_filter_form(api, users):
     page = api.get(f"/api/app-user/user/{users[0]}/", **HTML).content.decode()
     assert "fluvius-filters" not in page
+
+
+def test_allow_names_get_only_to_the_browsable_api(signed_in, db):
+    # The schema leaves GET out of a command and a JSON GET is a 405: Allow must agree.
+    json_options = signed_in.options("/api/app-user/create-user/", HTTP_ACCEPT="application/json")
+    assert json_options.status_code == 200
+    assert [m.strip() for m in json_options["Allow"].split(",")] == ["POST", "OPTIONS"]
+    page = signed_in.get("/api/app-user/create-user/", **HTML)
+    assert "GET" in page["Allow"] and "POST" in page["Allow"]

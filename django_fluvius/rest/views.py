@@ -239,6 +239,25 @@ class CommandViewSet(FluviusAPIMixin, GenericViewSet):
             f"“{spec.evt_key}”.",
         ], html)
 
+    @property
+    def allowed_methods(self) -> list[str]:
+        """``Allow`` names GET only to the browsable API, the one client its page is for.
+
+        A JSON client's GET is a 405, and the schema leaves GET out: advertising it would
+        contradict both (schemathesis's ST205 says so).
+        """
+        methods = super().allowed_methods
+        request = getattr(self, "request", None)
+        if request is not None and is_browsable(request):
+            return methods
+        return [method for method in methods if method not in ("GET", "HEAD")]
+
+    def finalize_response(self, request: Any, response: Any, *args: Any, **kwargs: Any) -> Any:
+        response = super().finalize_response(request, response, *args, **kwargs)
+        # DRF computes Allow before content negotiation; the renderer is known only now.
+        response["Allow"] = ", ".join(self.allowed_methods)
+        return response
+
     @extend_schema(exclude=True)
     def form(self, request: Any, aggregate_id: str | None = None, **kwargs: Any) -> Response:
         """The browsable API's page of a command: what it does and its form (JSON clients: 405).
