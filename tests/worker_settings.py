@@ -23,6 +23,10 @@ FLUVIUS = {
     "RETRY_JITTER": False,
     "ORDERED_WAIT": 0.2,
     "RELAY": "sync",
+    # The worker's own relay: polls often, and hands over again what is not settled in 2 s
+    # (the broker-loss tests flush the broker).
+    "RELAY_POLL": 0.3,
+    "REDELIVER_AFTER": float(os.environ.get("FLUVIUS_TEST_REDELIVER_AFTER", "2.0")),
     # The test run's own queue (tests/dispatch_support.py).
     "CELERY_QUEUE": os.environ.get("FLUVIUS_TEST_QUEUE") or None,
 }
