@@ -288,6 +288,12 @@ class HandlerReceipt(models.Model):
         constraints = [
             models.UniqueConstraint(fields=["handler", "position"], name="fluvius_receipt_once"),
         ]
+        # The relay's questions (what is pending, what is overdue) read only the few pending
+        # receipts, never the handler's whole history of done ones.
+        indexes = [
+            models.Index(fields=["handler", "due"], condition=models.Q(status="pending"),
+                         name="fluvius_receipt_pending"),
+        ]
 
     def __str__(self) -> str:
         return f"{self.handler} @ {self.position} ({self.status})"

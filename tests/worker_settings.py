@@ -17,7 +17,8 @@ os.environ.setdefault("FLUVIUS_TEST_INSTALL_HANDLERS", "1")
 FLUVIUS = {
     **FLUVIUS,
     "DISPATCH": "celery",
-    "HANDLERS": [*FLUVIUS.get("HANDLERS", []), "tests.dispatch_handlers"],
+    "HANDLERS": [*FLUVIUS.get("HANDLERS", []), "tests.dispatch_handlers",
+                 *filter(None, os.environ.get("FLUVIUS_TEST_EXTRA_HANDLERS", "").split(","))],
     # Short waits, so the fault tests take seconds.
     "RETRY_BACKOFF": 0.2,
     "RETRY_JITTER": False,

@@ -493,7 +493,8 @@ class Dispatcher:
     delivers = True
 
     def advance(self, sub: subscriptions.Subscription, cp: Checkpoint, owner: str, using: str,
-                result: RelayResult, *, limit: int | None = None) -> None:
+                result: RelayResult, *, limit: int | None = None) -> bool:
+        """Move the subscription forward; True if the last write gave the lease up already."""
         raise NotImplementedError
 
     def project(self, sub: subscriptions.Subscription, using: str, result: RelayResult) -> None:
@@ -507,7 +508,7 @@ class InlineDispatcher(Dispatcher):
     """Run handlers in the relay's process, in feed order, one try each (no broker)."""
 
     def advance(self, sub: subscriptions.Subscription, cp: Checkpoint, owner: str, using: str,
-                result: RelayResult, *, limit: int | None = None) -> None:
+                result: RelayResult, *, limit: int | None = None) -> bool:
         spec: HandlerSpec = sub.subscriber
         feed = Feed(using)
         key = cp.key
@@ -531,12 +532,14 @@ class InlineDispatcher(Dispatcher):
             done += len(events)
             result.handed_over += len(events)
             new = subscriptions.feed_max(feed.key(events[-1]) if len(events) >= size else upto, key)
+            last = len(events) < size or (limit is not None and done >= limit)
             if new != key and not subscriptions.save_checkpoint(spec.name, owner, using, key=new, sent=new,
-                                                                applied=len(events)):
-                return  # another relay took over (our lease ran out)
+                                                                applied=len(events), release=last):
+                return True  # another relay took over (our lease ran out)
+            if last:
+                return new != key
             key = new
-            if len(events) < size:
-                return
+        return False
 
     def project(self, sub: subscriptions.Subscription, using: str, result: RelayResult) -> None:
         caught = sub.subscriber.run_inline(using)
@@ -595,13 +598,14 @@ class CeleryDispatcher(Dispatcher):
                 in_flight += len(fresh)
             new = subscriptions.feed_max(feed.key(events[-1]) if len(events) >= take else upto, sent)
             if new != sent and not subscriptions.save_checkpoint(spec.name, owner, using, sent=new):
-                return
+                return True
             sent = new
             if len(events) < take:
                 break
         result.handed_over += handed
         # 3. The checkpoint: up to the first delivery still pending, in feed order.
         self.settle(sub, cp, sent, owner, using)
+        return False
 
     @staticmethod
     def settle(sub: subscriptions.Subscription, cp: Checkpoint, sent: FeedKey, owner: str, using: str) -> None:
@@ -715,6 +719,7 @@ def deliver_pending(*, using: str | None = None, names: Iterable[str] | None = N
         return result
     wanted = set(names) if names is not None else None
     owner = relay_owner()
+    head = Feed(using).head()  # once per round: a subscription settled up to it has nothing to do
     for sub in declared():
         if wanted is not None and sub.name not in wanted:
             continue
@@ -726,21 +731,32 @@ def deliver_pending(*, using: str | None = None, names: Iterable[str] | None = N
             if sub.kind == subscriptions.PROJECTION:
                 dispatcher.project(sub, using, result)
                 continue
-            subscriptions.ensure(sub, using, hint=hint)
+            cp = subscriptions.ensure(sub, using, hint=hint)
+            if cp.key >= head and not _overdue(sub):
+                continue
             if not subscriptions.take_lease(sub.name, owner, using):
                 result.busy += 1
                 continue
+            released = False
             try:
                 cp = Checkpoint.objects.using(using).get(name=sub.name)
-                dispatcher.advance(sub, cp, owner, using, result, limit=limit)
+                released = dispatcher.advance(sub, cp, owner, using, result, limit=limit)
             finally:
-                subscriptions.release_lease(sub.name, owner, using)
+                if not released:
+                    subscriptions.release_lease(sub.name, owner, using)
         except Exception as exc:  # noqa: BLE001 - one subscription must not stop the others
             result.failed += 1
             result.errors.append(f"{sub.name}: {type(exc).__name__}: {exc}")
             logger.warning("Subscription %s could not move (%s: %s); its events wait for the next round.",
                            sub.name, type(exc).__name__, exc)
     return result
+
+
+def _overdue(sub: subscriptions.Subscription) -> bool:
+    """Whether a delivery of this handler waits past its due time (lost, or a retry to send)."""
+    spec: HandlerSpec = sub.subscriber
+    return (HandlerReceipt.objects.using(handler_database(spec))
+            .filter(handler=spec.name, status=PENDING, due__lt=timezone.now()).exists())
 
 
 def notify(using: str) -> None:

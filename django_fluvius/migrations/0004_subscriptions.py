@@ -103,5 +103,9 @@ class Migration(migrations.Migration):
             name='status',
             field=models.CharField(choices=[('pending', 'pending'), ('done', 'done'), ('failed', 'dead-lettered'), ('discarded', 'discarded')], default='done', max_length=10, verbose_name='status'),
         ),
+        migrations.AddIndex(
+            model_name='handlerreceipt',
+            index=models.Index(condition=models.Q(('status', 'pending')), fields=['handler', 'due'], name='fluvius_receipt_pending'),
+        ),
         migrations.RunPython(outbox_to_checkpoints, migrations.RunPython.noop),
     ]
