@@ -283,7 +283,7 @@ def test_a_bad_start_is_a_check_error_and_is_never_delivered(declare, caplog):
 
     handlers.register(bad.handler_spec)
     try:
-        errors = [m for m in check_starts() if m.id == "fluvius.E050"]
+        errors = [m for m in check_starts() if m.id == "fluvius.E055"]
         assert len(errors) == 1 and "tests.sub.bad" in errors[0].msg and "'yesterday'" in errors[0].msg
         assert errors[0].level == checks.ERROR
         create_notes(1)
@@ -291,7 +291,7 @@ def test_a_bad_start_is_a_check_error_and_is_never_delivered(declare, caplog):
         assert "tests.sub.bad is not delivered" in caplog.text
     finally:
         handlers.unregister("tests.sub.bad")
-    assert [m for m in check_starts() if m.id == "fluvius.E050"] == []
+    assert [m for m in check_starts() if m.id == "fluvius.E055"] == []
 
 
 def test_a_subscription_no_code_declares_is_a_warning_naming_it(declare):
@@ -300,7 +300,7 @@ def test_a_subscription_no_code_declares_is_a_warning_naming_it(declare):
     Checkpoint.objects.create(name="tests.sub.gone", kind="handler")
     assert check_undeclared_subscriptions() == [], "a database check: only with databases"
     warnings = check_undeclared_subscriptions(databases=["default"])
-    assert [w.id for w in warnings] == ["fluvius.W051"]
+    assert [w.id for w in warnings] == ["fluvius.W056"]
     assert "'tests.sub.gone'" in warnings[0].msg and "events wait" in warnings[0].msg
     assert "nothing is delivered" in warnings[0].msg
     deliver_pending()

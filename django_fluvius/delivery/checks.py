@@ -1,4 +1,4 @@
-"""System checks of event handlers, async projections, subscriptions and dispatch settings (E040-W051).
+"""System checks of event handlers, async projections, subscriptions and dispatch settings (E040-E049, E055, W056).
 
 | id            | problem                                                              |
 |---------------|----------------------------------------------------------------------|
@@ -12,8 +12,8 @@
 | fluvius.E047  | a ``FLUVIUS['PROJECTIONS']`` entry cannot be imported (loading.py)     |
 | fluvius.E048  | ``FLUVIUS['RELAY']`` is not a known relay mode                        |
 | fluvius.E049  | a retry, backoff or batch setting is not a usable number              |
-| fluvius.E050  | a subscription's ``start`` is not "now", "beginning" or a position    |
-| fluvius.W051  | a subscription in the database that no code declares (database check: |
+| fluvius.E055  | a subscription's ``start`` is not "now", "beginning" or a position    |
+| fluvius.W056  | a subscription in the database that no code declares (database check: |
 |               | ``manage.py check --database default``, and ``migrate``)             |
 
 (``fluvius.E006``, from loading.py, reports a ``FLUVIUS['HANDLERS']`` entry that does not import.)
@@ -83,7 +83,7 @@ def check_starts(app_configs=None, **kwargs):
                 f"{what} {sub.name!r}: {problem}.",
                 hint='Use start="now", start="beginning" or an event position such as start=1200.',
                 obj=getattr(sub.subscriber, "func", None) or getattr(sub.subscriber, "cls", None),
-                id="fluvius.E050"))
+                id="fluvius.E055"))
     return messages
 
 
@@ -111,7 +111,7 @@ def check_undeclared_subscriptions(app_configs=None, databases=None, **kwargs):
             + (" and events wait after its checkpoint" if behind else "") + "; nothing is delivered to it.",
             hint="Deploy its handler or projection again, or delete its checkpoint "
                  "(admin, or Checkpoint.objects.filter(name=...).delete()) if it is gone for good.",
-            id="fluvius.W051"))
+            id="fluvius.W056"))
     return messages
 
 

@@ -63,6 +63,7 @@ from datetime import timedelta
 from typing import Any
 
 from django.db import connections, transaction
+from django.db.models.signals import post_migrate
 from django.utils import timezone
 from django.utils.module_loading import import_string
 
@@ -724,7 +725,7 @@ def deliver_pending(*, using: str | None = None, names: Iterable[str] | None = N
         if wanted is not None and sub.name not in wanted:
             continue
         problem = subscriptions.start_problem(sub.start)
-        if problem is not None:  # fluvius.E050 says so at start-up; never guess a start
+        if problem is not None:  # fluvius.E055 says so at start-up; never guess a start
             logger.error("Subscription %s is not delivered: %s.", sub.name, problem)
             continue
         try:
@@ -778,7 +779,29 @@ def dispatch_committed(events: Sequence[Any], using: str, batch: sql.WriteBatch 
     mode = fluvius_settings.DISPATCH
     if mode is None or mode == "off" or not events:
         return
+    _ensure_known(using)
     transaction.on_commit(lambda: committed(events, using), using=using)
+
+
+_ensured: set[tuple[str, str]] = set()
+
+
+def _ensure_known(using: str) -> None:
+    """Create the checkpoints of this process's new subscriptions before its first events are written.
+
+    A ``start="now"`` subscription created by another process's relay a moment
+    later would otherwise begin after the very events whose writer knew it. Done
+    once per subscription and process (a set lookup per command after that); the
+    relay round creates any that a rolled-back transaction took away.
+    """
+    names = [spec.name for spec in handlers] + [sub.name for sub in subscribers]
+    if all((using, name) in _ensured for name in names):
+        return
+    missing = [sub for sub in declared() if (using, sub.name) not in _ensured]
+    for sub in missing:
+        if subscriptions.start_problem(sub.start) is None:
+            subscriptions.ensure(sub, using)
+        _ensured.add((using, sub.name))
 
 
 def committed(events: Sequence[Any], using: str) -> None:
@@ -807,6 +830,13 @@ def committed(events: Sequence[Any], using: str) -> None:
 
 
 events_appending.connect(dispatch_committed, dispatch_uid="django_fluvius.delivery.dispatch")
+
+
+def _forget_ensured(**kwargs: Any) -> None:
+    _ensured.clear()  # the tables were (re)made or flushed: checkpoints may be gone
+
+
+post_migrate.connect(_forget_ensured, dispatch_uid="django_fluvius.delivery.dispatch.ensured")
 
 
 class BackgroundRelay:

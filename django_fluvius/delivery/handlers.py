@@ -39,7 +39,7 @@ class HandlerSpec:
     # Celery queue of this handler's deliveries (None = FLUVIUS['CELERY_QUEUE']).
     queue: str | None = None
     # Where the handler's subscription starts: "now" (events committed after it is first
-    # run), "beginning" or an event position (checked: fluvius.E050).
+    # run), "beginning" or an event position (checked: fluvius.E055).
     start: Any = "now"
     options: dict[str, Any] = field(default_factory=dict)
 

@@ -161,7 +161,7 @@ class AsyncProjection:
     batch_size: ClassVar[int | None] = None
     max_retries: ClassVar[int | None] = None
     # Where the subscription starts the first time it runs: "beginning" (the default),
-    # "now" or an event position (checked: fluvius.E050).
+    # "now" or an event position (checked: fluvius.E055).
     start: ClassVar[Any] = subscriptions.BEGINNING
     _appliers: ClassVar[dict[str, str]] = {}
 

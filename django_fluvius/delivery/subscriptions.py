@@ -25,7 +25,7 @@ Invariants (and the failures they prevent):
   conditional on still holding it. Two relays never hand the same events over.
 
 A subscription in the database that no code declares is reported (the system
-check ``fluvius.W051``, ``fluvius_subscriptions``) and never delivered: nothing
+check ``fluvius.W056``, ``fluvius_subscriptions``) and never delivered: nothing
 is handed to nobody.
 """
 
