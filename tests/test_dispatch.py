@@ -80,6 +80,8 @@ def test_the_command_transaction_writes_only_the_event_projection_and_log(test_h
     from django.db import connection
     from django.test.utils import CaptureQueriesContext
 
+    create_note("first")  # a process creates its subscriptions once, before its first events
+    assert Checkpoint.objects.filter(name="tests.record", kind="handler").exists()
     with django_capture_on_commit_callbacks(execute=False) as callbacks, \
             CaptureQueriesContext(connection) as queries:
         create_note("kept")

@@ -150,3 +150,112 @@ def test_a_broker_that_loses_its_data_loses_no_event(workers, scratch):
         dispatch_handlers.uninstall()
         broker.close()
         redis.Redis.from_url(FLUSH_BROKER).flushdb()
+
+
+class BrokerProxy:
+    """A TCP proxy in front of Redis that the test can take down and bring back (same port)."""
+
+    def __init__(self, target=("127.0.0.1", 6379)):
+        import socket
+        import threading
+
+        self.target = target
+        self.socket_module = socket
+        self.threading = threading
+        probe = socket.socket()
+        probe.bind(("127.0.0.1", 0))
+        self.port = probe.getsockname()[1]
+        probe.close()
+        self.conns: list = []
+        self.server = None
+        self.up()
+
+    def up(self):
+        socket = self.socket_module
+        self.server = socket.socket()
+        self.server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.server.bind(("127.0.0.1", self.port))
+        self.server.listen(50)
+        self.threading.Thread(target=self._accept, args=(self.server,), daemon=True).start()
+
+    def _accept(self, server):
+        while True:
+            try:
+                client, _ = server.accept()
+            except OSError:
+                return
+            upstream = self.socket_module.create_connection(self.target)
+            self.conns += [client, upstream]
+            for a, b in ((client, upstream), (upstream, client)):
+                self.threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pipe(a, b):
+        try:
+            while data := a.recv(65536):
+                b.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (a, b):
+                try:
+                    s.close()
+                except OSError:
+                    pass
+
+    def down(self):
+        self.server.close()
+        for conn in self.conns:
+            try:
+                conn.shutdown(self.socket_module.SHUT_RDWR)
+                conn.close()
+            except OSError:
+                pass
+        self.conns = []
+
+    def url(self, db: int) -> str:
+        return f"redis://127.0.0.1:{self.port}/{db}"
+
+
+def test_a_retry_while_the_broker_is_down_waits_and_is_handed_over_again(workers, scratch):
+    need(FLUSH_BROKER)
+    from django_fluvius.models import DeadLetter
+    from tests.test_celery import create_note
+
+    db = int(FLUSH_BROKER.rsplit("/", 1)[1])
+    proxy = BrokerProxy()
+    broker = Celery("fluvius-proxy", broker=proxy.url(db), set_as_current=False)
+    dispatch_handlers.install()
+    # RELAY="thread": on SQLite the failing handler holds the write lock while it waits.
+    settings = override_settings(FLUVIUS=fluvius(DISPATCH="celery", RELAY="thread", CELERY_APP=broker,
+                                                 CELERY_QUEUE=QUEUE))
+    settings.enable()
+    try:
+        worker = workers(broker=proxy.url(db))
+        note = create_note("flaky-down")
+        position = note.events[0].position
+        wait_for((scratch / "failing").exists, message=f"the first try\n{worker.output()}")
+        proxy.down()  # the broker goes away while the handler fails
+        (scratch / "broker-down").write_text("")
+        wait_for(lambda: HandlerReceipt.objects.filter(handler="tests.record", position=position,
+                                                       attempts=2, last_error__contains="own error").exists(),
+                 timeout=30, message=f"the delivery to wait with the handler's error\n{worker.output()}")
+        time.sleep(1.0)
+        receipt = HandlerReceipt.objects.get(handler="tests.record", position=position)
+        assert receipt.status == "pending", f"waiting, not dead-lettered\n{worker.output()}"
+        assert "the handler's own error, with the broker down" in receipt.last_error
+        assert not DeadLetter.objects.exists(), "no dead letter at try 1 of 4, nor under the broker's error"
+        assert "Could not schedule try 2" in worker.output()
+        proxy.up()  # back: the worker's relay hands the delivery over again, at try 2
+        wait_for(lambda: Effect.objects.filter(handler="record", position=position).exists(), timeout=60,
+                 message=f"the retry once the broker is back\n{worker.output()}")
+        time.sleep(1.0)
+        assert Effect.objects.filter(handler="record", position=position).count() == 1
+        assert HandlerReceipt.objects.get(handler="tests.record", position=position).status == "done"
+        assert dispatch_handlers.tries(position) == 2 and not DeadLetter.objects.exists()
+        relay.flush(30)
+    finally:
+        settings.disable()
+        dispatch_handlers.uninstall()
+        proxy.down()
+        broker.close()

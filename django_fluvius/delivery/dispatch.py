@@ -333,7 +333,7 @@ def dead_letter(kind: str, name: str, event: Any, *, attempts: int, error: BaseE
         HandlerReceipt.objects.using(using).update_or_create(
             handler=name, position=position,
             defaults={"status": HandlerReceipt.Status.FAILED, "due": None,
-                      "last_error": values["error_message"][:10_000]})
+                      "last_error": str(values["error_message"])[:10_000]})
     logger.error("Dead letter: %s %s gave up on %s (position %s) after %s tries: %s",
                  kind, name, values["evt_key"] or "event", position, attempts, values["error_message"])
     return letter
@@ -563,7 +563,7 @@ class CeleryDispatcher(Dispatcher):
     """Hand deliveries to Celery workers (tasks.py), with pending receipts the checkpoint waits on."""
 
     def advance(self, sub: subscriptions.Subscription, cp: Checkpoint, owner: str, using: str,
-                result: RelayResult, *, limit: int | None = None) -> None:
+                result: RelayResult, *, limit: int | None = None) -> bool:
         spec: HandlerSpec = sub.subscriber
         receipts = HandlerReceipt.objects.using(handler_database(spec)).filter(handler=spec.name)
         feed = Feed(using)
