@@ -91,9 +91,11 @@ def test_start_now_skips_the_past_and_a_position_starts_after_it(declare):
 
 def test_a_subscription_known_only_to_another_process_still_gets_events_this_one_writes(declare):
     (first,) = create_notes(1)
-    last = first.events[0].position
+    event = Event.objects.get(position=first.events[0].position)
+    key = {"txid": event.txid or 0, "position": event.position}
     # "Another process" declared tests.sub.elsewhere: it exists in the database, led by nobody here.
-    Checkpoint.objects.create(name="tests.sub.elsewhere", kind="handler", position=last, sent_position=last)
+    Checkpoint.objects.create(name="tests.sub.elsewhere", kind="handler", **key,
+                              sent_txid=key["txid"], sent_position=key["position"])
     written = create_notes(3, "by old code")  # this process does not know the handler
     seen = declare("tests.sub.elsewhere")  # ... the new code's relay does
     call_command("fluvius_relay", verbosity=0)
@@ -205,8 +207,9 @@ def test_a_retry_while_the_broker_is_down_waits_with_the_handlers_error(declare,
         # The broker is back: the relay hands the delivery over again, at try 2.
         with override_settings(FLUVIUS=fluvius(DISPATCH="celery")):
             Recording.sent = []
-            Checkpoint.objects.create(name="tests.sub.flaky", kind="handler", position=position - 1,
-                                      sent_position=position)
+            txid = Event.objects.get(position=position).txid or 0  # handed over up to this event
+            Checkpoint.objects.create(name="tests.sub.flaky", kind="handler", txid=txid, position=position - 1,
+                                      sent_txid=txid, sent_position=position)
             deliver_pending(names=["tests.sub.flaky"], dispatcher=Recording())
         assert Recording.sent == [("tests.sub.flaky", position)]
         assert run_attempt(Attempt("tests.sub.flaky", position, 2), schedule=broker_down) == "done"
@@ -336,3 +339,42 @@ def test_the_migration_turns_outbox_rows_into_checkpoints_before_the_outbox(decl
     assert list(Effect.objects.filter(handler="tests.sub.migrated").values_list("position", flat=True)) == [
         left.events[0].position]
     assert "django_fluvius_outbox" not in connection.introspection.table_names()
+
+
+# -- long-running relays: LISTEN/NOTIFY and the poll ----------------------------------------------
+
+
+def test_a_long_running_relay_wakes_on_notify_or_polls(declare):
+    """fluvius_relay --loop's loop: on PostgreSQL a NOTIFY wakes it long before its poll."""
+    import time as clock
+
+    seen = declare("tests.sub.served")
+    create_notes(1)  # the subscription starts
+    listening = connections["default"].vendor == "postgresql"
+    stop = threading.Event()
+    rounds = []
+    thread = threading.Thread(target=dispatch.serve, kwargs={
+        "listen": listening, "poll": 30.0 if listening else 0.2, "stop": stop,
+        "on_round": rounds.append})
+    thread.start()
+    try:
+        deadline = clock.monotonic() + 10
+        while not rounds and clock.monotonic() < deadline:
+            clock.sleep(0.05)
+        clock.sleep(0.3)  # listening now
+        with override_settings(FLUVIUS=fluvius(DISPATCH=None)):  # a writer that delivers nothing itself
+            (note,) = create_notes(1, "served")
+        started = clock.monotonic()
+        if listening:
+            dispatch.notify("default")  # what a writer's relay thread sends after its commit
+        while note.events[0].position not in seen and clock.monotonic() < started + 10:
+            clock.sleep(0.01)
+        assert note.events[0].position in seen
+        if listening:
+            assert clock.monotonic() - started < 5, "woken by NOTIFY, not by the 30 s poll"
+    finally:
+        stop.set()
+        if listening:
+            dispatch.notify("default")
+        thread.join(35)
+    assert not thread.is_alive()
