@@ -55,7 +55,7 @@ DEFAULTS: dict[str, Any] = {
     "RELAY": "thread",
     # The relay thread's rounds are at least this many seconds apart (a lone commit goes at
     # once; a busy process batches): longer means less work beside the requests.
-    "RELAY_LINGER": 0.05,
+    "RELAY_LINGER": 0.2,
     # Deliveries per Celery message; events per inline batch (one checkpoint write each).
     "RELAY_BATCH_SIZE": 100,
     # Long-running relays (fluvius_relay --loop, the Celery worker's) poll this often (seconds)

@@ -609,21 +609,38 @@ class CeleryDispatcher(Dispatcher):
         return False
 
     @staticmethod
-    def settle(sub: subscriptions.Subscription, cp: Checkpoint, sent: FeedKey, owner: str, using: str) -> None:
-        spec: HandlerSpec = sub.subscriber
-        pending = list(HandlerReceipt.objects.using(handler_database(spec))
-                       .filter(handler=spec.name, status=PENDING).values_list("position", flat=True))
+    def first_pending(spec: HandlerSpec, using: str) -> FeedKey | None:
+        """The feed key of this handler's first pending delivery (feed order), if any."""
+        receipts_db = handler_database(spec)
+        if receipts_db == using:  # the usual case: one query, the join done by the database
+            connection = connections[using]
+            q = connection.ops.quote_name
+            events, receipts = q(Event._meta.db_table), q(HandlerReceipt._meta.db_table)
+            with connection.cursor() as cursor:
+                cursor.execute(
+                    f"SELECT e.{q('txid')}, e.{q('position')} FROM {receipts} r JOIN {events} e "
+                    f"ON e.{q('position')} = r.{q('position')} WHERE r.{q('handler')} = %s "
+                    f"AND r.{q('status')} = %s ORDER BY e.{q('txid')}, e.{q('position')} LIMIT 1",
+                    [spec.name, PENDING])
+                row = cursor.fetchone()
+            return (row[0] or 0, row[1]) if row else None
+        pending = list(HandlerReceipt.objects.using(receipts_db).filter(handler=spec.name, status=PENDING)
+                       .values_list("position", flat=True))
         first: FeedKey | None = None
-        events = Event.objects.using(using)
         for chunk in _in_chunks(pending):
-            for txid, position in events.filter(position__in=chunk).values_list("txid", "position"):
+            for txid, position in Event.objects.using(using).filter(position__in=chunk).values_list("txid",
+                                                                                                    "position"):
                 candidate = (txid or 0, position)
-                if candidate > cp.key and (first is None or candidate < first):
-                    first = candidate
+                first = candidate if first is None or candidate < first else first
+        return first
+
+    @classmethod
+    def settle(cls, sub: subscriptions.Subscription, cp: Checkpoint, sent: FeedKey, owner: str,
+               using: str) -> None:
+        first = cls.first_pending(sub.subscriber, using)
         key = sent if first is None else min(sent, (first[0], first[1] - 1))
         if key > cp.key:
-            applied = Feed(using).count(cp.key, key, evt_keys=sub.read_keys, namespace=sub.namespace)
-            subscriptions.save_checkpoint(spec.name, owner, using, key=key, applied=applied)
+            subscriptions.save_checkpoint(sub.name, owner, using, key=key)
 
     def project(self, sub: subscriptions.Subscription, using: str, result: RelayResult) -> None:
         if sub.subscriber.behind(using):
@@ -843,10 +860,11 @@ class BackgroundRelay:
     """A daemon thread per process, woken by this process's commits.
 
     The on-commit callback only puts a note on a queue. The thread sends one
-    ``NOTIFY`` for everything that arrived (other processes' relays wake), then,
-    in Celery mode, moves this process's subscriptions forward. Rounds are at
-    least ``RELAY_LINGER`` seconds apart, so a busy process pays the broker and
-    the feed queries once per batch of commits, while a lone commit goes at once.
+    ``NOTIFY`` at once for everything that arrived (other processes' relays wake),
+    then, in Celery mode, moves this process's subscriptions forward. Rounds are
+    at least ``RELAY_LINGER`` seconds apart (commits during the pause get one more
+    ``NOTIFY``), so a busy process pays the broker and the feed queries once per
+    batch of commits, while a lone commit goes at once.
     """
 
     def __init__(self) -> None:
@@ -885,17 +903,19 @@ class BackgroundRelay:
             connections.close_all()
             first = q.get()
         taken = [first]
+        self._drain(q, taken)
+        # Other processes' relays first: one NOTIFY for everything queued so far, at once.
+        self._notify(taken)
+        notified = len(taken)
         # Sleep rather than wait on the queue: a waiting thread would wake (and take the GIL
         # from the request) at every commit.
         pause = float(fluvius_settings.RELAY_LINGER) - (time.monotonic() - self._last)
         if pause > 0:
             time.sleep(pause)
-        while True:
-            try:
-                taken.append(q.get_nowait())
-            except queue.Empty:
-                break
+        self._drain(q, taken)
         try:
+            if len(taken) > notified:  # commits that came during the pause: one more NOTIFY
+                self._notify(taken[notified:])
             rounds: dict[str, tuple[int | None, bool]] = {}
             for entry in taken:
                 if entry is None:  # close_connections() asks for the connections back
@@ -905,10 +925,6 @@ class BackgroundRelay:
                 hints = [h for h in (old_hint, hint) if h is not None]
                 rounds[using] = (min(hints) if hints else None, old_run or run)
             for using, (hint, run) in rounds.items():
-                try:
-                    notify(using)
-                except Exception:  # noqa: BLE001 - the others' poll catches up
-                    logger.debug("Could not NOTIFY the other relays.", exc_info=True)
                 if run:
                     deliver_pending(using=using, hint=hint)
             if None in taken:
@@ -917,6 +933,22 @@ class BackgroundRelay:
             self._last = time.monotonic()
             for _ in taken:
                 q.task_done()
+
+    @staticmethod
+    def _drain(q: queue.Queue, taken: list[Any]) -> None:
+        while True:
+            try:
+                taken.append(q.get_nowait())
+            except queue.Empty:
+                return
+
+    @staticmethod
+    def _notify(entries: Sequence[Any]) -> None:
+        for using in {entry[0] for entry in entries if entry is not None}:
+            try:
+                notify(using)
+            except Exception:  # noqa: BLE001 - the others' poll catches up
+                logger.debug("Could not NOTIFY the other relays.", exc_info=True)
 
     def close_connections(self, timeout: float = 10.0) -> bool:
         """Finish what is queued, then close the thread's database connections."""
