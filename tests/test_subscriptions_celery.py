@@ -113,8 +113,10 @@ def test_rolling_deploy_the_new_handler_gets_every_event_whatever_code_wrote_it(
     assert not HandlerReceipt.objects.filter(status="pending").exists()
 
 
-def test_a_broker_that_loses_its_data_loses_no_event(workers, scratch):
+def test_a_broker_that_loses_its_data_loses_no_event(workers, scratch, monkeypatch):
     need(FLUSH_BROKER)
+    # The workers hand over again what is not settled 2 s after its hand-over.
+    monkeypatch.setenv("FLUVIUS_TEST_REDELIVER_AFTER", "2.0")
     import redis
 
     broker = Celery("fluvius-flush", broker=FLUSH_BROKER, set_as_current=False)
@@ -123,7 +125,7 @@ def test_a_broker_that_loses_its_data_loses_no_event(workers, scratch):
     dispatch_handlers.install()
     try:
         with override_settings(FLUVIUS=fluvius(DISPATCH="celery", RELAY="sync", CELERY_APP=broker,
-                                               CELERY_QUEUE=QUEUE)):
+                                               CELERY_QUEUE=QUEUE, REDELIVER_AFTER=2.0)):
             first = writer(1, "first", new_code=True, scratch=scratch, broker=FLUSH_BROKER)
             finish(first)  # the subscriptions exist from here
             # No worker yet: the deliveries wait in the broker... which then loses them.

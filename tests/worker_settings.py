@@ -24,10 +24,10 @@ FLUVIUS = {
     "RETRY_JITTER": False,
     "ORDERED_WAIT": 0.2,
     "RELAY": "sync",
-    # The worker's own relay: polls often, and hands over again what is not settled in 2 s
-    # (the broker-loss tests flush the broker).
+    # The worker's own relay polls often; what is handed over and not settled in 30 s is handed
+    # over again (the broker-loss test sets 2 s: it flushes the broker).
     "RELAY_POLL": 0.3,
-    "REDELIVER_AFTER": float(os.environ.get("FLUVIUS_TEST_REDELIVER_AFTER", "2.0")),
+    "REDELIVER_AFTER": float(os.environ.get("FLUVIUS_TEST_REDELIVER_AFTER", "30.0")),
     # The test run's own queue (tests/dispatch_support.py).
     "CELERY_QUEUE": os.environ.get("FLUVIUS_TEST_QUEUE") or None,
 }
