@@ -50,9 +50,12 @@ DEFAULTS: dict[str, Any] = {
     "CELERY_APP": None,
     # Queue the relay sends handler and projection tasks to; None = Celery's default.
     "CELERY_QUEUE": None,
-    # How a commit wakes this process's relay in "celery" mode: "thread" (a background
-    # thread: the request never waits on the broker) or "sync" (in the on-commit callback).
-    "RELAY": "thread",
+    # How a commit wakes delivery in "celery" mode: "notify" (PostgreSQL: a NOTIFY after
+    # commit from a background thread; the listening relays of the workers hand over; on other
+    # databases as "thread"), "thread" (this process also hands its own subscriptions over,
+    # in a background thread: the request never waits on the broker) or "sync" (in the
+    # on-commit callback).
+    "RELAY": "notify",
     # The relay thread's rounds are at least this many seconds apart (a lone commit goes at
     # once; a busy process batches): longer means less work beside the requests.
     "RELAY_LINGER": 0.2,

@@ -1039,9 +1039,17 @@ def _relay_now(using: str, hint: int | None) -> None:
     notify(using)
 
 
+def _notify_only(using: str, hint: int | None) -> None:
+    # PostgreSQL: announce the commit (from the thread, coalesced) and leave the hand-over to
+    # the listening relays (every Celery worker runs one). Elsewhere nobody listens: relay here.
+    relay.submit(using, hint, run=connections[using].vendor != "postgresql")
+
+
+# How a commit wakes delivery in "celery" mode (FLUVIUS['RELAY']).
 RELAY_MODES: dict[str, Callable[[str, int | None], None]] = {
-    "thread": _relay_in_thread,
-    "sync": _relay_now,
+    "notify": _notify_only,   # web processes announce; workers' relays hand over
+    "thread": _relay_in_thread,  # announce, and hand over this process's subscriptions too
+    "sync": _relay_now,       # hand over in the on-commit callback (scripts, tests)
 }
 
 
@@ -1087,6 +1095,10 @@ def serve(*, using: str | None = None, listen: bool = True, poll: float | None =
     listener: Listener | None = None
     try:
         while not stop.is_set():
+            try:
+                relax_durability(using)
+            except Exception:  # noqa: BLE001 - the round reports the database's state
+                logger.debug("Could not relax durability on the relay connection.", exc_info=True)
             result = deliver_pending(using=using)
             if on_round is not None:
                 on_round(result)
@@ -1104,7 +1116,9 @@ def serve(*, using: str | None = None, listen: bool = True, poll: float | None =
                     stop.wait(poll)
             else:
                 stop.wait(poll)
-            connections[using].close_if_unusable_or_obsolete()
+            connection = connections[using]
+            if connection.errors_occurred and not connection.is_usable():
+                connection.close()  # re-opened at the next round (a database restart)
     finally:
         if listener is not None:
             listener.close()
