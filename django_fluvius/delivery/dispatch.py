@@ -635,8 +635,7 @@ class CeleryDispatcher(Dispatcher):
                 break
         result.handed_over += handed
         # 3. The checkpoint: up to the first delivery still pending, in feed order.
-        self.settle(sub, cp, sent, owner, using)
-        return False
+        return self.settle(sub, cp, sent, owner, using)
 
     @staticmethod
     def first_pending(spec: HandlerSpec, using: str) -> FeedKey | None:
@@ -666,11 +665,14 @@ class CeleryDispatcher(Dispatcher):
 
     @classmethod
     def settle(cls, sub: subscriptions.Subscription, cp: Checkpoint, sent: FeedKey, owner: str,
-               using: str) -> None:
+               using: str) -> bool:
+        """Move the checkpoint (giving the lease up in the same write); True if it was written."""
         first = cls.first_pending(sub.subscriber, using)
         key = sent if first is None else min(sent, (first[0], first[1] - 1))
         if key > cp.key:
-            subscriptions.save_checkpoint(sub.name, owner, using, key=key)
+            subscriptions.save_checkpoint(sub.name, owner, using, key=key, release=True)
+            return True
+        return False
 
     def project(self, sub: subscriptions.Subscription, using: str, result: RelayResult) -> None:
         if sub.subscriber.behind(using):
@@ -767,10 +769,16 @@ def deliver_pending(*, using: str | None = None, names: Iterable[str] | None = N
         return result
     wanted = set(names) if names is not None else None
     owner = relay_owner()
-    head = Feed(using).head()  # once per round: a subscription settled up to it has nothing to do
-    for sub in declared():
-        if wanted is not None and sub.name not in wanted:
-            continue
+    subs = [sub for sub in declared() if wanted is None or sub.name in wanted]
+    # Once per round, not per subscription: the feed's head, the checkpoints, and which
+    # handlers have deliveries past their due time. A subscription settled up to the head
+    # with nothing overdue has nothing to do.
+    feed = Feed(using)
+    head = feed.head()
+    checkpoints = {cp.name: cp for cp in Checkpoint.objects.using(using).filter(
+        name__in=[sub.name for sub in subs])}
+    overdue = _overdue_handlers(subs)
+    for sub in subs:
         problem = subscriptions.start_problem(sub.start)
         if problem is not None:  # fluvius.E055 says so at start-up; never guess a start
             logger.error("Subscription %s is not delivered: %s.", sub.name, problem)
@@ -779,9 +787,10 @@ def deliver_pending(*, using: str | None = None, names: Iterable[str] | None = N
             if sub.kind == subscriptions.PROJECTION:
                 dispatcher.project(sub, using, result)
                 continue
-            cp = subscriptions.ensure(sub, using, hint=hint)
-            if cp.key >= head and not _overdue(sub):
-                continue
+            cp = checkpoints.get(sub.name) or subscriptions.ensure(sub, using, hint=hint)
+            if (sub.name not in overdue and cp.sent_key <= cp.key
+                    and not feed.keys(cp.key, head, evt_keys=sub.read_keys, namespace=sub.namespace, limit=1)):
+                continue  # nothing in flight, nothing of its keys since: one short read, no lease
             if not subscriptions.take_lease(sub.name, owner, using):
                 result.busy += 1
                 continue
@@ -800,11 +809,18 @@ def deliver_pending(*, using: str | None = None, names: Iterable[str] | None = N
     return result
 
 
-def _overdue(sub: subscriptions.Subscription) -> bool:
-    """Whether a delivery of this handler waits past its due time (lost, or a retry to send)."""
-    spec: HandlerSpec = sub.subscriber
-    return (HandlerReceipt.objects.using(handler_database(spec))
-            .filter(handler=spec.name, status=PENDING, due__lt=timezone.now()).exists())
+def _overdue_handlers(subs: Sequence[subscriptions.Subscription]) -> set[str]:
+    """The handlers with a delivery past its due time (lost, or a retry to send): one query per database."""
+    by_db: dict[str, list[str]] = defaultdict(list)
+    for sub in subs:
+        if sub.kind == subscriptions.HANDLER:
+            by_db[handler_database(sub.subscriber)].append(sub.name)
+    found: set[str] = set()
+    now = timezone.now()
+    for using, names in by_db.items():
+        found.update(HandlerReceipt.objects.using(using).filter(
+            handler__in=names, status=PENDING, due__lt=now).values_list("handler", flat=True).distinct())
+    return found
 
 
 def notify(using: str) -> None:
