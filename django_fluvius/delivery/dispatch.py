@@ -607,8 +607,8 @@ class CeleryDispatcher(Dispatcher):
         # 1. Deliveries handed over before and not settled by their due time: the broker lost
         #    them, or could not take a retry. Publish them again, from the try they were at.
         now = timezone.now()
-        overdue = list(receipts.filter(status=PENDING, due__lt=now).order_by("position")
-                       .values_list("position", "attempts")[:window])
+        overdue = (list(receipts.filter(status=PENDING, due__lt=now).order_by("position")
+                        .values_list("position", "attempts")[:window]) if getattr(cp, "overdue", True) else [])
         if overdue:
             receipts.filter(status=PENDING, position__in=[p for p, _ in overdue]).update(
                 due=now + redeliver_after())
@@ -616,7 +616,8 @@ class CeleryDispatcher(Dispatcher):
             result.redelivered += len(overdue)
         # 2. New events after the handed-over mark: pending receipts first, then the messages.
         sent = cp.sent_key
-        in_flight = receipts.filter(status=PENDING).count()
+        # Nothing handed over and unsettled: no pending receipt counts against the window.
+        in_flight = receipts.filter(status=PENDING).count() if sent > cp.key or overdue else 0
         handed = 0
         upto = feed.bound()
         while in_flight < window and (limit is None or handed < limit):
@@ -797,6 +798,7 @@ def deliver_pending(*, using: str | None = None, names: Iterable[str] | None = N
             released = False
             try:
                 cp = Checkpoint.objects.using(using).get(name=sub.name)
+                cp.overdue = sub.name in overdue  # type: ignore[attr-defined]  # known this round
                 released = dispatcher.advance(sub, cp, owner, using, result, limit=limit)
             finally:
                 if not released:
