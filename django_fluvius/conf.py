@@ -139,7 +139,7 @@ DEFAULTS: dict[str, Any] = {
     "MEDIA_SIGNED_URLS": True,
     # -- health (health.py) --
     # The readiness endpoint fails when event delivery lags more than this many seconds
-    # (the oldest outbox row, the oldest event an async projection has still to read);
+    # (the oldest event a subscription — handler or async projection — has still to settle);
     # None leaves delivery out of readiness.
     "HEALTH_MAX_DELIVERY_LAG": 60.0,
 }

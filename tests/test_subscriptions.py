@@ -321,9 +321,9 @@ def test_the_migration_turns_outbox_rows_into_checkpoints_before_the_outbox(decl
     with override_settings(FLUVIUS=fluvius(DISPATCH=None)):
         done, left = create_notes(2)
     executor = MigrationExecutor(connection)
-    executor.migrate([("django_fluvius", "0001_initial")])
+    executor.migrate([("django_fluvius", "0003_idempotency_tenant")])
     try:
-        old_apps = executor.loader.project_state([("django_fluvius", "0001_initial")]).apps
+        old_apps = executor.loader.project_state([("django_fluvius", "0003_idempotency_tenant")]).apps
         outbox = old_apps.get_model("django_fluvius", "Outbox")
         outbox.objects.create(aggregate_id=left.aggregate_id, version=1, namespace="test-notes",
                               evt_key="note-created")

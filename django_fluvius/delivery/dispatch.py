@@ -1127,7 +1127,11 @@ def serve(*, using: str | None = None, listen: bool = True, poll: float | None =
                     logger.warning("Could not LISTEN for commits; polling every %ss.", poll, exc_info=True)
             if listener is not None:
                 try:
-                    listener.wait(poll)
+                    # In slices, so a stop (SIGTERM) is seen within a second while idle.
+                    end = time.monotonic() + poll
+                    while not stop.is_set() and not listener.wait(min(1.0, max(0.0, end - time.monotonic()))):
+                        if time.monotonic() >= end:
+                            break
                 except Exception:  # noqa: BLE001 - connection lost: listen again next round
                     listener.close()
                     listener = None

@@ -8,8 +8,15 @@ listening relay); this command picks up what nobody else did — a handler the w
 processes do not know, a broker that was down, deliveries a broker lost. Celery
 workers run the same loop in a thread (``FLUVIUS['RELAY_IN_WORKER']``) and Celery
 beat's ``fluvius.relay`` task runs one round.
+
+Under a supervisor (systemd, a Procfile runner, Kubernetes) the loop stops on
+SIGTERM or SIGINT after the round in hand: every round leaves the checkpoints
+where its settled work put them, so stopping between rounds leaves nothing
+half-done, and the exit status is 0 (a clean stop, not a crash to restart).
 """
 
+import signal
+import threading
 from datetime import timedelta
 
 from django.core.management.base import BaseCommand, CommandError
@@ -58,6 +65,17 @@ class Command(BaseCommand):
                 self.stderr.write(f"Waiting: {error}")
 
         if loop:
-            serve(using=database, listen=not no_listen, poll=interval, on_round=report)
+            stop = threading.Event()
+            previous = {}
+            if threading.current_thread() is threading.main_thread():
+                for signum in (signal.SIGTERM, signal.SIGINT):
+                    previous[signum] = signal.signal(signum, lambda *_: stop.set())
+            try:
+                serve(using=database, listen=not no_listen, poll=interval, on_round=report, stop=stop)
+            finally:
+                for signum, handler in previous.items():
+                    signal.signal(signum, handler)
+            if verbosity >= 1:
+                self.stdout.write("Relay stopped.")
             return
         report(deliver_pending(using=database), always=True)
