@@ -59,6 +59,11 @@ class ProjectionRow:
     rebuild: Any = None  # a callable that rebuilds it, or None
 
     @property
+    def short_name(self) -> str:
+        """Dotted handler names are long: the end of it (the whole name is the tooltip)."""
+        return self.name if len(self.name) <= 22 else "…" + self.name[-21:]
+
+    @property
     def progress(self) -> int | None:
         if self.run is None or not self.run.total_events:
             return None
