@@ -24,8 +24,8 @@ def framework_run(users: int) -> float:
 
     from example_project.users.domain import UserDomain
 
-    # The core alone: handlers (the example's welcome email) and their outbox
-    # are measured by bench.outbox.
+    # The core alone: handlers (the example's welcome email) and their delivery
+    # are measured by bench.delivery.
     with override_settings(FLUVIUS={**settings_fluvius(), "DISPATCH": None}):
         return run_commands(UserDomain(), users)
 

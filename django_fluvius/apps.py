@@ -17,7 +17,7 @@ class FluviusConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        # Connects delivery to the bus's events_appending signal (outbox rows with every command).
+        # Connects delivery to the bus's events_appending signal (a wake-up after every commit).
         import django_fluvius.delivery.dispatch  # noqa: F401
         from django_fluvius.checks import register_checks
         from django_fluvius.events.upcasting import autodiscover as autodiscover_upcasters
@@ -31,6 +31,12 @@ class FluviusConfig(AppConfig):
         load_handler_modules()
         autodiscover_upcasters()
         sweep_upload_stages()
+
+    def handler_starts(self) -> dict[str, object]:
+        """Every declared event handler's name and ``start`` (migration 0004 drains the outbox with it)."""
+        from django_fluvius.delivery.handlers import handlers
+
+        return {spec.name: spec.start for spec in handlers}
 
 
 def sweep_upload_stages() -> None:

@@ -17,7 +17,7 @@ from django.utils.module_loading import import_string
 DEFAULTS: dict[str, Any] = {
     # Dotted paths of the project's Domain classes.
     "DOMAINS": [],
-    # Database alias that holds the event store, command log and outbox.
+    # Database alias that holds the event store, command log and subscription checkpoints.
     "DATABASE": "default",
     # Database alias the read side (queries, statemgr.find) uses; None = DATABASE of the model.
     "READ_DATABASE": None,
@@ -45,21 +45,35 @@ DEFAULTS: dict[str, Any] = {
     "HANDLERS": [],
     # Extra modules that hold AsyncProjection classes (besides each app's projections.py).
     "PROJECTIONS": [],
-    # -- outbox, relay and Celery dispatch (dispatch.py, tasks.py) --
+    # -- subscriptions, relay and Celery dispatch (delivery/, tasks.py) --
     # The Celery app (object or dotted path); None = celery.current_app.
     "CELERY_APP": None,
     # Queue the relay sends handler and projection tasks to; None = Celery's default.
     "CELERY_QUEUE": None,
-    # How the on-commit relay hands outbox rows over: "thread" (a background thread:
-    # the request never waits on the broker) or "sync" (in the on-commit callback).
-    "RELAY": "thread",
-    # Seconds the relay thread waits for more commits before publishing (one message per batch):
-    # longer means fewer, larger batches (less work beside the request path), later handlers.
+    # How a commit wakes delivery in "celery" mode: "notify" (PostgreSQL: a NOTIFY after
+    # commit from a background thread; the listening relays of the workers hand over; on other
+    # databases as "thread"), "thread" (this process also hands its own subscriptions over,
+    # in a background thread: the request never waits on the broker) or "sync" (in the
+    # on-commit callback).
+    "RELAY": "notify",
+    # The relay thread's rounds are at least this many seconds apart (a lone commit goes at
+    # once; a busy process batches): longer means less work beside the requests.
     "RELAY_LINGER": 0.2,
-    # Deliveries per Celery message; outbox rows per periodic relay round.
+    # Deliveries per Celery message; events per inline batch (one checkpoint write each).
     "RELAY_BATCH_SIZE": 100,
-    # The periodic relay leaves rows younger than this to the on-commit relay (seconds).
-    "RELAY_GRACE": 5.0,
+    # Long-running relays (fluvius_relay --loop, the Celery worker's) poll this often (seconds)
+    # besides LISTEN/NOTIFY: the safety net, and the only wake-up on SQLite.
+    "RELAY_POLL": 2.0,
+    # Celery workers run a relay thread of their own (LISTEN + poll) for the subscriptions
+    # they know: a handler deployed to the workers only is delivered without other services.
+    "RELAY_IN_WORKER": True,
+    # A delivery handed to the broker and not settled this many seconds later is handed over
+    # again (the broker lost it); set it above the longest a message may wait in the queue.
+    "REDELIVER_AFTER": 300.0,
+    # Seconds a relay leads a subscription before another may take over (renewed per batch).
+    "SUBSCRIPTION_LEASE": 30.0,
+    # Deliveries of one handler subscription that may be pending (handed over, unsettled) at once.
+    "SUBSCRIPTION_WINDOW": 10_000,
     # Tries of a failing handler after the first one, before its dead letter (per handler:
     # @event_handler(max_retries=...)).
     "HANDLER_MAX_RETRIES": 5,
@@ -125,7 +139,7 @@ DEFAULTS: dict[str, Any] = {
     "MEDIA_SIGNED_URLS": True,
     # -- health (health.py) --
     # The readiness endpoint fails when event delivery lags more than this many seconds
-    # (the oldest outbox row, the oldest event an async projection has still to read);
+    # (the oldest event a subscription — handler or async projection — has still to settle);
     # None leaves delivery out of readiness.
     "HEALTH_MAX_DELIVERY_LAG": 60.0,
 }

@@ -222,6 +222,14 @@ class UnknownProjection(FluviusError):
     default_message = _("No async projection has this name.")
 
 
+class UnknownSubscription(FluviusError):
+    """No event handler or async projection is subscribed under this name (in code or in the database)."""
+
+    status_code = 404
+    default_code = "unknown_subscription"
+    default_message = _("No subscription has this name.")
+
+
 class RebuildError(FluviusError):
     """A rebuild target is unknown, or the rebuild could not finish."""
 

@@ -17,9 +17,9 @@ Include them in the project's URLs::
         event store's ``FLUVIUS['DATABASE']``, the ``READ_DATABASE``). A failed one
         is closed, so the next probe reconnects instead of reusing a dead socket.
     ``delivery``
-        How far event delivery lags, in seconds: the oldest outbox row not handed
-        over yet (the relay or the broker is down) and, for each async projection,
-        the oldest event it has still to read (its workers are down or failing).
+        How far event delivery lags, in seconds: for each subscription (event
+        handler or async projection) the oldest event of its keys it has not
+        settled yet — the relay, the broker or the workers are down or failing.
         Fails above ``FLUVIUS['HEALTH_MAX_DELIVERY_LAG']`` (``None``: never). Dead
         letters are counted, not failed on: they wait for a person, not a restart.
 
@@ -44,9 +44,11 @@ from django.utils import timezone
 from django.views.decorators.csrf import csrf_exempt
 
 from django_fluvius.conf import fluvius_settings
-from django_fluvius.delivery.projections import async_projections
+from django_fluvius.delivery import subscriptions
+from django_fluvius.delivery.dispatch import declared
+from django_fluvius.events.feed import Feed
 from django_fluvius.exceptions import FluviusError, ProbeMethodNotAllowed, UnknownHealthCheck
-from django_fluvius.models import Checkpoint, DeadLetter, Outbox
+from django_fluvius.models import Checkpoint, DeadLetter, Event, HandlerReceipt
 
 OK = "ok"
 FAILING = "failing"
@@ -81,23 +83,27 @@ def _age(created: Any) -> float:
 def delivery_lag(using: str | None = None) -> dict[str, Any]:
     """Figures of how far delivery lags; ``lag_seconds`` is the largest age among them."""
     using = using or fluvius_settings.DATABASE
-    outbox = Outbox.objects.using(using)
-    oldest_row = outbox.order_by("created").values_list("created", flat=True).first()
-    figures: dict[str, Any] = {
-        "outbox": {"pending": outbox.count(), "oldest_seconds": _age(oldest_row)},
-        "projections": {},
-        "dead_letters": DeadLetter.objects.using(using).count(),
-    }
-    lags = [figures["outbox"]["oldest_seconds"]]
-    checkpoints = {c.name: c for c in Checkpoint.objects.using(using).filter(
-        name__in=[cls.name for cls in async_projections])}
-    for cls in async_projections:
-        projection = cls(using=using)
-        key = checkpoints.get(cls.name, Checkpoint()).key  # a projection never run lags from the start
-        unread = projection.feed.read(key, projection.feed.head(), evt_keys=cls.read_keys(),
-                                      namespace=cls.namespace, limit=1, decode=False)
-        age = _age(unread[0].created) if unread else 0.0
-        figures["projections"][cls.name] = {"behind": bool(unread), "oldest_seconds": age}
+    feed = Feed(using)
+    head = feed.head()
+    subs = declared()
+    checkpoints = {c.name: c for c in Checkpoint.objects.using(using).filter(name__in=[s.name for s in subs])}
+    figures: dict[str, Any] = {"subscriptions": {}, "dead_letters": DeadLetter.objects.using(using).count()}
+    lags = [0.0]
+    for sub in subs:
+        checkpoint = checkpoints.get(sub.name)
+        if checkpoint is None and sub.start != subscriptions.BEGINNING:
+            unread: list = []  # not started yet: it begins "now" (or at its position) when first relayed
+        else:
+            key = checkpoint.key if checkpoint is not None else (0, 0)  # a projection never run: from the start
+            unread = feed.keys(key, head, evt_keys=sub.read_keys, namespace=sub.namespace, limit=1)
+        created = (Event.objects.using(using).filter(position=unread[0][1]).values_list("created", flat=True)
+                   .first() if unread else None)
+        age = _age(created)
+        entry: dict[str, Any] = {"kind": sub.kind, "behind": bool(unread), "oldest_seconds": age}
+        if sub.kind == subscriptions.HANDLER:
+            entry["pending"] = HandlerReceipt.objects.using(subscriptions.receipt_database(sub)).filter(
+                handler=sub.name, status=HandlerReceipt.Status.PENDING).count()
+        figures["subscriptions"][sub.name] = entry
         lags.append(age)
     figures["lag_seconds"] = max(lags)
     return figures

@@ -255,43 +255,20 @@ class IdempotencyRecord(models.Model):
         return f"{self.key} ({self.namespace}:{self.command})"
 
 
-class Outbox(models.Model):
-    """An event that committed and still has to be handed to its handlers.
-
-    Written in the command's own transaction (so it exists exactly when the event
-    does) and deleted once the relay has handed it over (dispatch.py). The event
-    is named by (aggregate_id, version): it is known before the insert, so the
-    row joins the command's single write statement.
-    """
-
-    id = models.BigAutoField(primary_key=True)
-    aggregate_id = models.UUIDField(_("aggregate id"))
-    version = models.PositiveIntegerField(_("version"))
-    namespace = models.CharField(_("namespace"), max_length=100)
-    evt_key = models.CharField(_("event key"), max_length=150)
-    created = models.DateTimeField(_("created"), default=timezone.now)
-    # Failed hand-overs (broker down): how many, and the last error.
-    attempts = models.PositiveIntegerField(_("relay attempts"), default=0)
-    last_error = models.TextField(_("last error"), blank=True)
-
-    class Meta:
-        verbose_name = _("outbox entry")
-        verbose_name_plural = _("outbox entries")
-        ordering = ["id"]
-
-    def __str__(self) -> str:
-        return f"{self.evt_key} #{self.version} of {self.aggregate_id} (pending)"
-
-
 class HandlerReceipt(models.Model):
-    """One (handler, event) pair whose effect is done, written in the handler's own transaction.
+    """The state of one (handler, event) delivery; ``done`` is written in the handler's own transaction.
 
     The unique constraint is what turns at-least-once delivery into an
-    exactly-once effect: a second delivery finds the receipt and does nothing.
+    exactly-once effect: a second delivery finds the done receipt and does
+    nothing. The relay writes a ``pending`` receipt before it hands a delivery to
+    the broker; the subscription's checkpoint never passes a pending one, and one
+    whose ``due`` time has passed is handed over again (a broker that lost it).
     """
 
     class Status(models.TextChoices):
+        PENDING = "pending", _("pending")
         DONE = "done", _("done")
+        FAILED = "failed", _("dead-lettered")
         DISCARDED = "discarded", _("discarded")
 
     id = models.BigAutoField(primary_key=True)
@@ -299,12 +276,23 @@ class HandlerReceipt(models.Model):
     position = models.BigIntegerField(_("event position"))
     status = models.CharField(_("status"), max_length=10, choices=Status.choices, default=Status.DONE)
     created = models.DateTimeField(_("created"), default=timezone.now)
+    # Pending deliveries: the try the next hand-over carries, when it is due again if
+    # nobody settles it first, and the handler's last error (kept while the broker is down).
+    attempts = models.PositiveIntegerField(_("tries"), default=1)
+    due = models.DateTimeField(_("due again"), null=True, blank=True)
+    last_error = models.TextField(_("last error"), blank=True)
 
     class Meta:
         verbose_name = _("handler receipt")
         verbose_name_plural = _("handler receipts")
         constraints = [
             models.UniqueConstraint(fields=["handler", "position"], name="fluvius_receipt_once"),
+        ]
+        # The relay's questions (what is pending, what is overdue) read only the few pending
+        # receipts, never the handler's whole history of done ones.
+        indexes = [
+            models.Index(fields=["handler", "due"], condition=models.Q(status="pending"),
+                         name="fluvius_receipt_pending"),
         ]
 
     def __str__(self) -> str:
@@ -345,24 +333,38 @@ class DeadLetter(models.Model):
 
 
 class Checkpoint(models.Model):
-    """How far an async projection has read the event feed, saved with its writes.
+    """How far a subscription (an event handler or an async projection) has settled the event feed.
 
-    The feed key is (txid, position): see feed.py. ``failures`` counts failed
-    tries of the batch starting after the key, so a poison event is retried a
-    bounded number of times before it is dead-lettered and skipped.
+    The feed key is (txid, position): see feed.py. Every event up to the key is
+    settled for this subscription (applied, handled, or dead-lettered); an
+    async projection saves it with its writes. For a handler delivered by Celery,
+    ``sent_*`` is how far the relay has handed events over (pending receipts in
+    between). ``lease_*``: the relay that leads this subscription now (one at a
+    time). ``failures`` counts failed tries of a projection's batch, so a poison
+    event is retried a bounded number of times before it is dead-lettered.
     """
 
+    class Kind(models.TextChoices):
+        HANDLER = "handler", _("event handler")
+        PROJECTION = "projection", _("async projection")
+
     id = models.BigAutoField(primary_key=True)
-    name = models.CharField(_("projection"), max_length=200, unique=True)
+    name = models.CharField(_("subscription"), max_length=200, unique=True)
+    kind = models.CharField(_("kind"), max_length=10, choices=Kind.choices, default=Kind.PROJECTION)
     txid = models.BigIntegerField(_("transaction id"), default=0)
     position = models.BigIntegerField(_("position"), default=0)
+    sent_txid = models.BigIntegerField(_("handed over to (transaction id)"), default=0)
+    sent_position = models.BigIntegerField(_("handed over to (position)"), default=0)
+    lease_owner = models.CharField(_("led by"), max_length=200, blank=True)
+    lease_until = models.DateTimeField(_("lease until"), null=True, blank=True)
+    created = models.DateTimeField(_("created"), default=timezone.now)
     events_applied = models.BigIntegerField(_("events applied"), default=0)
     failures = models.PositiveIntegerField(_("failed tries"), default=0)
     last_error = models.TextField(_("last error"), blank=True)
     updated = models.DateTimeField(_("updated"), default=timezone.now)
 
     class Meta:
-        # Its admin page lists every projection with its checkpoint: one name for the page.
+        # Its admin page lists every subscription (projections and handlers) with its checkpoint.
         verbose_name = _("projection")
         verbose_name_plural = _("projections")
         ordering = ["name"]
@@ -373,6 +375,10 @@ class Checkpoint(models.Model):
     @property
     def key(self) -> tuple[int, int]:
         return (self.txid, self.position)
+
+    @property
+    def sent_key(self) -> tuple[int, int]:
+        return max((self.sent_txid, self.sent_position), self.key)
 
 
 class Projection(models.Model):

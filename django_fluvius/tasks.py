@@ -1,5 +1,10 @@
 """Celery tasks: deliveries to ``@event_handler`` functions, async projections, the relay.
 
+Every worker also runs a relay thread of its own (``FLUVIUS['RELAY_IN_WORKER']``):
+it ``LISTEN``s for commits and polls, and hands the events of the subscriptions
+the worker knows to the workers. So a handler deployed to the workers alone gets
+every event written after its subscription started, whatever code wrote it.
+
 Autodiscovered by the project's Celery app (``app.autodiscover_tasks()``) since
 ``django_fluvius`` is an installed app. Every task acknowledges its message only
 once it has run (``acks_late``), and a worker that dies mid-task gives the
@@ -22,6 +27,7 @@ from typing import Any
 
 from celery import shared_task
 from celery.exceptions import Reject
+from celery.signals import worker_ready, worker_shutdown
 
 from django_fluvius.conf import fluvius_settings
 from django_fluvius.delivery import dispatch
@@ -101,10 +107,31 @@ def catch_up_all(using: str | None = None) -> dict[str, int]:
 
 
 @shared_task(name=dispatch.RELAY_TASK, **TASK_OPTIONS)
-def relay(using: str | None = None, min_age: float | None = None) -> dict[str, int]:
-    """Hand over outbox rows the on-commit relay left behind (periodic: Celery beat)."""
-    result = dispatch.relay_pending(using=using, min_age=min_age)
-    return {"handed_over": result.handed_over, "failed": result.failed}
+def relay(using: str | None = None) -> dict[str, int]:
+    """Move every subscription this worker knows forward (periodic: Celery beat)."""
+    result = dispatch.deliver_pending(using=using)
+    return {"handed_over": result.handed_over, "redelivered": result.redelivered, "failed": result.failed,
+            "busy": result.busy}
+
+
+_worker_relay: dict[str, Any] = {}
+
+
+@worker_ready.connect
+def start_worker_relay(sender: Any = None, **kwargs: Any) -> None:
+    """The worker's own relay thread (LISTEN + poll), in its main process."""
+    if fluvius_settings.DISPATCH != "celery" or not fluvius_settings.RELAY_IN_WORKER:
+        return
+    _worker_relay["stop"] = dispatch.start_background_relay()
+    logger.info("Fluvius relay started in the worker (LISTEN %s, poll every %ss).", dispatch.CHANNEL,
+                fluvius_settings.RELAY_POLL)
+
+
+@worker_shutdown.connect
+def stop_worker_relay(sender: Any = None, **kwargs: Any) -> None:
+    stop = _worker_relay.pop("stop", None)
+    if stop is not None:
+        stop.set()
 
 
 @shared_task(name="fluvius.sweep_uploads", **TASK_OPTIONS)

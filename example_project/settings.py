@@ -145,7 +145,7 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 # Redis: seconds before a message a dead worker held goes to another worker.
 CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": int(os.environ.get("CELERY_VISIBILITY_TIMEOUT", 3600))}
 CELERY_BEAT_SCHEDULE = {
-    # The periodic relay: outbox rows the on-commit relay could not hand over (broker down).
+    # Optional: a relay round from beat (the workers' own relays LISTEN and poll already).
     "fluvius-relay": {"task": "fluvius.relay", "schedule": 10.0},
     # Async projections catch up even when no commit woke them.
     "fluvius-catch-up": {"task": "fluvius.catch_up_all", "schedule": 30.0},

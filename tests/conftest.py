@@ -49,6 +49,11 @@ def _database_features_known(django_db_setup, django_db_blocker):
     with django_db_blocker.unblock():
         for connection in connections.all():
             connection.features.supports_json_field  # noqa: B018 - cached on the connection
+    yield
+    # The relay thread's connections go before the test databases are dropped.
+    from django_fluvius.delivery.dispatch import relay
+
+    relay.close_connections(10)
 
 
 @pytest.fixture

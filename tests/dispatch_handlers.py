@@ -10,6 +10,7 @@ as the test wants:
 
 * ``poison``: ``record`` always raises.
 * ``flaky``: ``record`` raises while the file ``<scratch>/broken`` exists.
+* ``flaky-down``: ``record`` fails its first try once the test has taken the broker away.
 * ``slow``: ``record`` writes its effect, then on its first try writes
   ``<scratch>/slow.pid`` and sleeps (the test kills that process mid-task).
 
@@ -63,6 +64,13 @@ def record(event):
         raise RuntimeError(f"poison event {event.position}")
     if title == "flaky" and (scratch() / "broken").exists():
         raise RuntimeError("broken for now")
+    if title == "flaky-down" and tries(event.position) == 1:
+        # Fails while the test takes the broker away: the retry cannot be scheduled.
+        (scratch() / "failing").write_text(str(event.position))
+        end = time.time() + 20
+        while not (scratch() / "broker-down").exists() and time.time() < end:
+            time.sleep(0.05)
+        raise RuntimeError("the handler's own error, with the broker down")
     _effect("record", event)
     if title == "slow" and tries(event.position) == 1:
         (scratch() / "slow.pid").write_text(str(os.getpid()))

@@ -1,5 +1,5 @@
-"""Outbox, dead letters and projections in the admin: what is pending or failed, and the
-actions that retry, discard or rebuild."""
+"""Dead letters and subscriptions (projections and handlers) in the admin: what is behind or
+failed, and the actions that retry, discard or rebuild."""
 
 from __future__ import annotations
 
@@ -11,12 +11,11 @@ from django.contrib.admin import helpers
 from django.urls import reverse
 
 from django_fluvius.delivery.handlers import event_handler, handlers
-from django_fluvius.models import Checkpoint, DeadLetter, Event, HandlerReceipt, Outbox, RebuildRun
+from django_fluvius.models import Checkpoint, DeadLetter, Event, HandlerReceipt, RebuildRun
 from example_project.users.domain import UserDomain
 from example_project.users.models import User
 from tests.admin_support import make_staff
 
-OUTBOX = "/admin/django_fluvius/outbox/"
 DEAD = "/admin/django_fluvius/deadletter/"
 PROJECTIONS = "/admin/django_fluvius/checkpoint/"
 RECORDER = "tests.admin.recorder"
@@ -39,7 +38,6 @@ def users(db):
     domain = UserDomain()
     ids = [domain.process_command(domain.create_command(
         "create-user", {"name": name, "email": f"{name}@example.com"})).aggregate_id for name in ("a", "b")]
-    Outbox.objects.all().delete()  # the tests write the outbox rows they need
     return ids
 
 
@@ -55,11 +53,6 @@ def recorder():
     handlers.unregister(RECORDER)
 
 
-def outbox_rows(ids, **extra):
-    return [Outbox.objects.create(aggregate_id=i, version=1, namespace="app-user", evt_key="user-created", **extra)
-            for i in ids]
-
-
 def act(client, url, action, objects, confirmed=True):
     data = {"action": action, helpers.ACTION_CHECKBOX_NAME: [str(o.pk) for o in objects]}
     if confirmed:
@@ -69,55 +62,23 @@ def act(client, url, action, objects, confirmed=True):
     return client.post(url, data, follow=confirmed)
 
 
-# -- outbox -------------------------------------------------------------------
+# -- handlers on the projections page ---------------------------------------------
 
-def test_outbox_lists_pending_and_failed_hand_overs(client, root, users):
-    outbox_rows(users[:1])
-    outbox_rows(users[1:], attempts=3, last_error="OperationalError: broker unreachable")
-    listing = client.get(OUTBOX)
-    assert listing.status_code == 200
-    assert len(listing.context["cl"].result_list) == 2
-    assert "broker unreachable" in listing.content.decode()
-    failed = client.get(OUTBOX, {"failed": "yes"}).context["cl"].result_list
-    assert [row.aggregate_id for row in failed] == [users[1]]
-
-
-def test_hand_over_now_asks_then_delivers_and_clears_the_rows(client, root, users, recorder):
-    rows = outbox_rows(users)
-    ask = act(client, OUTBOX, "hand_over_now", rows, confirmed=False)
-    assert ask.status_code == 200 and "Yes, hand them over" in ask.content.decode()
-    assert recorder == [] and Outbox.objects.count() == 2
-    done = act(client, OUTBOX, "hand_over_now", rows)
-    assert any("Handed over 2 outbox entries." in m for m in messages_of(done))
-    assert sorted(recorder) == sorted((u, 1) for u in users)
-    assert not Outbox.objects.exists()
-
-
-def test_discarding_outbox_rows_keeps_the_events(client, root, users, recorder):
-    rows = outbox_rows(users)
-    ask = act(client, OUTBOX, "discard", rows[:1], confirmed=False)
-    assert "will never be handed them" in ask.content.decode()
-    act(client, OUTBOX, "discard", rows[:1])
-    assert list(Outbox.objects.values_list("aggregate_id", flat=True)) == [users[1]]
-    assert recorder == [] and Event.objects.filter(aggregate_id=users[0]).exists()
-
-
-def test_outbox_actions_follow_permissions(client, users, recorder):
-    rows = outbox_rows(users)
-    client.force_login(make_staff("watcher", "django_fluvius.view_outbox"))
-    listing = client.get(OUTBOX)
-    assert listing.status_code == 200 and listing.context["action_form"] is None
-    act(client, OUTBOX, "discard", rows)
-    act(client, OUTBOX, "hand_over_now", rows)
-    assert Outbox.objects.count() == 2 and recorder == []
-
-    client.force_login(make_staff("retrier", "django_fluvius.change_outbox"))
-    choices = dict(client.get(OUTBOX).context["action_form"].fields["action"].choices)
-    assert "hand_over_now" in choices and "discard" not in choices
-    act(client, OUTBOX, "discard", rows)
-    assert Outbox.objects.count() == 2
-    client.force_login(make_staff("nobody"))
-    assert client.get(OUTBOX).status_code == 403
+def test_the_lag_page_shows_handlers_with_checkpoint_lag_pending_and_dead_letters(client, root, users,
+                                                                                  recorder):
+    events = list(Event.objects.filter(aggregate_id__in=users).order_by("position"))
+    Checkpoint.objects.create(name=RECORDER, kind="handler", position=events[0].position - 1,
+                              sent_position=events[-1].position)
+    HandlerReceipt.objects.create(handler=RECORDER, position=events[1].position, status="pending")
+    dead(events[0])
+    Checkpoint.objects.create(name="tests.admin.retired-handler", kind="handler", position=1)
+    rows = rows_of(client.get(PROJECTIONS))
+    row = rows[RECORDER]
+    assert (row.kind, row.position, row.lag) == ("handler", events[0].position - 1, 2)
+    assert "user-created" in row.detail and "1 pending" in row.detail and "1 dead letters" in row.detail
+    assert row.failures == 1 and row.last_error == "boom"
+    gone = rows["tests.admin.retired-handler"]
+    assert gone.kind == "orphan" and "nothing is delivered" in gone.detail
 
 
 # -- dead letters ---------------------------------------------------------------

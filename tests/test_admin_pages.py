@@ -76,8 +76,9 @@ def test_command_log_reads_commands_as_words_with_the_key_beside(client, root):
 
 def test_plural_names_are_plural_and_the_projection_page_has_one_name(client, root):
     index = client.get("/admin/").content.decode()
-    for name in ("Command log entries", "Outbox entries", "Projections", "Domain map"):
+    for name in ("Command log entries", "Projections", "Domain map"):
         assert f">{name}</a>" in index
+    assert "Outbox" not in index  # the event log is the outbox (issue 14)
     assert "Projection checkpoints" not in index
     page = client.get("/admin/django_fluvius/checkpoint/").content.decode()
     assert "<title>Projections |" in page and "checkpoint" not in re.search(

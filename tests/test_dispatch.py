@@ -1,4 +1,4 @@
-"""The transactional outbox and inline dispatch (issue 5), on SQLite and PostgreSQL.
+"""Inline dispatch through subscriptions (issues 5 and 14), on SQLite and PostgreSQL.
 
 Celery workers are tested in test_celery.py; here everything runs in-process.
 """
@@ -22,14 +22,15 @@ from django_fluvius.delivery.dispatch import (
     Attempt,
     CeleryDispatcher,
     deliver,
+    deliver_pending,
     get_dispatcher,
     load_event,
-    relay_pending,
+    mark_pending,
     retry_delay,
     run_attempt,
 )
 from django_fluvius.delivery.handlers import handlers
-from django_fluvius.models import CommandLog, DeadLetter, Event, HandlerReceipt, Outbox
+from django_fluvius.models import Checkpoint, CommandLog, DeadLetter, Event, HandlerReceipt
 from example_project.orders.domain import OrderDomain
 from example_project.orders.models import Order
 from example_project.users.domain import UserDomain
@@ -70,47 +71,49 @@ def effects(handler=None):
     return list(qs.order_by("id").values_list("handler", "position"))
 
 
-# -- the outbox is written with the events ------------------------------------------------
+# -- the command path writes nothing for delivery -------------------------------------------
 
 
 @pytest.mark.django_db
-def test_outbox_row_is_written_in_the_command_transaction(test_handlers, django_capture_on_commit_callbacks):
-    with django_capture_on_commit_callbacks(execute=False) as callbacks:
-        result = create_note("kept")
-    row = Outbox.objects.get()
-    assert (row.aggregate_id, row.version, row.namespace, row.evt_key) == (
-        result.aggregate_id, 1, "test-notes", "note-created")
-    assert callbacks, "the relay waits for the commit"
+def test_the_command_transaction_writes_only_the_event_projection_and_log(test_handlers,
+                                                                            django_capture_on_commit_callbacks):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    create_note("first")  # a process creates its subscriptions once, before its first events
+    assert Checkpoint.objects.filter(name="tests.record", kind="handler").exists()
+    with django_capture_on_commit_callbacks(execute=False) as callbacks, \
+            CaptureQueriesContext(connection) as queries:
+        create_note("kept")
+    # (PostgreSQL writes the command in one WITH ... INSERT statement.)
+    written = [q["sql"] for q in queries.captured_queries
+               if any(word in q["sql"].upper() for word in ("INSERT ", "UPDATE ", "DELETE "))]
+    tables = {"django_fluvius_event", "django_fluvius_commandlog", "testapp_note"}
+    assert written and all(any(t in sql for t in tables) for sql in written), written
+    assert not any("receipt" in sql or "checkpoint" in sql for sql in written)
+    assert callbacks, "delivery waits for the commit"
     assert not Effect.objects.exists(), "nothing runs before the commit"
 
 
 @pytest.mark.django_db
-def test_a_rejected_command_leaves_no_outbox_row(test_handlers):
+def test_a_rejected_command_delivers_nothing(test_handlers, django_capture_on_commit_callbacks):
     note = create_note("x")
-    Outbox.objects.all().delete()
     domain = NoteDomain()
-    domain.process_command(domain.create_command("archive", {}, aggregate_id=note.aggregate_id))
-    with pytest.raises(DomainError):
+    with django_capture_on_commit_callbacks(execute=True):
         domain.process_command(domain.create_command("archive", {}, aggregate_id=note.aggregate_id))
-    # The first archive committed (one row); the refused second one stored nothing.
-    assert list(Outbox.objects.values_list("evt_key", flat=True)) == ["note-archived"]
+        with pytest.raises(DomainError):
+            domain.process_command(domain.create_command("archive", {}, aggregate_id=note.aggregate_id))
     assert CommandLog.objects.filter(status=CommandLog.Status.REJECTED).count() == 1
-
-
-@pytest.mark.django_db
-def test_events_nobody_handles_write_no_outbox_row(test_handlers):
-    domain = NoteDomain()
-    domain.process_command(domain.create_command("create-folder", {"name": "f"}))
-    assert not Outbox.objects.exists()
+    assert Event.objects.filter(evt_key="note-archived").count() == 1
 
 
 @pytest.mark.django_db
 @override_settings(FLUVIUS=fluvius(DISPATCH=None))
-def test_dispatch_off_writes_no_outbox_and_runs_nothing(test_handlers, django_capture_on_commit_callbacks):
+def test_dispatch_off_runs_nothing_and_moves_no_checkpoint(test_handlers, django_capture_on_commit_callbacks):
     with django_capture_on_commit_callbacks(execute=True):
         create_note("quiet")
-    assert not Outbox.objects.exists()
     assert not Effect.objects.exists()
+    assert not Checkpoint.objects.exists()
 
 
 @override_settings(FLUVIUS=fluvius(DISPATCH="carrier-pigeon"))
@@ -130,7 +133,8 @@ def test_inline_runs_every_handler_once_after_commit(test_handlers):
     assert set(HandlerReceipt.objects.values_list("handler", "position", "status")) == {
         ("tests.record", position, "done"), ("tests.other", position, "done"),
         ("tests.ordered", position, "done")}
-    assert not Outbox.objects.exists(), "handed over: the row is gone"
+    cp = Checkpoint.objects.get(name="tests.record")
+    assert cp.kind == "handler" and cp.position >= position, "the subscription settled the event"
 
 
 @pytest.mark.django_db(transaction=True)
@@ -148,19 +152,18 @@ def test_a_second_delivery_of_the_same_event_has_no_effect(test_handlers):
     spec = handlers.get("tests.record")
     assert deliver(spec, event).outcome == DUPLICATE
     assert deliver(spec, event).outcome == DUPLICATE
-    # The relay handing the same event over again (a crash after delivery) changes nothing.
-    Outbox.objects.create(aggregate_id=event.aggregate_id, version=1, namespace=event.namespace,
-                          evt_key=event.evt_key)
-    assert relay_pending(min_age=0).handed_over == 1
+    # The subscription offered the same event again (reset to the beginning) changes nothing.
+    call_command("fluvius_subscriptions", "reset", "tests.record", "--to", "beginning", verbosity=0)
+    assert deliver_pending(names=["tests.record"]).handed_over == 1
     assert effects("record") == [("record", event.position)]
-    assert not Outbox.objects.exists()
 
 
 @pytest.mark.django_db(transaction=True)
 def test_a_failing_handler_rolls_back_its_receipt_with_its_effect(test_handlers):
     result = create_note("poison")
     position = result.events[0].position
-    assert not HandlerReceipt.objects.filter(handler="tests.record", position=position).exists()
+    # The receipt rolled back with the effect; what is left says the delivery was dead-lettered.
+    assert HandlerReceipt.objects.get(handler="tests.record", position=position).status == "failed"
     assert not Effect.objects.filter(handler="record").exists()
 
 
@@ -179,21 +182,24 @@ def test_a_poison_event_is_dead_lettered_and_everything_else_goes_on(test_handle
     # The other handlers of the poison event ran, and the next event went through.
     assert ("other", position) in effects()
     assert ("record", after.events[0].position) in effects()
-    assert not Outbox.objects.exists()
+    assert HandlerReceipt.objects.get(handler="tests.record", position=position).status == "failed"
+    assert Checkpoint.objects.get(name="tests.record").position >= after.events[0].position, \
+        "a dead letter is settled: the checkpoint moves past it"
 
 
 @pytest.mark.django_db(transaction=True)
-def test_the_relay_delivers_what_a_crash_left_in_the_outbox(test_handlers, monkeypatch):
-    # Commit, but lose the on-commit relay (as if the process died right after COMMIT).
-    monkeypatch.setattr(dispatch_module.InlineDispatcher, "committed", lambda *args: None)
+def test_the_relay_delivers_what_a_crash_after_commit_left_behind(test_handlers, monkeypatch):
+    create_note("before")  # the subscriptions start here
+    Effect.objects.all().delete()
+    # Commit, but lose the on-commit delivery (as if the process died right after COMMIT).
+    monkeypatch.setattr(dispatch_module, "committed", lambda *args: None)
     first = create_note("left behind")
     monkeypatch.undo()
-    assert Outbox.objects.count() == 1 and not Effect.objects.exists()
-    assert relay_pending(min_age=60).handed_over == 0, "young rows are the on-commit relay's"
-    call_command("fluvius_relay", "--grace", "0", verbosity=0)
+    assert not Effect.objects.exists()
+    assert Checkpoint.objects.get(name="tests.record").position < first.events[0].position
+    call_command("fluvius_relay", verbosity=0)
     position = first.events[0].position
     assert sorted(effects()) == [("ordered", position), ("other", position), ("record", position)]
-    assert not Outbox.objects.exists()
 
 
 # -- ordering ------------------------------------------------------------------------------
@@ -206,7 +212,8 @@ def test_an_ordered_handler_waits_for_the_previous_version(test_handlers, django
         edit_note(note.aggregate_id, "second")
     first, second = Event.objects.filter(aggregate_id=note.aggregate_id).order_by("version")
     spec = handlers.get("tests.ordered")
-    # Version 1 is still in the outbox: version 2 must wait for it.
+    # Version 1 is handed over and not handled yet (pending): version 2 must wait for it.
+    mark_pending([(spec, first.position), (spec, second.position)])
     result = deliver(spec, second)
     assert (result.outcome, result.blocked_by) == (WAIT, first.position)
     assert deliver(spec, first).outcome == DONE
@@ -222,8 +229,7 @@ def test_an_ordered_handler_does_not_wait_for_events_it_never_got(test_handlers,
     with django_capture_on_commit_callbacks(execute=False):
         note = create_note("old")
         edit_note(note.aggregate_id, "new")
-    # Version 1 was handed over before this handler existed: no outbox row, no receipt.
-    Outbox.objects.filter(version=1).delete()
+    # Version 1 came before this handler's subscription: no receipt, nothing to wait for.
     second = Event.objects.get(aggregate_id=note.aggregate_id, version=2)
     assert deliver(handlers.get("tests.ordered"), second).outcome == DONE
 
@@ -234,7 +240,6 @@ def test_an_ordered_handler_waits_behind_a_dead_letter_until_it_is_discarded(
     with django_capture_on_commit_callbacks(execute=False):
         note = create_note("x")
         edit_note(note.aggregate_id, "y")
-    Outbox.objects.all().delete()
     first, second = Event.objects.filter(aggregate_id=note.aggregate_id).order_by("version")
     dispatch_module.dead_letter(DeadLetter.Kind.HANDLER, "tests.ordered", first, attempts=4, message="boom")
     spec = handlers.get("tests.ordered")
@@ -328,18 +333,26 @@ def test_a_delivery_for_a_handler_this_process_lacks_is_dead_lettered(test_handl
 
 
 @pytest.mark.django_db(transaction=True)
-def test_with_the_broker_down_commands_commit_and_the_outbox_keeps_the_events(test_handlers):
+def test_with_the_broker_down_commands_commit_and_the_events_wait_on_the_feed(test_handlers):
     from celery import Celery
 
+    create_note("before")  # inline: the subscriptions start here
+    Effect.objects.all().delete()
     down = Celery("down", broker="redis://127.0.0.1:1/5", set_as_current=False)
     down.conf.broker_connection_timeout = 1
     with override_settings(FLUVIUS=fluvius(DISPATCH="celery", RELAY="sync", CELERY_APP=down)):
         result = create_note("waits")
         assert isinstance(get_dispatcher(), CeleryDispatcher)
+        again = deliver_pending()
+    assert again.failed >= 3 and again.handed_over == 0 and "Error" in " ".join(again.errors)
     assert Event.objects.filter(aggregate_id=result.aggregate_id).exists()
-    row = Outbox.objects.get()
-    assert row.attempts == 1 and "Error" in row.last_error
+    position = result.events[0].position
+    cp = Checkpoint.objects.get(name="tests.record")
+    assert cp.position < position and cp.sent_position < position, "nothing counts as handed over"
     assert not Effect.objects.exists()
+    # Nothing is lost: the next relay that can deliver does (inline here), each once.
+    call_command("fluvius_relay", verbosity=0)
+    assert sorted(effects()) == [("ordered", position), ("other", position), ("record", position)]
 
 
 # -- the example project's handlers ---------------------------------------------------------------
@@ -378,10 +391,10 @@ def test_the_orders_process_manager_cancels_open_orders_of_a_deactivated_custome
         assert event.correlation_id == cause.correlation_id
         assert event.causation_id == f"event:{cause.position}"
         assert event.metadata["source"] == "process-manager" and event.payload["reason"] == "customer deactivated"
-    # Exactly once: handing the deactivation over again issues no second cancel.
-    Outbox.objects.create(aggregate_id=cause.aggregate_id, version=cause.version, namespace=cause.namespace,
-                          evt_key=cause.evt_key)
-    relay_pending(min_age=0)
+    # Exactly once: offering the deactivation again (a reset subscription) issues no second cancel.
+    for name in {spec.name for spec in handlers.for_event(cause)}:
+        call_command("fluvius_subscriptions", "reset", name, "--to", str(cause.position - 1), verbosity=0)
+    deliver_pending()
     assert Event.objects.filter(evt_key="order-cancelled").count() == 2
 
 

@@ -46,16 +46,13 @@ SEED = r"""
 import uuid
 from django.contrib.auth import get_user_model
 from django.utils import timezone
-from django_fluvius.models import DeadLetter, Event, Outbox, RebuildRun
+from django_fluvius.models import DeadLetter, Event, RebuildRun
 from example_project.users.models import User
 from example_project.orders.models import Order
 
 get_user_model().objects.create_superuser("operator", "op@example.com", PASSWORD)
 paid = Event.objects.filter(evt_key="order-paid").first()
 placed = Event.objects.filter(evt_key="order-placed").first()
-Outbox.objects.create(aggregate_id=paid.aggregate_id, version=paid.version, namespace=paid.namespace,
-                      evt_key=paid.evt_key, attempts=3,
-                      last_error="OperationalError: Error 111 connecting to 127.0.0.1:6379. Connection refused.")
 DeadLetter.objects.create(
     kind=DeadLetter.Kind.HANDLER,
     handler="example_project.users.handlers.send_welcome_email", position=placed.position,
@@ -145,7 +142,6 @@ PAGES = [
     ("diff", "/admin/django_fluvius/event/aggregate/{order}/diff/?from=1&to=4", "order-shipped"),
     ("command-log", "/admin/django_fluvius/commandlog/", "Pay order"),
     ("dead-letters", "/admin/django_fluvius/deadletter/", "SMTPServerDisconnected"),
-    ("outbox", "/admin/django_fluvius/outbox/", "Connection refused"),
     ("projections", "/admin/django_fluvius/checkpoint/", "app-order.order"),
     ("rebuild-runs", "/admin/django_fluvius/rebuildrun/", "app-user.user"),
     ("snapshots", "/admin/django_fluvius/snapshot/", "1 snapshot"),

@@ -17,12 +17,17 @@ os.environ.setdefault("FLUVIUS_TEST_INSTALL_HANDLERS", "1")
 FLUVIUS = {
     **FLUVIUS,
     "DISPATCH": "celery",
-    "HANDLERS": [*FLUVIUS.get("HANDLERS", []), "tests.dispatch_handlers"],
+    "HANDLERS": [*FLUVIUS.get("HANDLERS", []), "tests.dispatch_handlers",
+                 *filter(None, os.environ.get("FLUVIUS_TEST_EXTRA_HANDLERS", "").split(","))],
     # Short waits, so the fault tests take seconds.
     "RETRY_BACKOFF": 0.2,
     "RETRY_JITTER": False,
     "ORDERED_WAIT": 0.2,
     "RELAY": "sync",
+    # The worker's own relay polls often; what is handed over and not settled in 30 s is handed
+    # over again (the broker-loss test sets 2 s: it flushes the broker).
+    "RELAY_POLL": 0.3,
+    "REDELIVER_AFTER": float(os.environ.get("FLUVIUS_TEST_REDELIVER_AFTER", "30.0")),
     # The test run's own queue (tests/dispatch_support.py).
     "CELERY_QUEUE": os.environ.get("FLUVIUS_TEST_QUEUE") or None,
 }

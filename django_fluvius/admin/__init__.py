@@ -3,7 +3,7 @@
 Registered on ``django.contrib.admin.site`` when the admin autodiscovers this
 module: events (list, one event, an aggregate's timeline with the state after
 each version, the diff of two versions), the command log, snapshots, and, where
-their models exist, the outbox, dead letters and projections, and the domain map.
+their models exist, dead letters and subscription checkpoints, and the domain map.
 ``AggregateAdmin`` is for users' own resource models: rows changed by commands.
 
 To show the same pages on another ``AdminSite``, register the classes there::
@@ -19,7 +19,7 @@ from django.contrib import admin
 from django_fluvius.admin.aggregates import AggregateAdmin
 from django_fluvius.admin.catalog import DomainMapAdmin
 from django_fluvius.admin.commandlog import CommandLogAdmin
-from django_fluvius.admin.delivery import DeadLetterAdmin, OutboxAdmin
+from django_fluvius.admin.delivery import DeadLetterAdmin
 from django_fluvius.admin.events import EventAdmin
 from django_fluvius.admin.pagination import EstimatedCountPaginator
 from django_fluvius.admin.projections import ProjectionAdmin, RebuildRunAdmin
@@ -30,7 +30,6 @@ from django_fluvius.models import (
     DeadLetter,
     DomainMap,
     Event,
-    Outbox,
     RebuildRun,
     Snapshot,
 )
@@ -39,7 +38,6 @@ MODEL_ADMINS = [
     (Event, EventAdmin),
     (CommandLog, CommandLogAdmin),
     (Snapshot, SnapshotAdmin),
-    (Outbox, OutboxAdmin),
     (DeadLetter, DeadLetterAdmin),
     (Checkpoint, ProjectionAdmin),
     (RebuildRun, RebuildRunAdmin),
@@ -63,7 +61,6 @@ __all__ = [
     "DomainMapAdmin",
     "EstimatedCountPaginator",
     "EventAdmin",
-    "OutboxAdmin",
     "ProjectionAdmin",
     "RebuildRunAdmin",
     "SnapshotAdmin",

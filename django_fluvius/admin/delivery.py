@@ -1,15 +1,13 @@
-"""Deliveries that are pending or failed: the outbox and the dead letters.
+"""Deliveries that failed: the dead letters.
 
-The outbox holds events that committed and still wait to be handed to their
-handlers (``attempts`` counts failed hand-overs, e.g. the broker was down); a dead
-letter is a (handler or async projection, event) pair that failed its last try.
-Both are shown read-only, with actions that go through ``dispatch``:
+A dead letter is a (handler or async projection, event) pair that failed its
+last try. What is still pending is a subscription's lag (the projections page
+shows it for handlers too). Dead letters are shown read-only, with actions that
+go through ``dispatch``:
 
-* outbox: **hand over now** (``change`` permission on the outbox) and **discard**
-  (``delete``): the event stays in the store, its handlers never get it;
-* dead letters: **re-drive** (``change``: deliver again from the first try, oldest
-  event first) and **discard** (``delete``: give up for good, an ordered handler
-  moves past it).
+* **re-drive** (``change``: deliver again from the first try, oldest event
+  first) and **discard** (``delete``: give up for good, an ordered handler moves
+  past it).
 
 Every action asks for confirmation first.
 """
@@ -39,21 +37,6 @@ from django_fluvius.admin.filters import AggregateFilter, NamespaceFilter
 
 # One action handles at most this many rows (each may run handlers in this request).
 MAX_ROWS = 1000
-
-
-class FailedFilter(admin.SimpleListFilter):
-    title = gettext_lazy("hand-over")
-    parameter_name = "failed"
-
-    def lookups(self, request, model_admin):
-        return [("yes", _("failed at least once")), ("no", _("not tried yet"))]
-
-    def queryset(self, request, queryset):
-        if self.value() == "yes":
-            return queryset.filter(attempts__gt=0)
-        if self.value() == "no":
-            return queryset.filter(attempts=0)
-        return queryset
 
 
 def confirm(model_admin, request, queryset, *, action: str, question: str, warning: str = "",
@@ -103,59 +86,6 @@ class DeliveryAdmin(AggregateLinks, ReadOnlyAdmin):
     @admin.display(description=gettext_lazy("waiting for"))
     def age(self, obj):
         return timesince(obj.created, timezone.now())
-
-
-class OutboxAdmin(DeliveryAdmin):
-    list_display = ("id", "created_time", "age", "namespace", "evt_key", "aggregate_short", "version",
-                    "attempts", "error_summary")
-    list_filter = (FailedFilter, NamespaceFilter, AggregateFilter, ("created", admin.DateFieldListFilter))
-    ordering = ("id",)
-    fields = ("id", "created_time", "namespace", "evt_key", "aggregate_link", "version", "attempts",
-              "last_error")
-    readonly_fields = ("created_time", "aggregate_link")
-    actions = ("hand_over_now", "discard")
-
-    @admin.display(description=gettext_lazy("last error"))
-    def error_summary(self, obj):
-        text = preview(obj.last_error, 300) if obj.last_error else ""
-        return format_html('<span title="{}">{}</span>', text, text)
-
-    @admin.action(description=gettext_lazy("Hand over now (retry)"), permissions=["retry"])
-    def hand_over_now(self, request, queryset):
-        page = confirm(self, request, queryset, action="hand_over_now",
-                       question=_("Hand these outbox entries to their handlers now?"),
-                       button=_("Yes, hand them over"))
-        if page is not None:
-            return page
-        from django_fluvius.delivery import dispatch
-
-        using = dispatch.store_database()
-        rows = list(queryset.order_by("id")[:MAX_ROWS])
-        items = dispatch.items_from_rows(rows, using)
-        try:
-            dispatch.get_dispatcher().hand_over(items, using)
-        except Exception as exc:  # noqa: BLE001 - the broker may still be down: say so, keep the rows
-            self.message_user(request, _("Could not hand over %(n)d entries: %(error)s") % {
-                "n": len(items), "error": f"{type(exc).__name__}: {exc}"}, messages.ERROR)
-            return None
-        self.message_user(request, _("Handed over %(n)d outbox entries.") % {"n": len(items)},
-                          messages.SUCCESS)
-        return None
-
-    @admin.action(description=gettext_lazy("Discard (handlers never get these events)"),
-                  permissions=["discard"])
-    def discard(self, request, queryset):
-        page = confirm(self, request, queryset, action="discard",
-                       question=_("Discard these outbox entries?"),
-                       warning=_("The events stay in the event store, but their handlers and async "
-                                 "projections will never be handed them by the relay."),
-                       button=_("Yes, discard them"))
-        if page is not None:
-            return page
-        ids = list(queryset.order_by("id").values_list("id", flat=True)[:MAX_ROWS])
-        count, _details = self.model._default_manager.filter(id__in=ids).delete()
-        self.message_user(request, _("Discarded %(n)d outbox entries.") % {"n": count}, messages.SUCCESS)
-        return None
 
 
 class DeadLetterAdmin(DeliveryAdmin):

@@ -32,6 +32,7 @@ from django.utils import timezone
 from django.utils.translation import gettext as _
 
 from django_fluvius.admin.base import ReadOnlyAdmin, admin_url, error_response, time_column
+from django_fluvius.conf import fluvius_settings
 from django_fluvius.events.store import EventStore
 from django_fluvius.exceptions import UnknownProjection
 from django_fluvius.models import Checkpoint, RebuildRun
@@ -46,7 +47,7 @@ STALE_AFTER_SECONDS = 300
 @dataclass
 class ProjectionRow:
     name: str
-    kind: str  # "inline", "async" or "orphan"
+    kind: str  # "inline", "async", "handler" or "orphan"
     detail: str
     head: int
     position: int | None = None
@@ -56,6 +57,11 @@ class ProjectionRow:
     updated: Any = None
     run: RebuildRun | None = None
     rebuild: Any = None  # a callable that rebuilds it, or None
+
+    @property
+    def short_name(self) -> str:
+        """Dotted handler names are long: the end of it (the whole name is the tooltip)."""
+        return self.name if len(self.name) <= 22 else "…" + self.name[-21:]
 
     @property
     def progress(self) -> int | None:
@@ -113,17 +119,51 @@ def _async_rows(head: int, checkpoints: dict[str, Checkpoint]) -> list[Projectio
     return rows
 
 
+def _handler_rows(head: int, checkpoints: dict[str, Checkpoint]) -> list[ProjectionRow]:
+    """Event handlers are subscriptions too: their checkpoint, lag, pending deliveries, dead letters."""
+    from django_fluvius.delivery import subscriptions
+    from django_fluvius.delivery.dispatch import declared
+    from django_fluvius.models import DeadLetter
+
+    rows = []
+    handler_subs = [sub for sub in declared() if sub.kind == subscriptions.HANDLER]
+    statuses = {st.name: st for st in subscriptions.status(handler_subs, fluvius_settings.DATABASE)
+                if st.declared}
+    for sub in handler_subs:
+        checkpoint = checkpoints.pop(sub.name, None)
+        st = statuses.get(sub.name)
+        keys = ", ".join(sub.evt_keys or ("*",))
+        dead = st.dead_letters if st else 0
+        last = DeadLetter.objects.filter(handler=sub.name).order_by("-created").first() if dead else None
+        notes = []
+        if st and st.pending:
+            notes.append(_("%(n)d pending") % {"n": st.pending})
+        if dead:
+            notes.append(_("%(n)d dead letters") % {"n": dead})
+        rows.append(ProjectionRow(
+            name=sub.name, kind="handler",
+            detail=(f"{sub.namespace}: {keys}" if sub.namespace else keys) + (f" ({', '.join(notes)})"
+                                                                             if notes else ""),
+            head=head, position=checkpoint.position if checkpoint else None,
+            lag=st.lag if st else None, failures=dead,
+            last_error=last.error_message if last else "",
+            updated=checkpoint.updated if checkpoint else None,
+        ))
+    return rows
+
+
 def projection_rows() -> list[ProjectionRow]:
     head = EventStore().last_position()
     checkpoints = {cp.name: cp for cp in Checkpoint.objects.all()}
-    rows = _inline_rows(head) + _async_rows(head, checkpoints)
+    rows = _inline_rows(head) + _async_rows(head, checkpoints) + _handler_rows(head, checkpoints)
     from django_fluvius.ops.rebuild import SHADOW_SUFFIX
 
     for checkpoint in checkpoints.values():  # what is left has no projection class any more
         if checkpoint.name.endswith(SHADOW_SUFFIX):  # the twin of a rebuild under way
             continue
         rows.append(ProjectionRow(
-            name=checkpoint.name, kind="orphan", detail=_("no registered projection has this name"),
+            name=checkpoint.name, kind="orphan",
+            detail=_("no code declares this subscription; nothing is delivered to it"),
             head=head, position=checkpoint.position, lag=None, failures=checkpoint.failures,
             last_error=checkpoint.last_error, updated=checkpoint.updated,
         ))

@@ -1,4 +1,4 @@
-"""System checks of event handlers, async projections and dispatch settings (E040-E049).
+"""System checks of event handlers, async projections, subscriptions and dispatch settings (E040-E049, E055, W056).
 
 | id            | problem                                                              |
 |---------------|----------------------------------------------------------------------|
@@ -12,6 +12,9 @@
 | fluvius.E047  | a ``FLUVIUS['PROJECTIONS']`` entry cannot be imported (loading.py)     |
 | fluvius.E048  | ``FLUVIUS['RELAY']`` is not a known relay mode                        |
 | fluvius.E049  | a retry, backoff or batch setting is not a usable number              |
+| fluvius.E055  | a subscription's ``start`` is not "now", "beginning" or a position    |
+| fluvius.W056  | a subscription in the database that no code declares (database check: |
+|               | ``manage.py check --database default``, and ``migrate``)             |
 
 (``fluvius.E006``, from loading.py, reports a ``FLUVIUS['HANDLERS']`` entry that does not import.)
 """
@@ -24,7 +27,8 @@ from django.core import checks
 from django.utils.module_loading import import_string
 
 from django_fluvius.conf import fluvius_settings
-from django_fluvius.delivery.dispatch import DISPATCHERS, RELAY_MODES
+from django_fluvius.delivery import subscriptions
+from django_fluvius.delivery.dispatch import DISPATCHERS, RELAY_MODES, declared
 from django_fluvius.delivery.handlers import ALL_EVENTS, handlers
 from django_fluvius.delivery.projections import async_projections
 from django_fluvius.events.upcasting import known_keys
@@ -68,13 +72,59 @@ def check_handlers(app_configs=None, **kwargs):
     return messages
 
 
+def check_starts(app_configs=None, **kwargs):
+    """A start that is not usable is an error, never a guess: the subscription is not delivered."""
+    messages: list[checks.CheckMessage] = []
+    for sub in declared():
+        problem = subscriptions.start_problem(sub.start)
+        if problem is not None:
+            what = "Event handler" if sub.kind == subscriptions.HANDLER else "Async projection"
+            messages.append(checks.Error(
+                f"{what} {sub.name!r}: {problem}.",
+                hint='Use start="now", start="beginning" or an event position such as start=1200.',
+                obj=getattr(sub.subscriber, "func", None) or getattr(sub.subscriber, "cls", None),
+                id="fluvius.E055"))
+    return messages
+
+
+def check_undeclared_subscriptions(app_configs=None, databases=None, **kwargs):
+    """Subscriptions in the database that no code declares: their events go to nobody."""
+    if not databases or fluvius_settings.DATABASE not in databases:
+        return []
+    from django.db import DatabaseError
+
+    from django_fluvius.events.feed import Feed
+    from django_fluvius.models import Checkpoint
+
+    using = fluvius_settings.DATABASE
+    names = {sub.name for sub in declared()}
+    messages: list[checks.CheckMessage] = []
+    try:
+        rows = list(Checkpoint.objects.using(using).exclude(name__in=names))
+        head = Feed(using).head() if rows else None
+    except DatabaseError:  # not migrated yet: nothing to compare with
+        return []
+    for cp in rows:
+        behind = head is not None and head > cp.key
+        messages.append(checks.Warning(
+            f"Subscription {cp.name!r} ({cp.kind}) is in the database but no code declares it"
+            + (" and events wait after its checkpoint" if behind else "") + "; nothing is delivered to it.",
+            hint="Deploy its handler or projection again, or delete its checkpoint "
+                 "(admin, or Checkpoint.objects.filter(name=...).delete()) if it is gone for good.",
+            id="fluvius.W056"))
+    return messages
+
+
 _NUMBERS = {
     "HANDLER_MAX_RETRIES": (int, 0),
     "RETRY_BACKOFF": (float, 0),
     "RETRY_BACKOFF_MAX": (float, 0),
     "RELAY_LINGER": (float, 0),
     "RELAY_BATCH_SIZE": (int, 1),
-    "RELAY_GRACE": (float, 0),
+    "RELAY_POLL": (float, 0.01),
+    "REDELIVER_AFTER": (float, 0),
+    "SUBSCRIPTION_LEASE": (float, 1),
+    "SUBSCRIPTION_WINDOW": (int, 1),
     "ORDERED_WAIT": (float, 0),
     "ORDERED_MAX_WAITS": (int, 0),
     "PROJECTION_BATCH_SIZE": (int, 1),
@@ -123,4 +173,6 @@ def check_dispatch_settings(app_configs=None, **kwargs):
 
 def register() -> None:
     checks.register(check_handlers, "fluvius")
+    checks.register(check_starts, "fluvius")
     checks.register(check_dispatch_settings, "fluvius")
+    checks.register(check_undeclared_subscriptions, "fluvius", checks.Tags.database)

@@ -1,41 +1,49 @@
 """How committed events reach ``@event_handler`` functions and async projections.
 
-The transactional outbox
-    The bus sends ``events_appending`` inside the command's transaction, and
-    ``dispatch_committed(events, using, batch)`` (connected to it below) runs. For each event some handler or async projection wants,
-    an ``Outbox`` row joins the command's writes, so the row exists exactly when
-    the event does: a crash can lose neither. Nothing is handed over before the
-    transaction commits.
+The event log is the outbox
+    A command's transaction writes its events and nothing for delivery. Every
+    handler and async projection is a *subscription* with a checkpoint on the
+    gap-safe feed (``subscriptions.py``); a *relay* reads the feed after each
+    checkpoint and delivers. Which process wrote an event does not matter: a
+    handler deployed only to the workers gets the events the old web processes
+    write.
 
-The relay
-    After commit the dispatcher hands the rows over and deletes them. In
-    ``"celery"`` mode the on-commit relay runs in a background thread
-    (``FLUVIUS['RELAY'] = "thread"``): the request only puts the rows on a queue
-    and never waits for the broker; the thread waits ``RELAY_LINGER`` seconds for
-    more commits and sends one Celery message per batch of deliveries. If the
-    broker is down the rows stay; ``relay_pending()`` (the ``fluvius_relay``
-    command, or the ``fluvius.relay`` task under Celery beat) hands over every
-    row older than ``RELAY_GRACE`` seconds, so events wait and none is lost.
+Waking the relay
+    On commit the bus's ``events_appending`` receiver below schedules a wake-up:
+    ``"inline"`` mode delivers at once in the committing process; ``"celery"``
+    mode wakes this process's relay thread (the request never waits on the
+    broker). Other processes hear of the commit through PostgreSQL
+    ``NOTIFY fluvius_events``, sent *after* commit by the relay thread, once per
+    round however many commits it covers (a ``NOTIFY`` inside the transaction
+    would take a global lock at commit and serialize writers). Long-running
+    relays (``fluvius_relay --loop``, the one every Celery worker starts)
+    ``LISTEN`` and also poll every ``RELAY_POLL`` seconds: the safety net, and
+    the only mechanism on SQLite.
 
 Delivery: at least once, effect exactly once
     A delivery is one (handler, event) pair. ``deliver()`` runs the handler in a
-    transaction on the handler's database that first inserts its
-    ``HandlerReceipt``; a second delivery of the same pair finds the receipt and
-    does nothing, a failed one rolls the receipt back with the effect. A failure
-    is retried with exponential backoff (Celery) and, after the last try, stored
-    as a ``DeadLetter`` that ``fluvius_deadletters`` lists, re-drives or discards.
+    transaction on the handler's database that turns its ``HandlerReceipt`` to
+    ``done``; a second delivery of the same pair finds it and does nothing, a
+    failed one rolls the receipt back with the effect. In ``"celery"`` mode the
+    relay writes a ``pending`` receipt before it publishes; the subscription's
+    checkpoint never passes a pending receipt, and a pending one not settled by
+    its ``due`` time (``REDELIVER_AFTER``) is published again — a broker that
+    lost its messages costs a delay, never an event. A failure is retried with
+    exponential backoff; if the broker is down when a retry is scheduled, the
+    delivery waits (pending, with the handler's error) for the relay to hand it
+    over again. After the last try it is a ``DeadLetter`` (settled) that
+    ``fluvius_deadletters`` lists, re-drives or discards.
 
 Ordering
     ``@event_handler(..., ordered=True)`` never handles version N+1 of an
     aggregate before N: a delivery whose previous matching event of the same
-    aggregate is still on its way (an outbox row, a pending receipt written by
-    the relay before publishing, or a dead letter) waits and is tried again.
+    aggregate is pending or dead-lettered for this handler waits and is tried again.
 
 Dispatch modes (``FLUVIUS['DISPATCH']``, the ``DISPATCHERS`` lookup table)
     ``"inline"`` (the embedded default: no broker) delivers in this process right
     after commit, one try each (a failure is dead-lettered at once), and catches
     async projections up; ``"celery"`` hands over to Celery workers (tasks.py);
-    ``None``/``"off"`` writes no outbox rows at all.
+    ``None``/``"off"`` delivers nothing (checkpoints stay where they are).
 """
 
 from __future__ import annotations
@@ -55,16 +63,18 @@ from datetime import timedelta
 from typing import Any
 
 from django.db import connections, transaction
-from django.db.models import F
+from django.db.models.signals import post_migrate
 from django.utils import timezone
 from django.utils.module_loading import import_string
 
 from django_fluvius.conf import fluvius_settings
+from django_fluvius.delivery import subscriptions
 from django_fluvius.delivery.handlers import ALL_EVENTS, HandlerSpec, handlers
 from django_fluvius.events import sql
+from django_fluvius.events.feed import Feed, FeedKey
 from django_fluvius.events.store import EventStore
 from django_fluvius.events.upcasting import registry as upcasters
-from django_fluvius.models import DeadLetter, Event, HandlerReceipt, Outbox
+from django_fluvius.models import Checkpoint, DeadLetter, Event, HandlerReceipt
 from django_fluvius.write.bus import events_appending
 
 logger = logging.getLogger("django_fluvius.dispatch")
@@ -72,17 +82,19 @@ logger = logging.getLogger("django_fluvius.dispatch")
 DELIVER_TASK = "fluvius.deliver"
 PROJECT_TASK = "fluvius.project"
 RELAY_TASK = "fluvius.relay"
+# The PostgreSQL notification channel a commit wakes other processes' relays on.
+CHANNEL = "fluvius_events"
 
 
 # -- subscribers besides handlers (async projections register here) ---------------------------
 
 
 class Subscribers:
-    """Things woken after commit besides handlers: async projections (delivery/projections.py).
+    """Async projections (delivery/projections.py), as the relay sees them.
 
     They sit above this module, so they register themselves here instead of being
-    imported. A subscriber has ``name``, ``wants(event)``, ``run_inline(using)``
-    and ``redrive(event, using)``.
+    imported. A subscriber has ``name``, ``start``, ``namespace``, ``read_keys()``,
+    ``wants(event)``, ``behind(using)``, ``run_inline(using)`` and ``redrive(event, using)``.
     """
 
     def __init__(self) -> None:
@@ -105,6 +117,11 @@ class Subscribers:
 
 
 subscribers = Subscribers()
+
+
+def declared() -> list[subscriptions.Subscription]:
+    """Every subscription this process knows: its handlers and its async projections."""
+    return subscriptions.declared(subscribers)
 
 
 def is_wanted(event: Any) -> bool:
@@ -187,10 +204,11 @@ def claim_receipt(handler: str, position: int, using: str) -> bool:
     connection = connections[using]
     table, q = _receipt_table(connection)
     sql_text = (
-        f"INSERT INTO {table} ({q('handler')}, {q('position')}, {q('status')}, {q('created')}) "
-        f"VALUES (%s, %s, %s, %s) ON CONFLICT ({q('handler')}, {q('position')}) "
-        f"DO UPDATE SET {q('status')} = EXCLUDED.{q('status')} WHERE {table}.{q('status')} = %s "
-        f"RETURNING {q('id')}"
+        f"INSERT INTO {table} ({q('handler')}, {q('position')}, {q('status')}, {q('created')}, "
+        f"{q('attempts')}, {q('last_error')}) "
+        f"VALUES (%s, %s, %s, %s, 1, '') ON CONFLICT ({q('handler')}, {q('position')}) "
+        f"DO UPDATE SET {q('status')} = EXCLUDED.{q('status')}, {q('due')} = NULL "
+        f"WHERE {table}.{q('status')} = %s RETURNING {q('id')}"
     )
     now = connection.ops.adapt_datetimefield_value(timezone.now())
     with connection.cursor() as cursor:
@@ -198,24 +216,89 @@ def claim_receipt(handler: str, position: int, using: str) -> bool:
         return cursor.fetchone() is not None
 
 
-PENDING = "pending"
+PENDING = HandlerReceipt.Status.PENDING
+# Receipt statuses that settle a delivery: the checkpoint may pass them.
+SETTLED = (HandlerReceipt.Status.DONE, HandlerReceipt.Status.FAILED, HandlerReceipt.Status.DISCARDED)
 
 
-def mark_pending(pairs: Iterable[tuple[HandlerSpec, int]]) -> None:
-    """Pending receipts for ordered handlers, written before their deliveries are published."""
+def redeliver_after() -> timedelta:
+    return timedelta(seconds=float(fluvius_settings.REDELIVER_AFTER))
+
+
+def mark_pending(pairs: Iterable[tuple[HandlerSpec, int]], *, due: Any = None) -> None:
+    """Pending receipts, written by the relay before it publishes the deliveries.
+
+    An existing receipt (done, dead-lettered, discarded, or pending already) is
+    left as it is: a delivery handed over again never undoes a settled one.
+    """
+    due = due or timezone.now() + redeliver_after()
     by_db: dict[str, list[HandlerReceipt]] = defaultdict(list)
     for spec, position in pairs:
-        by_db[handler_database(spec)].append(HandlerReceipt(handler=spec.name, position=position, status=PENDING))
+        by_db[handler_database(spec)].append(HandlerReceipt(handler=spec.name, position=position, status=PENDING,
+                                                            due=due))
     for using, rows in by_db.items():
         HandlerReceipt.objects.using(using).bulk_create(rows, ignore_conflicts=True)
 
 
+def insert_pending(spec: HandlerSpec, positions: Sequence[int]) -> set[int]:
+    """Pending receipts for these deliveries, in one statement; the positions to publish.
+
+    These positions lie after the subscription's handed-over mark: a pending
+    receipt among them was written by a hand-over that failed (broker down) or
+    died, so it is published again; a settled one (done, dead-lettered,
+    discarded) is left out.
+    """
+    if not positions:
+        return set()
+    using = handler_database(spec)
+    connection = connections[using]
+    table, q = _receipt_table(connection)
+    now = connection.ops.adapt_datetimefield_value(timezone.now())
+    due = connection.ops.adapt_datetimefield_value(timezone.now() + redeliver_after())
+    fresh: set[int] = set()
+    with connection.cursor() as cursor:
+        for chunk in _in_chunks(positions):
+            rows = ", ".join(["(%s, %s, %s, %s, 1, %s, '')"] * len(chunk))
+            params: list[Any] = []
+            for position in chunk:
+                params += [spec.name, position, PENDING, now, due]
+            cursor.execute(
+                f"INSERT INTO {table} ({q('handler')}, {q('position')}, {q('status')}, {q('created')}, "
+                f"{q('attempts')}, {q('due')}, {q('last_error')}) VALUES {rows} "
+                f"ON CONFLICT ({q('handler')}, {q('position')}) DO NOTHING RETURNING {q('position')}", params)
+            fresh.update(row[0] for row in cursor.fetchall())
+    if len(fresh) < len(positions):  # rare: receipts already there
+        rest = [p for p in positions if p not in fresh]
+        receipts = HandlerReceipt.objects.using(using).filter(handler=spec.name, status=PENDING)
+        for chunk in _in_chunks(rest):
+            fresh.update(receipts.filter(position__in=chunk).values_list("position", flat=True))
+    return fresh
+
+
+def hold(spec: HandlerSpec, position: int, *, attempts: int, due_in: float, error: BaseException | None = None,
+         tb: str = "") -> None:
+    """Keep a delivery pending: its next try, when it is due, and the handler's last error.
+
+    A retry whose message could not be published (broker down) is not lost nor
+    dead-lettered: the relay hands it over again once ``due`` has passed.
+    Only a pending (or missing) receipt changes: a try that already finished —
+    done, dead-lettered — is never made pending again (that would run it twice).
+    """
+    values: dict[str, Any] = {"attempts": attempts, "due": timezone.now() + timedelta(seconds=due_in)}
+    if error is not None:
+        values["last_error"] = (f"{type(error).__name__}: {error}\n{tb}")[:10_000]
+    receipts = HandlerReceipt.objects.using(handler_database(spec))
+    if not receipts.filter(handler=spec.name, position=position, status=PENDING).update(**values):
+        receipts.bulk_create([HandlerReceipt(handler=spec.name, position=position, status=PENDING, **values)],
+                             ignore_conflicts=True)
+
+
 def pending_predecessor(spec: HandlerSpec, event: Any) -> int | None:
     """For an ordered handler: the position of the aggregate's previous matching event if it is
-    still on its way to this handler, else None.
+    still on its way to this handler (pending) or dead-lettered, else None.
 
-    An event with no receipt, no outbox row and no dead letter never was (and never
-    will be) delivered to this handler: it predates the handler, which does not wait for it.
+    The relay writes pending receipts in feed order before publishing, so an event
+    with no receipt predates the handler's subscription: it does not wait for it.
     """
 
     previous = Event.objects.using(store_database()).filter(aggregate_id=event.aggregate_id,
@@ -230,23 +313,16 @@ def pending_predecessor(spec: HandlerSpec, event: Any) -> int | None:
     position, version = row
     status = (HandlerReceipt.objects.using(handler_database(spec))
               .filter(handler=spec.name, position=position).values_list("status", flat=True).first())
-    if status is not None:
-        return position if status == PENDING else None
-    in_outbox = Outbox.objects.using(store_database()).filter(aggregate_id=event.aggregate_id,
-                                                              version=version).exists()
-    dead = DeadLetter.objects.using(store_database()).filter(
-        kind=DeadLetter.Kind.HANDLER, handler=spec.name, position=position).exists()
-    return position if (in_outbox or dead) else None
+    if status in (PENDING, HandlerReceipt.Status.FAILED):
+        return position
+    return None
 
 
-def deliver(spec: HandlerSpec, event: Any, *, force: bool = False,
-            also: Callable[[], None] | None = None) -> Delivery:
+def deliver(spec: HandlerSpec, event: Any, *, force: bool = False) -> Delivery:
     """Run one handler for one event in its own transaction, with its receipt.
 
     ``force=True`` (replays) runs it even if a receipt exists and ignores ordering.
-    ``also`` runs in the same transaction after the handler (the inline dispatcher
-    deletes the outbox row there: one commit instead of two). Never raises for the
-    handler's own errors: they come back as ``FAILED``.
+    Never raises for the handler's own errors: they come back as ``FAILED``.
     """
     using = handler_database(spec)
     if spec.ordered and not force:
@@ -258,8 +334,6 @@ def deliver(spec: HandlerSpec, event: Any, *, force: bool = False,
             if not claim_receipt(spec.name, event.position, using) and not force:
                 return Delivery(DUPLICATE)
             spec(event)
-            if also is not None:
-                also()
     except Exception as exc:  # noqa: BLE001 - a handler's failure is data: retried, then dead-lettered
         return Delivery(FAILED, error=exc, traceback=traceback.format_exc())
     return Delivery(DONE)
@@ -288,6 +362,13 @@ def dead_letter(kind: str, name: str, event: Any, *, attempts: int, error: BaseE
     }
     letter, _ = DeadLetter.objects.using(store_database()).update_or_create(
         kind=kind, handler=name, position=position, defaults=values)
+    if kind == DeadLetter.Kind.HANDLER:
+        # Settled: the handler's checkpoint may pass it (an ordered handler still waits on it).
+        using = handler_database(handlers.get(name)) if name in handlers else store_database()
+        HandlerReceipt.objects.using(using).update_or_create(
+            handler=name, position=position,
+            defaults={"status": HandlerReceipt.Status.FAILED, "due": None,
+                      "last_error": str(values["error_message"])[:10_000]})
     logger.error("Dead letter: %s %s gave up on %s (position %s) after %s tries: %s",
                  kind, name, values["evt_key"] or "event", position, attempts, values["error_message"])
     return letter
@@ -307,7 +388,12 @@ def redrive(letters: Iterable[DeadLetter]) -> int:
             else:
                 if letter.handler not in handlers:
                     raise LookupError(f"No event handler named {letter.handler!r} is registered.")
-                get_dispatcher().redeliver(handlers.get(letter.handler), letter.position)
+                spec = handlers.get(letter.handler)
+                # Pending again, from the first try: claimable, and the relay's to hand over if lost.
+                HandlerReceipt.objects.using(handler_database(spec)).update_or_create(
+                    handler=spec.name, position=letter.position,
+                    defaults={"status": PENDING, "attempts": 1, "due": timezone.now() + redeliver_after()})
+                get_dispatcher().redeliver(spec, letter.position)
         count += 1
     return count
 
@@ -322,7 +408,7 @@ def discard(letters: Iterable[DeadLetter]) -> int:
                 using = handler_database(spec) if spec is not None else store_database()
                 HandlerReceipt.objects.using(using).update_or_create(
                     handler=letter.handler, position=letter.position,
-                    defaults={"status": HandlerReceipt.Status.DISCARDED})
+                    defaults={"status": HandlerReceipt.Status.DISCARDED, "due": None})
             DeadLetter.objects.using(store_database()).filter(pk=letter.pk).delete()
         count += 1
     return count
@@ -349,7 +435,7 @@ class Attempt:
 
 
 def run_attempt(item: Attempt, *, schedule: Callable[[Attempt, float], None] | None,
-                event: Any = None, also: Callable[[], None] | None = None) -> str:
+                event: Any = None) -> str:
     """Try one delivery; schedule the next try (``schedule(attempt, countdown)``) or dead-letter it.
 
     ``schedule=None`` means there is no later try (inline mode): a failure is
@@ -368,14 +454,21 @@ def run_attempt(item: Attempt, *, schedule: Callable[[Attempt, float], None] | N
         except Exception as exc:  # noqa: BLE001 - a missing or undecodable event is a poison message
             result = Delivery(FAILED, error=exc, traceback=traceback.format_exc())
         else:
-            result = deliver(spec, event, also=also)
+            result = deliver(spec, event)
     else:
-        result = deliver(spec, event, also=also)
+        result = deliver(spec, event)
 
     if result.outcome == WAIT:
         if schedule is not None and item.waits < fluvius_settings.ORDERED_MAX_WAITS:
-            schedule(Attempt(item.handler, item.position, item.attempt, item.waits + 1),
-                     float(fluvius_settings.ORDERED_WAIT))
+            wait = float(fluvius_settings.ORDERED_WAIT)
+            # Due again before the message goes: it may run (and settle) before we would write.
+            hold(spec, item.position, attempts=item.attempt, due_in=wait + redeliver_after().total_seconds())
+            try:
+                schedule(Attempt(item.handler, item.position, item.attempt, item.waits + 1), wait)
+            except Exception:  # noqa: BLE001 - broker down: the delivery stays pending for the relay
+                logger.warning("Could not schedule the wait of %s on %s; the relay hands it over again.",
+                               spec.name, item.position, exc_info=True)
+                hold(spec, item.position, attempts=item.attempt, due_in=wait)
         elif schedule is not None:
             dead_letter(DeadLetter.Kind.HANDLER, spec.name, event, position=item.position, attempts=item.attempt,
                         message=f"Gave up waiting for the previous event (position {result.blocked_by}) "
@@ -387,113 +480,60 @@ def run_attempt(item: Attempt, *, schedule: Callable[[Attempt, float], None] | N
             delay = retry_delay(item.attempt)
             logger.warning("Event handler %s failed on position %s (try %s of %s), retrying in %.2fs: %r",
                            spec.name, item.position, item.attempt, tries, delay, result.error)
+            # Due again before the message goes: the retry may run (and settle) before we would write.
+            hold(spec, item.position, attempts=item.attempt + 1, due_in=delay + redeliver_after().total_seconds(),
+                 error=result.error, tb=result.traceback)
             try:
                 schedule(Attempt(item.handler, item.position, item.attempt + 1, item.waits), delay)
-                return FAILED
-            except Exception as exc:  # noqa: BLE001 - broker down: keep it as a dead letter, not lost
-                logger.exception("Could not schedule the next try of %s on %s.", spec.name, item.position)
-                result = Delivery(FAILED, error=exc, traceback=traceback.format_exc())
+            except Exception:  # noqa: BLE001 - broker down: the delivery waits, keeping the handler's error
+                logger.warning("Could not schedule try %s of %s on %s (broker down?); it stays pending and "
+                               "the relay hands it over again.", item.attempt + 1, spec.name, item.position,
+                               exc_info=True)
+                hold(spec, item.position, attempts=item.attempt + 1, due_in=delay)
+            return FAILED
         dead_letter(DeadLetter.Kind.HANDLER, spec.name, event, position=item.position, attempts=item.attempt,
                     error=result.error, tb=result.traceback)
     return result.outcome
 
 
-# -- items the relay hands over ----------------------------------------------------------------
+# -- dispatchers: how a relay moves one subscription forward -------------------------------------
 
 
-@dataclass(frozen=True)
-class RelayItem:
-    """An outbox row with its event's position: enough to find handlers and publish."""
+@dataclass
+class RelayResult:
+    handed_over: int = 0   # deliveries run (inline) or published (Celery)
+    redelivered: int = 0   # pending deliveries published again (their due time passed)
+    failed: int = 0        # subscriptions that could not move (broker or database down)
+    busy: int = 0          # subscriptions another relay leads right now
+    errors: list[str] = field(default_factory=list)
 
-    outbox_id: int | None
-    position: int
-    aggregate_id: Any
-    version: int
-    namespace: str
-    evt_key: str
-
-
-def items_from_rows(rows: Sequence[Outbox], using: str) -> list[RelayItem]:
-    """Resolve outbox rows (named by aggregate and version) to event positions."""
-    if not rows:
-        return []
-    wanted = {(row.aggregate_id, row.version) for row in rows}
-    found: dict[tuple[Any, int], int] = {}
-    events = Event.objects.using(using).filter(aggregate_id__in={a for a, _ in wanted},
-                                               version__in={v for _, v in wanted})
-    for aggregate_id, version, position in events.values_list("aggregate_id", "version", "position"):
-        if (aggregate_id, version) in wanted:
-            found[(aggregate_id, version)] = position
-    items = []
-    for row in rows:
-        event_position = found.get((row.aggregate_id, row.version))
-        if event_position is None:  # cannot happen with the row written in the event's transaction
-            logger.error("Outbox row %s names no stored event (%s v%s); dropping it.", row.pk,
-                         row.aggregate_id, row.version)
-            Outbox.objects.using(using).filter(pk=row.pk).delete()
-            continue
-        items.append(RelayItem(row.pk, event_position, row.aggregate_id, row.version, row.namespace,
-                               row.evt_key))
-    return items
+    def add(self, other: RelayResult) -> None:
+        self.handed_over += other.handed_over
+        self.redelivered += other.redelivered
+        self.failed += other.failed
+        self.busy += other.busy
+        self.errors += other.errors
 
 
-def delete_rows(ids: Iterable[int | None], using: str) -> None:
-    """Delete handed-over outbox rows (one plain DELETE: no collector, no signals)."""
-    ids = [i for i in ids if i is not None]
-    if not ids:
-        return
-    connection = connections[using]
-    quote = connection.ops.quote_name
-    with connection.cursor() as cursor:
-        cursor.execute(f"DELETE FROM {quote(Outbox._meta.db_table)} WHERE {quote('id')} IN "
-                       f"({', '.join(['%s'] * len(ids))})", ids)
+def _batch_size() -> int:
+    return max(1, int(fluvius_settings.RELAY_BATCH_SIZE))
 
 
-def relax_durability(using: str) -> None:
-    """Let this connection's commits return before the WAL is flushed (PostgreSQL).
-
-    For the relay thread's own connection only: losing its last commits in a
-    server crash brings outbox rows back (delivered again: receipts dedupe), and
-    since WAL is replayed in order, pending receipts are never lost without the
-    DELETE that followed them. It spares the commands' commits a flush per round.
-    """
-    connection = connections[using]
-    if connection.vendor != "postgresql":
-        return
-    connection.ensure_connection()
-    raw = connection.connection
-    if getattr(connection, "_fluvius_relaxed", None) is not raw:
-        with connection.cursor() as cursor:
-            cursor.execute("SET synchronous_commit TO off")
-        connection._fluvius_relaxed = raw  # type: ignore[attr-defined]  # our mark on Django's wrapper
-
-
-# -- dispatchers -----------------------------------------------------------------------------
+def _read(feed: Feed, sub: subscriptions.Subscription, after: FeedKey, upto: FeedKey, limit: int) -> list[Event]:
+    return feed.read(after, upto, evt_keys=sub.read_keys, namespace=sub.namespace, limit=limit, decode=False)
 
 
 class Dispatcher:
-    """Writes outbox rows in the command's transaction and hands them over after commit."""
+    """Moves a handler subscription forward while its relay leads it."""
 
-    writes_outbox = True
+    delivers = True
 
-    def dispatch(self, events: Sequence[Any], using: str, batch: sql.WriteBatch | None = None) -> None:
-        wanted = [event for event in events if is_wanted(event)]
-        if not wanted:
-            return
-        rows = [Outbox(aggregate_id=e.aggregate_id, version=e.version, namespace=e.namespace,
-                       evt_key=e.evt_key, created=e.created or timezone.now()) for e in wanted]
-        if batch is not None:
-            for row in rows:
-                batch.insert(row)
-        else:
-            Outbox.objects.using(using).bulk_create(rows)
-        transaction.on_commit(lambda: self.committed(rows, wanted, using), using=using)
-
-    def committed(self, rows: Sequence[Outbox], events: Sequence[Any], using: str) -> None:
+    def advance(self, sub: subscriptions.Subscription, cp: Checkpoint, owner: str, using: str,
+                result: RelayResult, *, limit: int | None = None) -> bool:
+        """Move the subscription forward; True if the last write gave the lease up already."""
         raise NotImplementedError
 
-    def hand_over(self, items: Sequence[RelayItem], using: str) -> None:
-        """Deliver or publish these items, then delete their outbox rows."""
+    def project(self, sub: subscriptions.Subscription, using: str, result: RelayResult) -> None:
         raise NotImplementedError
 
     def redeliver(self, spec: HandlerSpec, position: int) -> None:
@@ -501,53 +541,45 @@ class Dispatcher:
 
 
 class InlineDispatcher(Dispatcher):
-    """Run handlers in this process once the transaction commits (no broker)."""
+    """Run handlers in the relay's process, in feed order, one try each (no broker)."""
 
-    def committed(self, rows: Sequence[Outbox], events: Sequence[Any], using: str) -> None:
-        try:
-            self.run([(row.pk, event) for row, event in zip(rows, events, strict=True)], using)
-        except Exception:  # noqa: BLE001 - the command committed; the rows stay for the relay
-            logger.exception("Inline dispatch failed after commit; the outbox keeps the events.")
-
-    def hand_over(self, items: Sequence[RelayItem], using: str) -> None:
-        pairs = []
-        for item in items:
-            try:
-                pairs.append((item.outbox_id, load_event(item.position, using)))
-            except Exception as exc:  # noqa: BLE001 - poison: dead-letter for every handler, drop the row
-                for spec in handlers.for_event(item):
-                    dead_letter(DeadLetter.Kind.HANDLER, spec.name, None, position=item.position, attempts=1,
+    def advance(self, sub: subscriptions.Subscription, cp: Checkpoint, owner: str, using: str,
+                result: RelayResult, *, limit: int | None = None) -> bool:
+        spec: HandlerSpec = sub.subscriber
+        feed = Feed(using)
+        key = cp.key
+        size = _batch_size()
+        done = 0
+        upto = feed.bound()
+        while limit is None or done < limit:
+            events = _read(feed, sub, key, upto, size)
+            for raw in events:
+                try:
+                    event = feed.store.decode(raw)
+                except Exception as exc:  # noqa: BLE001 - a poison event: dead-lettered, settled
+                    dead_letter(DeadLetter.Kind.HANDLER, spec.name, None, position=raw.position, attempts=1,
                                 error=exc, tb=traceback.format_exc())
-                delete_rows([item.outbox_id], using)
-        self.run(pairs, using)
+                    continue
+                if run_attempt(Attempt(spec.name, event.position), schedule=None, event=event) == WAIT:
+                    # Feed order is commit order: only a dead-lettered predecessor makes it wait.
+                    dead_letter(DeadLetter.Kind.HANDLER, spec.name, event, attempts=1,
+                                message="Still waiting for the previous event of its aggregate (ordered "
+                                        "handler): re-drive or discard that one first.")
+            done += len(events)
+            result.handed_over += len(events)
+            new = subscriptions.feed_max(feed.key(events[-1]) if len(events) >= size else upto, key)
+            last = len(events) < size or (limit is not None and done >= limit)
+            if new != key and not subscriptions.save_checkpoint(spec.name, owner, using, key=new, sent=new,
+                                                                applied=len(events), release=last):
+                return True  # another relay took over (our lease ran out)
+            if last:
+                return new != key
+            key = new
+        return False
 
-    def run(self, pairs: Sequence[tuple[int | None, Any]], using: str) -> None:
-        done: list[int | None] = []
-        woken: dict[str, Any] = {}
-        for outbox_id, event in pairs:
-            waiting = deleted = False
-            specs = handlers.for_event(event)
-            for i, spec in enumerate(specs):
-                also = None
-                if (i == len(specs) - 1 and not waiting and outbox_id is not None
-                        and handler_database(spec) == using):
-                    # The last handler's transaction takes the row with it (saves a commit).
-                    def also(outbox_id=outbox_id):
-                        nonlocal deleted
-                        delete_rows([outbox_id], using)
-                        deleted = True
-                outcome = run_attempt(Attempt(spec.name, event.position), schedule=None, event=event, also=also)
-                waiting = waiting or outcome == WAIT
-            for subscriber in subscribers.wanting(event):
-                woken[subscriber.name] = subscriber
-            if not waiting and not deleted:  # an ordered handler still waits: the relay tries again later
-                done.append(outbox_id)
-        for subscriber in woken.values():
-            try:
-                subscriber.run_inline(using)
-            except Exception:  # noqa: BLE001 - one projection must not stop the others
-                logger.exception("Async projection %s failed to catch up inline.", subscriber.name)
-        delete_rows(done, using)
+    def project(self, sub: subscriptions.Subscription, using: str, result: RelayResult) -> None:
+        caught = sub.subscriber.run_inline(using)
+        result.handed_over += getattr(caught, "applied", 0)
 
     def redeliver(self, spec: HandlerSpec, position: int) -> None:
         if run_attempt(Attempt(spec.name, position), schedule=None) == WAIT:
@@ -557,53 +589,115 @@ class InlineDispatcher(Dispatcher):
                                 "re-drive that one first.")
 
 
+def _in_chunks(values: Sequence[Any], size: int = 500) -> Iterable[Sequence[Any]]:
+    for start in range(0, len(values), size):
+        yield values[start:start + size]
+
+
 class CeleryDispatcher(Dispatcher):
-    """Hand deliveries to Celery workers (tasks.py); publishing happens off the request path."""
+    """Hand deliveries to Celery workers (tasks.py), with pending receipts the checkpoint waits on."""
 
-    def committed(self, rows: Sequence[Outbox], events: Sequence[Any], using: str) -> None:
-        items = [RelayItem(row.pk, e.position, e.aggregate_id, e.version, e.namespace, e.evt_key)
-                 for row, e in zip(rows, events, strict=True)]
-        mode = fluvius_settings.RELAY
-        runner = RELAY_MODES.get(mode)
-        if runner is None:
-            logger.error("FLUVIUS['RELAY'] is %r; expected one of %s. The outbox keeps the events.",
-                         mode, sorted(RELAY_MODES))
+    def advance(self, sub: subscriptions.Subscription, cp: Checkpoint, owner: str, using: str,
+                result: RelayResult, *, limit: int | None = None) -> bool:
+        spec: HandlerSpec = sub.subscriber
+        receipts = HandlerReceipt.objects.using(handler_database(spec)).filter(handler=spec.name)
+        feed = Feed(using)
+        size = _batch_size()
+        window = max(1, int(fluvius_settings.SUBSCRIPTION_WINDOW))
+        # 1. Deliveries handed over before and not settled by their due time: the broker lost
+        #    them, or could not take a retry. Publish them again, from the try they were at.
+        now = timezone.now()
+        overdue = (list(receipts.filter(status=PENDING, due__lt=now).order_by("position")
+                        .values_list("position", "attempts")[:window]) if getattr(cp, "overdue", True) else [])
+        if overdue:
+            receipts.filter(status=PENDING, position__in=[p for p, _ in overdue]).update(
+                due=now + redeliver_after())
+            self.publish(spec, [Attempt(spec.name, p, max(1, a)) for p, a in overdue], using)
+            result.redelivered += len(overdue)
+        # 2. New events after the handed-over mark: pending receipts first, then the messages.
+        sent = cp.sent_key
+        # Nothing handed over and unsettled: no pending receipt counts against the window.
+        in_flight = receipts.filter(status=PENDING).count() if sent > cp.key or overdue else 0
+        handed = 0
+        upto = feed.bound()
+        while in_flight < window and (limit is None or handed < limit):
+            take = min(size * 10, window - in_flight)
+            keys = feed.keys(sent, upto, evt_keys=sub.read_keys, namespace=sub.namespace, limit=take)
+            if keys:
+                fresh = insert_pending(spec, [position for _, position in keys])
+                self.publish(spec, [Attempt(spec.name, p) for _, p in keys if p in fresh], using)
+                handed += len(fresh)
+                in_flight += len(fresh)
+            new = subscriptions.feed_max(keys[-1] if len(keys) >= take else upto, sent)
+            if new != sent and not subscriptions.save_checkpoint(spec.name, owner, using, sent=new):
+                return True
+            sent = new
+            if len(keys) < take:
+                break
+        result.handed_over += handed
+        # 3. The checkpoint: up to the first delivery still pending, in feed order.
+        return self.settle(sub, cp, sent, owner, using)
+
+    @staticmethod
+    def first_pending(spec: HandlerSpec, using: str) -> FeedKey | None:
+        """The feed key of this handler's first pending delivery (feed order), if any."""
+        receipts_db = handler_database(spec)
+        if receipts_db == using:  # the usual case: one query, the join done by the database
+            connection = connections[using]
+            q = connection.ops.quote_name
+            events, receipts = q(Event._meta.db_table), q(HandlerReceipt._meta.db_table)
+            with connection.cursor() as cursor:
+                cursor.execute(
+                    f"SELECT e.{q('txid')}, e.{q('position')} FROM {receipts} r JOIN {events} e "
+                    f"ON e.{q('position')} = r.{q('position')} WHERE r.{q('handler')} = %s "
+                    f"AND r.{q('status')} = %s ORDER BY e.{q('txid')}, e.{q('position')} LIMIT 1",
+                    [spec.name, PENDING])
+                row = cursor.fetchone()
+            return (row[0] or 0, row[1]) if row else None
+        pending = list(HandlerReceipt.objects.using(receipts_db).filter(handler=spec.name, status=PENDING)
+                       .values_list("position", flat=True))
+        first: FeedKey | None = None
+        for chunk in _in_chunks(pending):
+            for txid, position in Event.objects.using(using).filter(position__in=chunk).values_list("txid",
+                                                                                                    "position"):
+                candidate = (txid or 0, position)
+                first = candidate if first is None or candidate < first else first
+        return first
+
+    @classmethod
+    def settle(cls, sub: subscriptions.Subscription, cp: Checkpoint, sent: FeedKey, owner: str,
+               using: str) -> bool:
+        """Move the checkpoint (giving the lease up in the same write); True if it was written."""
+        first = cls.first_pending(sub.subscriber, using)
+        key = sent if first is None else min(sent, (first[0], first[1] - 1))
+        if key > cp.key:
+            subscriptions.save_checkpoint(sub.name, owner, using, key=key, release=True)
+            return True
+        return False
+
+    def project(self, sub: subscriptions.Subscription, using: str, result: RelayResult) -> None:
+        if sub.subscriber.behind(using):
+            send(celery_app(), PROJECT_TASK, (sub.name, using), queue=fluvius_settings.CELERY_QUEUE)
+            result.handed_over += 1
+
+    def publish(self, spec: HandlerSpec, attempts: Sequence[Attempt], using: str) -> None:
+        if not attempts:
             return
-        runner(self, items, using)
-
-    def hand_over(self, items: Sequence[RelayItem], using: str) -> None:
         app = celery_app()
-        default_queue = fluvius_settings.CELERY_QUEUE
-        size = max(1, int(fluvius_settings.RELAY_BATCH_SIZE))
-        by_queue: dict[str | None, list[list[Any]]] = defaultdict(list)
-        ordered: list[tuple[HandlerSpec, int]] = []
-        projections: dict[str, None] = {}
-        for item in items:
-            for spec in handlers.for_event(item):
-                by_queue[spec.queue or default_queue].append(Attempt(spec.name, item.position).as_message())
-                if spec.ordered:
-                    ordered.append((spec, item.position))
-            for subscriber in subscribers.wanting(item):
-                projections[subscriber.name] = None
-        if ordered:
-            mark_pending(ordered)
+        size = _batch_size()
+        queue_name = spec.queue or fluvius_settings.CELERY_QUEUE
         with app.producer_or_acquire() as producer:
-            for queue_name, deliveries in by_queue.items():
-                for start in range(0, len(deliveries), size):
-                    send(app, DELIVER_TASK, (deliveries[start:start + size], using), queue=queue_name,
-                         producer=producer)
-            for name in projections:
-                send(app, PROJECT_TASK, (name, using), queue=default_queue, producer=producer)
-        delete_rows((item.outbox_id for item in items), using)
+            for start in range(0, len(attempts), size):
+                send(app, DELIVER_TASK, ([a.as_message() for a in attempts[start:start + size]], using),
+                     queue=queue_name, producer=producer)
 
     def redeliver(self, spec: HandlerSpec, position: int) -> None:
-        send(celery_app(), DELIVER_TASK, ([Attempt(spec.name, position).as_message()], store_database()),
-             queue=spec.queue or fluvius_settings.CELERY_QUEUE)
+        self.publish(spec, [Attempt(spec.name, position)], store_database())
 
 
 def send(app: Any, task: str, args: Sequence[Any], *, queue: str | None = None, countdown: float | None = None,
          producer: Any = None) -> None:
-    """Publish one task message; fail fast (the outbox keeps what could not be sent)."""
+    """Publish one task message; fail fast (the pending receipt keeps what could not be sent)."""
     options: dict[str, Any] = {
         "retry": True,
         "retry_policy": {"max_retries": 1, "interval_start": 0, "interval_step": 0.2, "interval_max": 0.5},
@@ -617,16 +711,10 @@ def send(app: Any, task: str, args: Sequence[Any], *, queue: str | None = None, 
     app.send_task(task, args=list(args), **options)
 
 
-class NullDispatcher:
-    """Dispatch off: no outbox rows, nothing runs."""
+class NullDispatcher(Dispatcher):
+    """Dispatch off: nothing runs; checkpoints stay where they are."""
 
-    writes_outbox = False
-
-    def dispatch(self, events: Sequence[Any], using: str, batch: Any = None) -> None:
-        return None
-
-    def hand_over(self, items: Sequence[RelayItem], using: str) -> None:
-        return None
+    delivers = False
 
     def redeliver(self, spec: HandlerSpec, position: int) -> None:
         raise RuntimeError("FLUVIUS['DISPATCH'] is off: there is nothing to deliver with.")
@@ -650,54 +738,191 @@ def get_dispatcher() -> Any:
         ) from None
 
 
+# -- the relay: every subscription this process knows, each led by one relay ---------------------
+
+
+_identity = threading.local()
+
+
+def relay_owner() -> str:
+    """This thread's relay identity (the owner of the leases it takes)."""
+    owner = getattr(_identity, "owner", None)
+    if owner is None or getattr(_identity, "pid", None) != os.getpid():
+        _identity.owner, _identity.pid = subscriptions.relay_identity(), os.getpid()
+        owner = _identity.owner
+    return owner
+
+
+def deliver_pending(*, using: str | None = None, names: Iterable[str] | None = None, hint: int | None = None,
+                    dispatcher: Any = None, limit: int | None = None) -> RelayResult:
+    """Move every subscription this process knows (or those ``names``) up to the feed's end.
+
+    Each handler subscription is led by one relay at a time (its lease); a relay
+    that finds it led elsewhere leaves it (``busy``). ``hint``: the position just
+    before the events whose commit woke us (where a new ``start="now"``
+    subscription begins). A subscription that cannot move (broker down) is
+    counted in ``failed`` and stays where it is: its events wait.
+    """
+    using = using or store_database()
+    dispatcher = dispatcher or get_dispatcher()
+    result = RelayResult()
+    if not dispatcher.delivers:
+        return result
+    wanted = set(names) if names is not None else None
+    owner = relay_owner()
+    subs = [sub for sub in declared() if wanted is None or sub.name in wanted]
+    # Once per round, not per subscription: the feed's head, the checkpoints, and which
+    # handlers have deliveries past their due time. A subscription settled up to the head
+    # with nothing overdue has nothing to do.
+    feed = Feed(using)
+    head = feed.head()
+    checkpoints = {cp.name: cp for cp in Checkpoint.objects.using(using).filter(
+        name__in=[sub.name for sub in subs])}
+    overdue = _overdue_handlers(subs)
+    for sub in subs:
+        problem = subscriptions.start_problem(sub.start)
+        if problem is not None:  # fluvius.E055 says so at start-up; never guess a start
+            logger.error("Subscription %s is not delivered: %s.", sub.name, problem)
+            continue
+        try:
+            if sub.kind == subscriptions.PROJECTION:
+                dispatcher.project(sub, using, result)
+                continue
+            cp = checkpoints.get(sub.name) or subscriptions.ensure(sub, using, hint=hint)
+            if (sub.name not in overdue and cp.sent_key <= cp.key
+                    and not feed.keys(cp.key, head, evt_keys=sub.read_keys, namespace=sub.namespace, limit=1)):
+                continue  # nothing in flight, nothing of its keys since: one short read, no lease
+            if not subscriptions.take_lease(sub.name, owner, using):
+                result.busy += 1
+                continue
+            released = False
+            try:
+                cp = Checkpoint.objects.using(using).get(name=sub.name)
+                cp.overdue = sub.name in overdue  # type: ignore[attr-defined]  # known this round
+                released = dispatcher.advance(sub, cp, owner, using, result, limit=limit)
+            finally:
+                if not released:
+                    subscriptions.release_lease(sub.name, owner, using)
+        except Exception as exc:  # noqa: BLE001 - one subscription must not stop the others
+            result.failed += 1
+            result.errors.append(f"{sub.name}: {type(exc).__name__}: {exc}")
+            logger.warning("Subscription %s could not move (%s: %s); its events wait for the next round.",
+                           sub.name, type(exc).__name__, exc)
+    return result
+
+
+def _overdue_handlers(subs: Sequence[subscriptions.Subscription]) -> set[str]:
+    """The handlers with a delivery past its due time (lost, or a retry to send): one query per database."""
+    by_db: dict[str, list[str]] = defaultdict(list)
+    for sub in subs:
+        if sub.kind == subscriptions.HANDLER:
+            by_db[handler_database(sub.subscriber)].append(sub.name)
+    found: set[str] = set()
+    now = timezone.now()
+    for using, names in by_db.items():
+        found.update(HandlerReceipt.objects.using(using).filter(
+            handler__in=names, status=PENDING, due__lt=now).values_list("handler", flat=True).distinct())
+    return found
+
+
+def notify(using: str) -> None:
+    """Wake other processes' relays (PostgreSQL ``NOTIFY``; nothing elsewhere). Call after commit."""
+    connection = connections[using]
+    if connection.vendor != "postgresql" or connection.in_atomic_block:
+        return
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_notify(%s, '')", [CHANNEL])
+
+
 def dispatch_committed(events: Sequence[Any], using: str, batch: sql.WriteBatch | None = None,
                        **kwargs: Any) -> None:
-    """Inside the command's transaction (before ``batch`` is flushed): outbox rows, relay on commit.
+    """Inside the command's transaction: nothing is written; a wake-up is scheduled for the commit.
 
-    Connected to the bus's ``events_appending`` signal below; ``AppConfig.ready``
-    imports this module, so every process that runs commands writes outbox rows.
+    Connected to the bus's ``events_appending`` signal below (``AppConfig.ready``
+    imports this module).
     """
-    get_dispatcher().dispatch(events, using, batch)
+    mode = fluvius_settings.DISPATCH
+    if mode is None or mode == "off" or not events:
+        return
+    _ensure_known(using)
+    transaction.on_commit(lambda: committed(events, using), using=using)
+
+
+_ensured: set[tuple[str, str]] = set()
+
+
+def _ensure_known(using: str) -> None:
+    """Create the checkpoints of this process's new subscriptions before its first events are written.
+
+    A ``start="now"`` subscription created by another process's relay a moment
+    later would otherwise begin after the very events whose writer knew it. Done
+    once per subscription and process (a set lookup per command after that); the
+    relay round creates any that a rolled-back transaction took away.
+    """
+    names = [spec.name for spec in handlers] + [sub.name for sub in subscribers]
+    if all((using, name) in _ensured for name in names):
+        return
+    missing = [sub for sub in declared() if (using, sub.name) not in _ensured]
+    for sub in missing:
+        if subscriptions.start_problem(sub.start) is None:
+            subscriptions.ensure(sub, using)
+        _ensured.add((using, sub.name))
+
+
+def committed(events: Sequence[Any], using: str) -> None:
+    """After commit: inline mode delivers here and now; every mode wakes the relay thread."""
+    # Positions are known once the batch is written: a new "now" subscription starts before them.
+    positions = [e.position for e in events if e.position is not None]
+    hint = min(positions) - 1 if positions else None
+    try:
+        if fluvius_settings.DISPATCH == "inline":
+            names = {sub.name for event in events for sub in handlers.for_event(event)}
+            names.update(s.name for event in events for s in subscribers.wanting(event))
+            if names:
+                deliver_pending(using=using, names=names, hint=hint)
+            if connections[using].vendor == "postgresql":
+                relay.submit(using, hint, run=False)  # the NOTIFY, off the request path
+            return
+        mode = fluvius_settings.RELAY
+        runner = RELAY_MODES.get(mode)
+        if runner is None:
+            logger.error("FLUVIUS['RELAY'] is %r; expected one of %s. The events wait for the periodic relay.",
+                         mode, sorted(RELAY_MODES))
+            return
+        runner(using, hint)
+    except Exception:  # noqa: BLE001 - the command committed; the relay delivers later
+        logger.exception("Delivery after commit failed; the subscriptions catch up at the next relay round.")
 
 
 events_appending.connect(dispatch_committed, dispatch_uid="django_fluvius.delivery.dispatch")
 
 
-# -- the relay -------------------------------------------------------------------------------
+def _forget_ensured(**kwargs: Any) -> None:
+    _ensured.clear()  # the tables were (re)made or flushed: checkpoints may be gone
 
 
-def _hand_over_logged(dispatcher: Any, items: Sequence[RelayItem], using: str) -> bool:
-    try:
-        dispatcher.hand_over(items, using)
-    except Exception as exc:  # noqa: BLE001 - broker down: the rows stay for the periodic relay
-        logger.warning("Relay could not hand over %s outbox rows (%s: %s); they wait for the next relay.",
-                       len(items), type(exc).__name__, exc)
-        ids = [item.outbox_id for item in items if item.outbox_id is not None]
-        try:
-            Outbox.objects.using(using).filter(id__in=ids).update(attempts=F("attempts") + 1,
-                                                                  last_error=f"{type(exc).__name__}: {exc}"[:2000])
-        except Exception:  # noqa: BLE001 - the database may be the thing that is down
-            logger.exception("Could not record the relay failure on the outbox rows.")
-        return False
-    return True
+post_migrate.connect(_forget_ensured, dispatch_uid="django_fluvius.delivery.dispatch.ensured")
 
 
 class BackgroundRelay:
-    """A daemon thread per process that publishes committed outbox rows.
+    """A daemon thread per process, woken by this process's commits.
 
-    The on-commit callback only puts items on a queue. The thread collects what
-    arrives within ``RELAY_LINGER`` seconds and hands it over in one go (one
-    message per batch of deliveries, one DELETE), so a busy process pays the
-    broker round trip once per batch, not once per command.
+    The on-commit callback only puts a note on a queue. The thread sends one
+    ``NOTIFY`` at once for everything that arrived (other processes' relays wake),
+    then, in Celery mode, moves this process's subscriptions forward. Rounds are
+    at least ``RELAY_LINGER`` seconds apart (commits during the pause get one more
+    ``NOTIFY``), so a busy process pays the broker and the feed queries once per
+    batch of commits, while a lone commit goes at once.
     """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._queue: queue.Queue | None = None
         self._pid: int | None = None
+        self._last = 0.0
 
-    def submit(self, dispatcher: Any, items: Sequence[RelayItem], using: str) -> None:
-        self._ensure().put((dispatcher, using, list(items)))
+    def submit(self, using: str, hint: int | None, *, run: bool = True) -> None:
+        self._ensure().put((using, hint, run))
 
     def _ensure(self) -> queue.Queue:
         # A forked child (Celery prefork, gunicorn) inherits no thread: start its own.
@@ -716,7 +941,7 @@ class BackgroundRelay:
             try:
                 self._round(q)
             except Exception:  # noqa: BLE001 - the thread must outlive any one round
-                logger.exception("The relay thread failed a round; the periodic relay keeps the rows.")
+                logger.exception("The relay thread failed a round; the periodic relay catches up.")
 
     def _round(self, q: queue.Queue) -> None:
         try:
@@ -726,36 +951,59 @@ class BackgroundRelay:
             connections.close_all()
             first = q.get()
         taken = [first]
-        linger = float(fluvius_settings.RELAY_LINGER)
-        if linger > 0:
-            # Sleep rather than wait on the queue: a waiting thread would wake (and
-            # take the GIL from the request) at every commit.
-            time.sleep(linger)
+        self._drain(q, taken)
+        # Other processes' relays first: one NOTIFY for everything queued so far, at once.
+        self._notify(taken)
+        notified = len(taken)
+        # Sleep rather than wait on the queue: a waiting thread would wake (and take the GIL
+        # from the request) at every commit.
+        pause = float(fluvius_settings.RELAY_LINGER) - (time.monotonic() - self._last)
+        if pause > 0:
+            time.sleep(pause)
+        self._drain(q, taken)
+        try:
+            if len(taken) > notified:  # commits that came during the pause: one more NOTIFY
+                self._notify(taken[notified:])
+            rounds: dict[str, tuple[int | None, bool]] = {}
+            for entry in taken:
+                if entry is None:  # close_connections() asks for the connections back
+                    continue
+                using, hint, run = entry
+                old_hint, old_run = rounds.get(using, (hint, run))
+                hints = [h for h in (old_hint, hint) if h is not None]
+                rounds[using] = (min(hints) if hints else None, old_run or run)
+            for using, (hint, run) in rounds.items():
+                if run:
+                    try:
+                        relax_durability(using)
+                    except Exception:  # noqa: BLE001 - the round reports the database's state
+                        logger.debug("Could not relax durability on the relay connection.", exc_info=True)
+                    deliver_pending(using=using, hint=hint)
+            if None in taken:
+                connections.close_all()
+        finally:
+            self._last = time.monotonic()
+            for _ in taken:
+                q.task_done()
+
+    @staticmethod
+    def _drain(q: queue.Queue, taken: list[Any]) -> None:
         while True:
             try:
                 taken.append(q.get_nowait())
             except queue.Empty:
-                break
-        groups: dict[tuple[int, str], tuple[Any, list[RelayItem]]] = {}
-        for entry in taken:
-            if entry is not None:  # None: close_connections() asks for the connections back
-                dispatcher, using, items = entry
-                groups.setdefault((id(type(dispatcher)), using), (dispatcher, []))[1].extend(items)
-        try:
-            for (_, using), (dispatcher, items) in groups.items():
-                try:
-                    relax_durability(using)
-                except Exception:  # noqa: BLE001 - the hand-over reports the database's state
-                    logger.debug("Could not relax durability on the relay connection.", exc_info=True)
-                _hand_over_logged(dispatcher, items, using)
-            if None in taken:
-                connections.close_all()
-        finally:
-            for _ in taken:
-                q.task_done()
+                return
+
+    @staticmethod
+    def _notify(entries: Sequence[Any]) -> None:
+        for using in {entry[0] for entry in entries if entry is not None}:
+            try:
+                notify(using)
+            except Exception:  # noqa: BLE001 - the others' poll catches up
+                logger.debug("Could not NOTIFY the other relays.", exc_info=True)
 
     def close_connections(self, timeout: float = 10.0) -> bool:
-        """Hand over what is queued, then close the thread's database connections."""
+        """Finish what is queued, then close the thread's database connections."""
         if self._queue is None or self._pid != os.getpid():
             return True
         self._queue.put(None)
@@ -780,18 +1028,132 @@ relay = BackgroundRelay()
 atexit.register(relay.flush, 5.0)
 
 
-def _relay_in_thread(dispatcher: Any, items: Sequence[RelayItem], using: str) -> None:
-    relay.submit(dispatcher, items, using)
+def relax_durability(using: str) -> None:
+    """Let this connection's commits return before the WAL is flushed (PostgreSQL).
+
+    For the relay thread's own connection only: losing its last commits in a
+    server crash takes back pending receipts together with the handed-over mark
+    that followed them (WAL is replayed in order), so those events are handed over
+    again (receipts dedupe); a lost checkpoint move is redone. It spares the
+    commands' commits a WAL flush per relay round.
+    """
+    connection = connections[using]
+    if connection.vendor != "postgresql":
+        return
+    connection.ensure_connection()
+    raw = connection.connection
+    if getattr(connection, "_fluvius_relaxed", None) is not raw:
+        with connection.cursor() as cursor:
+            cursor.execute("SET synchronous_commit TO off")
+        connection._fluvius_relaxed = raw  # type: ignore[attr-defined]  # our mark on Django's wrapper
 
 
-def _relay_now(dispatcher: Any, items: Sequence[RelayItem], using: str) -> None:
-    _hand_over_logged(dispatcher, items, using)
+def _relay_in_thread(using: str, hint: int | None) -> None:
+    relay.submit(using, hint)
 
 
-RELAY_MODES: dict[str, Callable[[Any, Sequence[RelayItem], str], None]] = {
-    "thread": _relay_in_thread,
-    "sync": _relay_now,
+def _relay_now(using: str, hint: int | None) -> None:
+    deliver_pending(using=using, hint=hint)
+    notify(using)
+
+
+def _notify_only(using: str, hint: int | None) -> None:
+    # PostgreSQL: announce the commit (from the thread, coalesced) and leave the hand-over to
+    # the listening relays (every Celery worker runs one). Elsewhere nobody listens: relay here.
+    relay.submit(using, hint, run=connections[using].vendor != "postgresql")
+
+
+# How a commit wakes delivery in "celery" mode (FLUVIUS['RELAY']).
+RELAY_MODES: dict[str, Callable[[str, int | None], None]] = {
+    "notify": _notify_only,   # web processes announce; workers' relays hand over
+    "thread": _relay_in_thread,  # announce, and hand over this process's subscriptions too
+    "sync": _relay_now,       # hand over in the on-commit callback (scripts, tests)
 }
+
+
+# -- long-running relays: LISTEN, with a poll as the safety net ----------------------------------
+
+
+class Listener:
+    """A connection of its own that ``LISTEN``s on the channel (PostgreSQL only)."""
+
+    def __init__(self, using: str):
+        wrapper = connections[using]
+        self.connection = wrapper.get_new_connection(wrapper.get_connection_params())
+        self.connection.autocommit = True
+        self.connection.execute(f"LISTEN {CHANNEL}")
+
+    def wait(self, timeout: float) -> bool:
+        """Block until a notification arrives (True) or ``timeout`` passes; drain the rest (coalesce)."""
+        woke = False
+        for _ in self.connection.notifies(timeout=timeout, stop_after=1):
+            woke = True
+        if woke:
+            for _ in self.connection.notifies(timeout=0.001):
+                pass
+        return woke
+
+    def close(self) -> None:
+        try:
+            self.connection.close()
+        except Exception:  # noqa: BLE001 - closing a broken connection
+            logger.debug("Could not close the LISTEN connection.", exc_info=True)
+
+
+def serve(*, using: str | None = None, listen: bool = True, poll: float | None = None,
+          stop: threading.Event | None = None, on_round: Callable[[RelayResult], None] | None = None) -> None:
+    """Relay until ``stop`` is set: a round now, then one at every ``NOTIFY`` and every ``poll`` seconds.
+
+    What ``fluvius_relay --loop`` and every Celery worker (``tasks.py``) run. A
+    lost connection (database restart) is re-opened at the next round.
+    """
+    using = using or store_database()
+    stop = stop or threading.Event()
+    poll = float(fluvius_settings.RELAY_POLL if poll is None else poll)
+    listener: Listener | None = None
+    try:
+        while not stop.is_set():
+            try:
+                relax_durability(using)
+            except Exception:  # noqa: BLE001 - the round reports the database's state
+                logger.debug("Could not relax durability on the relay connection.", exc_info=True)
+            result = deliver_pending(using=using)
+            if on_round is not None:
+                on_round(result)
+            if listen and listener is None and connections[using].vendor == "postgresql":
+                try:
+                    listener = Listener(using)
+                except Exception:  # noqa: BLE001 - the poll stands in until it can listen
+                    logger.warning("Could not LISTEN for commits; polling every %ss.", poll, exc_info=True)
+            if listener is not None:
+                try:
+                    # In slices, so a stop (SIGTERM) is seen within a second while idle.
+                    end = time.monotonic() + poll
+                    while not stop.is_set() and not listener.wait(min(1.0, max(0.0, end - time.monotonic()))):
+                        if time.monotonic() >= end:
+                            break
+                except Exception:  # noqa: BLE001 - connection lost: listen again next round
+                    listener.close()
+                    listener = None
+                    stop.wait(poll)
+            else:
+                stop.wait(poll)
+            connection = connections[using]
+            if connection.errors_occurred and not connection.is_usable():
+                connection.close()  # re-opened at the next round (a database restart)
+    finally:
+        if listener is not None:
+            listener.close()
+        connections.close_all()
+
+
+def start_background_relay(*, using: str | None = None, listen: bool = True) -> threading.Event:
+    """Run ``serve()`` in a daemon thread (a Celery worker's relay); set the returned event to stop it."""
+    stop = threading.Event()
+    thread = threading.Thread(target=serve, kwargs={"using": using, "listen": listen, "stop": stop},
+                              name="fluvius-relay-listener", daemon=True)
+    thread.start()
+    return stop
 
 
 def prune_receipts(older_than: timedelta, *, using: str | None = None) -> int:
@@ -804,45 +1166,3 @@ def prune_receipts(older_than: timedelta, *, using: str | None = None) -> int:
     deleted, _ = (HandlerReceipt.objects.using(using or store_database())
                   .filter(created__lt=cutoff, status=HandlerReceipt.Status.DONE).delete())
     return deleted
-
-
-@dataclass
-class RelayResult:
-    handed_over: int = 0
-    failed: int = 0
-    errors: list[str] = field(default_factory=list)
-
-
-def relay_pending(*, using: str | None = None, min_age: float | None = None, limit: int | None = None,
-                  dispatcher: Any = None) -> RelayResult:
-    """Hand over outbox rows older than ``min_age`` seconds (the periodic relay).
-
-    Under PostgreSQL the rows are locked (``SKIP LOCKED``) while they are
-    published, so two relays never send the same row at once. Rows that cannot be
-    handed over (broker down) stay, with their attempts counted.
-    """
-    using = using or store_database()
-    dispatcher = dispatcher or get_dispatcher()
-    min_age = float(fluvius_settings.RELAY_GRACE if min_age is None else min_age)
-    limit = limit or max(1, int(fluvius_settings.RELAY_BATCH_SIZE)) * 10
-    result = RelayResult()
-    if not dispatcher.writes_outbox:
-        return result
-    cutoff = timezone.now() - timedelta(seconds=min_age)
-    rows_qs = Outbox.objects.using(using).filter(created__lte=cutoff).order_by("id")
-    if isinstance(dispatcher, InlineDispatcher):
-        # Delivering runs handler transactions: no lock held across them (receipts dedupe).
-        items = items_from_rows(list(rows_qs[:limit]), using)
-        if items:
-            dispatcher.hand_over(items, using)
-            result.handed_over = len(items)
-        return result
-    with transaction.atomic(using=using):
-        rows = list(rows_qs.select_for_update(skip_locked=True)[:limit])
-        items = items_from_rows(rows, using)
-        if items:
-            if _hand_over_logged(dispatcher, items, using):
-                result.handed_over = len(items)
-            else:
-                result.failed = len(items)
-    return result

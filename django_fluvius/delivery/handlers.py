@@ -2,7 +2,8 @@
 
 ``@event_handler('user-created')`` registers a function (sync or ``async def``)
 under its dotted name; a second handler with the same name is refused. How the
-handlers are run after commit is the dispatcher's business (``dispatch.py``).
+handlers are run after commit is the dispatcher's business (``dispatch.py``); each
+handler is a subscription with a checkpoint on the event feed (``subscriptions.py``).
 
 Invariant: a handler is known by its dotted name, which is what receipts, dead
 letters and checkpoints store — so renaming or moving a handler's function makes
@@ -37,6 +38,9 @@ class HandlerSpec:
     using: str | None = None
     # Celery queue of this handler's deliveries (None = FLUVIUS['CELERY_QUEUE']).
     queue: str | None = None
+    # Where the handler's subscription starts: "now" (events committed after it is first
+    # run), "beginning" or an event position (checked: fluvius.E055).
+    start: Any = "now"
     options: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -99,6 +103,7 @@ def event_handler(
     max_retries: int | None = None,
     using: str | None = None,
     queue: str | None = None,
+    start: Any = "now",
     registry: HandlerRegistry | None = None,
     **options: Any,
 ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
@@ -107,8 +112,10 @@ def event_handler(
     ``namespace`` narrows it to one domain; ``ordered=True`` asks for per-aggregate
     order (version N+1 of an aggregate is never handled before N);
     ``max_retries`` overrides ``FLUVIUS['HANDLER_MAX_RETRIES']``; ``using`` is the
-    database its effect (and its receipt) go to; ``queue`` the Celery queue.
-    ``'*'`` matches all keys.
+    database its effect (and its receipt) go to; ``queue`` the Celery queue;
+    ``start`` where its subscription starts: ``"now"`` (the default: only events
+    committed once it is deployed), ``"beginning"`` (every event ever stored) or an
+    event position (every event after it). ``'*'`` matches all keys.
     """
     keys = (evt_keys,) if isinstance(evt_keys, str) else tuple(evt_keys)
     if not keys:
@@ -124,6 +131,7 @@ def event_handler(
             max_retries=max_retries,
             using=using,
             queue=queue,
+            start=start,
             options=options,
         )
         (registry or handlers).register(spec)

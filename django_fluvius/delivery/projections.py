@@ -23,6 +23,7 @@ from django.db import OperationalError, transaction
 from django.utils import timezone
 
 from django_fluvius.conf import fluvius_settings
+from django_fluvius.delivery import subscriptions
 from django_fluvius.delivery.dispatch import dead_letter, subscribers
 from django_fluvius.delivery.handlers import ALL_EVENTS
 from django_fluvius.events.feed import Feed, FeedKey
@@ -159,6 +160,9 @@ class AsyncProjection:
     models: ClassVar[Sequence[Any]] = ()
     batch_size: ClassVar[int | None] = None
     max_retries: ClassVar[int | None] = None
+    # Where the subscription starts the first time it runs: "beginning" (the default),
+    # "now" or an event position (checked: fluvius.E055).
+    start: ClassVar[Any] = subscriptions.BEGINNING
     _appliers: ClassVar[dict[str, str]] = {}
 
     def __init_subclass__(cls, *, abstract: bool = False, register: bool = True, **kwargs: Any) -> None:
@@ -230,7 +234,8 @@ class AsyncProjection:
     # -- the checkpoint ----------------------------------------------------------
 
     def checkpoint(self) -> Checkpoint:
-        return Checkpoint.objects.using(self.using).get_or_create(name=self.name)[0]
+        """The projection's checkpoint, created at its ``start`` the first time."""
+        return subscriptions.ensure(subscriptions.of_projection(_ProjectionSubscriber(type(self))), self.using)
 
     def _lock(self, wait: bool) -> Checkpoint:
         self.checkpoint()
@@ -387,12 +392,24 @@ class _ProjectionSubscriber:
     def __init__(self, cls: type[AsyncProjection]):
         self.cls = cls
         self.name = cls.name
+        self.start = cls.start
+        self.namespace = cls.namespace
+
+    def read_keys(self) -> list[str] | None:
+        return self.cls.read_keys()
 
     def wants(self, event: Any) -> bool:
         return self.cls.wants(event)
 
-    def run_inline(self, using: str) -> None:
-        self.cls(using=using).catch_up(wait=True)
+    def behind(self, using: str) -> bool:
+        """Whether committed events wait for this projection (one short read)."""
+        projection = self.cls(using=using)
+        cp = projection.checkpoint()
+        return bool(projection.feed.read(cp.key, projection.feed.bound(), evt_keys=self.read_keys(),
+                                         namespace=self.namespace, limit=1, decode=False))
+
+    def run_inline(self, using: str) -> CatchUp:
+        return self.cls(using=using).catch_up(wait=True)
 
     def redrive(self, event: Any, using: str) -> None:
         self.cls(using=using).apply_one(event)

@@ -168,6 +168,16 @@ class Feed:
         events = list(qs.order_by("txid", "position")[:limit])
         return [self.store.decode(e) for e in events] if decode else events
 
+    def keys(self, after: FeedKey, upto: FeedKey, *, evt_keys: Sequence[str] | None = None,
+             namespace: str | None = None, limit: int = 500) -> list[FeedKey]:
+        """The keys only of what ``read`` would return (no rows built: what a relay hands over)."""
+        if tuple(after) >= tuple(upto):
+            return []
+        qs = self._filtered(self.store.events.filter(self._after(after)).filter(self._upto(upto)),
+                            evt_keys, namespace)
+        return [(txid or 0, position) for txid, position in
+                qs.order_by("txid", "position").values_list("txid", "position")[:limit]]
+
     def count(self, after: FeedKey, upto: FeedKey | None = None, *, evt_keys: Sequence[str] | None = None,
               namespace: str | None = None) -> int:
         """How many events lie after ``after`` (up to ``upto``): a projection's lag."""

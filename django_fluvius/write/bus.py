@@ -149,7 +149,7 @@ def to_json_value(value: Any) -> Any:
 # Sent inside the command's transaction once its events are built and before the write batch
 # is flushed: sender=CommandBus, events= (the new Event rows), using=, batch= (an
 # ``events.sql.WriteBatch`` a receiver may add rows to, written in the same statement).
-# Delivery connects to it (delivery/dispatch.py) to write its outbox rows.
+# Delivery connects to it (delivery/dispatch.py) to wake its relay on commit (it writes nothing).
 events_appending = Signal(use_caching=True)
 
 
@@ -304,8 +304,8 @@ class CommandBus:
                 )
                 batch.insert(self._log_entry(command, started, CommandLog.Status.DONE, result=result))
                 self._cache_on_commit(aggregate)
-                # Delivery (delivery/dispatch.py, connected at start-up) adds its outbox rows
-                # to the batch (one statement) and relays them on commit.
+                # Delivery (delivery/dispatch.py, connected at start-up) schedules its wake-up
+                # for the commit; it adds nothing to the batch (the event log is the outbox).
                 if events_appending.receivers:
                     events_appending.send(CommandBus, events=pending, using=using, batch=batch)
                 batch.flush()

@@ -29,7 +29,7 @@ way), so keep those for middleware that really awaits something.
 
 What is not middleware, because it must hold whatever the chain says: the
 transaction, the tenant check (tenancy.py), the command log (every outcome,
-denials included) and the outbox.
+denials included) and the wake-up of delivery.
 """
 
 from __future__ import annotations

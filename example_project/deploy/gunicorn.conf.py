@@ -2,8 +2,9 @@
 
 ``gunicorn example_project.wsgi --config example_project/deploy/gunicorn.conf.py``;
 the environment sets the address and the number of workers. Nothing here is
-django-fluvius specific: a worker's relay thread hands its outbox rows over at exit
-by itself (an ``atexit`` hook), which ``tests/test_deployment.py`` checks.
+django-fluvius specific: the events are on the feed once committed, and a worker's
+relay thread sends its last NOTIFY at exit by itself (an ``atexit`` hook);
+``tests/test_deployment.py`` checks that nothing is lost when the web tier stops.
 """
 
 import os

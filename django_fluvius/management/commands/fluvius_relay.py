@@ -1,13 +1,17 @@
-"""Hand outbox rows over to their handlers: the periodic relay.
+"""Deliver everything pending to every subscription this process knows: the relay.
 
-The on-commit relay hands most rows over at once; this command picks up what it
-could not (broker down, process killed after COMMIT). Run it once, or with
-``--loop`` as a small service beside the web processes (Celery beat's
-``fluvius.relay`` task does the same from a worker).
+    manage.py fluvius_relay                # once: every subscription to the end of the feed
+    manage.py fluvius_relay --loop         # a service: LISTEN for commits, poll as a safety net
+
+Commits wake the relay of the process that made them (and, on PostgreSQL, every
+listening relay); this command picks up what nobody else did — a handler the web
+processes do not know, a broker that was down, deliveries a broker lost. Celery
+workers run the same loop in a thread (``FLUVIUS['RELAY_IN_WORKER']``) and Celery
+beat's ``fluvius.relay`` task runs one round.
 
 Under a supervisor (systemd, a Procfile runner, Kubernetes) the loop stops on
-SIGTERM or SIGINT after the round in hand: a round is a set of hand-overs whose
-rows are deleted only once handed over, so stopping between rounds leaves nothing
+SIGTERM or SIGINT after the round in hand: every round leaves the checkpoints
+where its settled work put them, so stopping between rounds leaves nothing
 half-done, and the exit status is 0 (a clean stop, not a crash to restart).
 """
 
@@ -17,56 +21,61 @@ from datetime import timedelta
 
 from django.core.management.base import BaseCommand, CommandError
 
+from django_fluvius.conf import fluvius_settings
+from django_fluvius.delivery.dispatch import RelayResult, deliver_pending, serve
 from django_fluvius.delivery.dispatch import prune_receipts as prune
-from django_fluvius.delivery.dispatch import relay_pending
 
 
 class Command(BaseCommand):
-    help = "Hand pending outbox rows over to the dispatcher (once, or --loop)."
+    help = "Deliver pending events to every subscription (once, or --loop with LISTEN/NOTIFY and a poll)."
 
     def add_arguments(self, parser):
-        parser.add_argument("--loop", action="store_true", help="keep relaying every --interval seconds")
-        parser.add_argument("--interval", type=float, default=2.0, help="seconds between rounds (--loop)")
-        parser.add_argument("--grace", type=float, default=None,
-                            help="leave rows younger than this many seconds (default FLUVIUS['RELAY_GRACE'])")
-        parser.add_argument("--limit", type=int, default=None, help="rows per round")
+        parser.add_argument("--loop", action="store_true", help="keep relaying: at every commit and every --interval")
+        parser.add_argument("--interval", type=float, default=None,
+                            help="seconds between polls (--loop; default FLUVIUS['RELAY_POLL'])")
+        parser.add_argument("--no-listen", action="store_true", help="poll only, no LISTEN (--loop)")
         parser.add_argument("--database", default=None, help="database alias of the event store")
         parser.add_argument("--prune-receipts", type=float, default=None, metavar="DAYS",
-                            help="first delete handler receipts older than DAYS days")
+                            help="first delete done handler receipts older than DAYS days")
 
-    def handle(self, *args, loop=False, interval=2.0, grace=None, limit=None, database=None,
-               prune_receipts=None, **options):
+    def handle(self, *args, loop=False, interval=None, no_listen=False, database=None, prune_receipts=None,
+               **options):
+        verbosity = options["verbosity"]
         if prune_receipts is not None:
             if prune_receipts <= 0:
                 raise CommandError("--prune-receipts takes a number of days > 0.")
             pruned = prune(timedelta(days=prune_receipts), using=database)
-            if options["verbosity"] >= 1:
+            if verbosity >= 1:
                 self.stdout.write(f"Deleted {pruned} handler receipts older than {prune_receipts:g} days.")
-        stop = threading.Event()
-        previous = {}
-        if loop and threading.current_thread() is threading.main_thread():
-            for signum in (signal.SIGTERM, signal.SIGINT):
-                previous[signum] = signal.signal(signum, lambda *_: stop.set())
-        try:
-            self.relay(loop, interval, grace, limit, database, stop, options["verbosity"])
-        finally:
-            for signum, handler in previous.items():
-                signal.signal(signum, handler)
+        if interval is not None and interval <= 0:
+            raise CommandError("--interval takes a number of seconds > 0.")
+        if fluvius_settings.DISPATCH in (None, "off"):
+            raise CommandError("FLUVIUS['DISPATCH'] is off: there is nothing to deliver with.")
 
-    def relay(self, loop, interval, grace, limit, database, stop, verbosity):
-        while True:
-            total = failed = 0
-            while True:  # drain: rounds until nothing is left to hand over
-                result = relay_pending(using=database, min_age=grace, limit=limit)
-                total += result.handed_over
-                failed += result.failed
-                if not result.handed_over:
-                    break
-            if verbosity >= 1 and (total or failed or not loop):
-                self.stdout.write(f"Handed over {total} outbox rows" + (f"; {failed} wait (broker down?)"
-                                                                       if failed else "") + ".")
-            if not loop or stop.is_set():
-                if loop and verbosity >= 1:
-                    self.stdout.write("Relay stopped.")
+        def report(result: RelayResult, *, always: bool = False) -> None:
+            if verbosity < 1 or not (always or result.handed_over or result.redelivered or result.failed):
                 return
-            stop.wait(interval)  # a signal ends the wait at once
+            line = f"Handed over {result.handed_over} deliveries"
+            if result.redelivered:
+                line += f", {result.redelivered} again (not settled in time)"
+            if result.busy:
+                line += f"; {result.busy} subscriptions led by another relay"
+            self.stdout.write(line + ".")
+            for error in result.errors:
+                self.stderr.write(f"Waiting: {error}")
+
+        if loop:
+            stop = threading.Event()
+            previous = {}
+            if threading.current_thread() is threading.main_thread():
+                for signum in (signal.SIGTERM, signal.SIGINT):
+                    previous[signum] = signal.signal(signum, lambda *_: stop.set())
+            try:
+                serve(using=database, listen=not no_listen, poll=interval, on_round=report, stop=stop)
+            finally:
+                for signum, handler in previous.items():
+                    signal.signal(signum, handler)
+            if verbosity >= 1:
+                self.stdout.write("Relay stopped.")
+            return
+        report(deliver_pending(using=database), always=True)

@@ -1,0 +1,470 @@
+"""Delivery through subscriptions (issue 14): what it costs commands, how soon a handler
+starts after commit, and how fast one subscription catches up.
+
+1. Command throughput with handlers subscribed and dispatch to Celery (Redis broker)
+   versus the same commands with dispatch off, interleaved in the same run. The
+   command path writes no delivery rows. With the default ``RELAY="notify"`` the
+   web process only sends a coalesced ``NOTIFY`` after commit (the workers' relays
+   hand over); with ``RELAY="thread"`` (reported too) its own thread reads the
+   feed, writes pending receipts and publishes beside the commands. No worker
+   consumes (the bench's queue is its own and is deleted afterwards), so the
+   figure is the request path plus the relay's competition. Target: <= 3% slower.
+
+2. Latency from COMMIT to the handler's first line, median and p99, one command at
+   a time: inline (the committing process runs the handler) and Celery across
+   processes — the handler is deployed to the worker only, so the bench process's
+   relay thread just sends ``NOTIFY``; the worker's relay ``LISTEN``s, hands the
+   delivery over through Redis and a worker process runs it. Target: p99 <= 50 ms.
+   Baseline, same run: the round trip of an empty Celery task through the same
+   worker and broker (publish to the task's first line).
+
+3. Events per second through one subscription (an async projection) catching up
+   from zero on 100,000 events (20,000 notes x 5 events), each batch applied and
+   checkpointed in one transaction, gap-safe reads included. Baseline, same run:
+   the same projection code fed by a plain QuerySet loop over the events by
+   position. Target: >= 15,000 events/s. Also: a handler subscription with
+   ``start="beginning"`` handing the same 100,000 events to Celery (pending
+   receipts + messages), with its baseline: the same messages published alone.
+
+PostgreSQL (bench/common.py makes the database); medians of --runs runs.
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+from bench.common import arg_parser, interleaved, median_of, report, setup_django
+
+BROKER = os.environ.get("BENCH_BROKER", "redis://127.0.0.1:6379/14")
+RENAMES = 4
+EVENTS_PER_NOTE = 5
+
+
+# -- 1. command throughput -----------------------------------------------------------------
+
+
+def command_run(users: int) -> float:
+    from example_project.users.domain import UserDomain
+
+    domain = UserDomain()
+    start = time.perf_counter()
+    for i in range(users):
+        result = domain.process_command(
+            domain.create_command("create-user", {"name": f"user {i}", "email": f"u{i}@example.com"}))
+        for n in range(RENAMES):
+            domain.process_command(domain.create_command("rename-user", {"name": f"user {i} v{n}"},
+                                                         aggregate_id=result.aggregate_id))
+    return time.perf_counter() - start
+
+
+def throughput(users: int, runs: int) -> tuple[dict[str, float], list[str]]:
+    from celery import Celery
+    from django.conf import settings
+    from django.test import override_settings
+
+    from django_fluvius.delivery.dispatch import relay
+    from django_fluvius.delivery.handlers import HandlerRegistry, event_handler, handlers
+    from django_fluvius.models import HandlerReceipt
+
+    queue = f"fluvius-bench-{uuid.uuid4().hex[:8]}"
+    app = Celery("bench-delivery", broker=BROKER, set_as_current=False)
+    registry = HandlerRegistry()
+
+    @event_handler(["user-created", "user-renamed"], namespace="app-user", name="bench.audit", registry=registry)
+    def audit(event):  # never runs here: no worker consumes the bench's queue
+        return None
+
+    for spec in registry:
+        handlers.register(spec)
+    base = {**settings.FLUVIUS, "CELERY_APP": app, "CELERY_QUEUE": queue, "RELAY": "thread",
+            "SUBSCRIPTION_WINDOW": 10_000_000}
+    drains: list[float] = []
+    relay_mode = {"RELAY": "notify"}
+
+    def with_dispatch() -> float:
+        with override_settings(FLUVIUS={**base, "DISPATCH": "celery", **relay_mode}):
+            elapsed = command_run(users)
+            started = time.perf_counter()
+            assert relay.flush(120), "the relay did not finish"
+            drains.append(time.perf_counter() - started)
+        return elapsed
+
+    def without() -> float:
+        with override_settings(FLUVIUS={**base, "DISPATCH": None}):
+            return command_run(users)
+
+    try:
+        with_dispatch()  # warm up: imports, connections, the relay thread, the broker connection
+        without()
+        timings = interleaved(with_dispatch, without, runs)
+        relay_mode["RELAY"] = "thread"  # the web process hands over too
+        with_dispatch()
+        threaded = interleaved(with_dispatch, without, max(3, runs // 2))
+        pending = HandlerReceipt.objects.filter(handler="bench.audit", status="pending").count()
+    finally:
+        for spec in registry:
+            handlers.unregister(spec.name)
+        import redis
+
+        published = redis.Redis.from_url(BROKER).llen(queue)
+        redis.Redis.from_url(BROKER).delete(queue)
+        app.close()
+    commands = users * (1 + RENAMES)
+    with_rate = commands / timings["subject"]
+    off_rate = commands / timings["baseline"]
+    figures = {
+        "commands per run": commands,
+        "subscribed + celery commands/s (median)": with_rate,
+        "dispatch off commands/s (median)": off_rate,
+        "slowdown with dispatch (target <= 0.03)": 1 - with_rate / off_rate,
+        "RELAY=thread: slowdown (the web process hands over too)": 1 - threaded["baseline"] / threaded["subject"],
+        "relay drain after the last commit (s, median)": sorted(drains)[len(drains) // 2],
+    }
+    lines = [f"{users} users x (1 create + {RENAMES} renames), {runs} runs each, interleaved, "
+             f"durable commits; RELAY='notify' (the default: the web process only sends NOTIFY; "
+             f"the workers' relays hand over), then RELAY='thread' ({max(3, runs // 2)} runs each); "
+             f"{pending} deliveries handed over by the thread runs ({published} Celery messages)"]
+    return figures, lines
+
+
+# -- 2. latency from commit to handler start ------------------------------------------------------
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
+
+
+def create_note(title: str):
+    from tests.testapp.domain import NoteDomain
+
+    domain = NoteDomain()
+    return domain.process_command(domain.create_command("create-note", {"title": title}))
+
+
+def inline_latency(samples: int) -> list[float]:
+    from django.test import override_settings
+
+    from django_fluvius.delivery import dispatch
+    from django_fluvius.delivery.handlers import HandlerRegistry, event_handler, handlers
+
+    stamps: dict[str, float] = {}
+    starts: dict[int, float] = {}
+    registry = HandlerRegistry()
+
+    @event_handler("note-created", namespace="test-notes", name="bench.latency-inline", registry=registry)
+    def started(event):
+        starts[event.position] = time.perf_counter()
+
+    original = dispatch.committed
+
+    def stamped(events, using):
+        stamps["commit"] = time.perf_counter()  # the on-commit callback: COMMIT has just returned
+        return original(events, using)
+
+    handlers.register(started.handler_spec)
+    dispatch.committed = stamped
+    values = []
+    try:
+        with override_settings(FLUVIUS={**settings_fluvius(), "DISPATCH": "inline"}):
+            create_note("warm-up")
+            for i in range(samples):
+                result = create_note(f"inline {i}")
+                values.append(starts[result.events[0].position] - stamps["commit"])
+    finally:
+        dispatch.committed = original
+        handlers.unregister("bench.latency-inline")
+    return values
+
+
+def settings_fluvius() -> dict:
+    from django.conf import settings
+
+    return dict(settings.FLUVIUS)
+
+
+def celery_latency(samples: int) -> tuple[list[float], list[float]]:
+    """(commit -> handler start across processes, publish -> empty task start) in seconds."""
+    from celery import Celery
+    from django.db import connection
+    from django.test import override_settings
+
+    from django_fluvius.delivery.dispatch import relay
+    from tests.dispatch_support import QUEUE, Worker
+
+    out = Path(tempfile.mkdtemp(prefix="fluvius-latency-"))
+    os.environ.update({"FLUVIUS_BENCH_LATENCY_DIR": str(out), "FLUVIUS_TEST_INSTALL_HANDLERS": "0",
+                       "FLUVIUS_TEST_EXTRA_HANDLERS": "bench.delivery_handlers",
+                       "FLUVIUS_TEST_REDELIVER_AFTER": "300"})
+    app = Celery("bench-latency", broker=BROKER, set_as_current=False)
+    worker = Worker(connection.settings_dict["NAME"], out, out, concurrency=2, broker=BROKER).start()
+    values: list[float] = []
+    pings: list[float] = []
+    try:
+        with override_settings(FLUVIUS={**settings_fluvius(), "DISPATCH": "celery", "CELERY_APP": app,
+                                        "CELERY_QUEUE": QUEUE, "RELAY": "thread"}):
+            deadline = time.time() + 30
+            while time.time() < deadline and not _subscribed("bench.latency"):
+                time.sleep(0.1)
+            for i in range(samples + 2):
+                result = create_note(f"celery {i}")
+                committed = time.time()
+                path = out / str(result.events[0].position)
+                end = time.time() + 10
+                while not path.exists() and time.time() < end:
+                    time.sleep(0.001)
+                assert path.exists(), f"the worker never ran the handler\n{worker.output()[-3000:]}"
+                time.sleep(0.01)
+                if i >= 2:  # two warm-up rounds: the worker's processes and connections
+                    values.append(float(path.read_text()) - committed)
+                time.sleep(0.05)
+            assert relay.flush(10)
+            marker = out / "ping"
+            for i in range(samples + 2):
+                sent = time.time()
+                app.send_task("fluvius.bench_ping", args=[str(marker) + str(i)], queue=QUEUE)
+                target = Path(str(marker) + str(i))
+                end = time.time() + 10
+                while not target.exists() and time.time() < end:
+                    time.sleep(0.001)
+                time.sleep(0.01)
+                if i >= 2 and target.exists():
+                    pings.append(float(target.read_text()) - sent)
+                time.sleep(0.05)
+    finally:
+        worker.stop()
+        app.close()
+    return values, pings
+
+
+def _subscribed(name: str) -> bool:
+    from django_fluvius.models import Checkpoint
+
+    return Checkpoint.objects.filter(name=name).exists()
+
+
+def latency(samples: int) -> tuple[dict[str, float], list[str]]:
+    inline = inline_latency(samples)
+    celery, pings = celery_latency(samples)
+    ms = 1000.0
+    figures = {
+        "inline commit->handler ms (median)": statistics.median(inline) * ms,
+        "inline commit->handler ms (p99, target <= 50)": percentile(inline, 0.99) * ms,
+        "celery commit->handler ms (median)": statistics.median(celery) * ms,
+        "celery commit->handler ms (p99, target <= 50)": percentile(celery, 0.99) * ms,
+        "empty celery task publish->start ms (median)": statistics.median(pings) * ms if pings else 0.0,
+        "celery commit->handler / empty task (medians)": (statistics.median(celery) / statistics.median(pings)
+                                                          if pings else 0.0),
+    }
+    lines = [f"{samples} commits one at a time; Celery: handler in the worker only, the commit's NOTIFY "
+             f"wakes the worker's relay (LISTEN), 2 worker processes, Redis"]
+    return figures, lines
+
+
+# -- 2. projection catch-up ---------------------------------------------------------------------
+
+
+def summarize(events) -> list[tuple]:
+    """Fold a batch into one (id, title, events, last_version, last_position) per note."""
+    rows: dict = {}
+    for event in events:
+        title, count, _, _ = rows.get(event.aggregate_id, (None, 0, 0, 0))
+        if event.evt_key == "note-created":
+            title = event.payload.get("title", "")
+        rows[event.aggregate_id] = (title, count + 1, event.version, event.position)
+    return [(pk, *values) for pk, values in rows.items()]
+
+
+def write_rows(rows: list[tuple], using: str) -> None:
+    """One set-based upsert per batch: counts add up, the rest is replaced."""
+    from django.db import connections
+
+    from tests.testapp.models import NoteActivity
+
+    if not rows:
+        return
+    connection = connections[using]
+    table = NoteActivity._meta.db_table
+    pk = NoteActivity._meta.pk
+    marks = ", ".join(["(%s, %s, %s, %s, %s)"] * len(rows))
+    params = [value for row in rows
+              for value in (pk.get_db_prep_value(row[0], connection), row[1] or "", row[2], row[3], row[4])]
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"INSERT INTO {table} (id, title, events, last_version, last_position) VALUES {marks} "
+            f"ON CONFLICT (id) DO UPDATE SET events = {table}.events + EXCLUDED.events, "
+            f"title = CASE WHEN EXCLUDED.title <> '' THEN EXCLUDED.title ELSE {table}.title END, "
+            f"last_version = EXCLUDED.last_version, last_position = EXCLUDED.last_position",
+            params,
+        )
+
+
+def make_projection():
+    from django_fluvius.delivery.projections import AsyncProjection, async_projections
+    from tests.testapp.models import NoteActivity
+
+    if "bench.note-activity" in async_projections:
+        return async_projections.get("bench.note-activity")
+
+    class BenchActivity(AsyncProjection, register=False):
+        """Events per note, written batch by batch (one set-based upsert per batch)."""
+
+        name = "bench.note-activity"
+        namespace = "test-notes"
+        evt_keys = ["note-created", "note-edited"]
+        models = [NoteActivity]
+        batch_size = 1000
+
+        def apply_batch(self, events):
+            write_rows(summarize(events), self.using)
+
+    return BenchActivity
+
+
+def seed(events: int) -> int:
+    """Notes with one note-created and four note-edited events each, streams interleaved."""
+    from django.db import transaction
+    from django.utils import timezone
+
+    from django_fluvius.models import Event
+
+    notes = [uuid.uuid4() for _ in range(events // EVENTS_PER_NOTE)]
+    now = timezone.now()
+    rows = []
+    for version in range(1, EVENTS_PER_NOTE + 1):
+        for i, note in enumerate(notes):
+            created = version == 1
+            rows.append(Event(namespace="test-notes", resource="note", aggregate_id=note, version=version,
+                              evt_key="note-created" if created else "note-edited",
+                              payload={"title": f"note {i}"} if created else {"body": f"v{version}"},
+                              metadata={}, created=now))
+    with transaction.atomic():
+        for start in range(0, len(rows), 2000):
+            Event.objects.bulk_create(rows[start:start + 2000])
+    return len(rows)
+
+
+def catch_up(events: int, runs: int) -> tuple[dict[str, float], list[str]]:
+    from django.db import connection, transaction
+
+    from django_fluvius.models import Event
+    from tests.testapp.models import NoteActivity
+
+    seeded = seed(events)
+    projection = make_projection()()
+
+    def framework() -> float:
+        projection.reset()
+        start = time.perf_counter()
+        result = projection.catch_up()
+        elapsed = time.perf_counter() - start
+        assert result.applied == seeded, result
+        return elapsed
+
+    def plain() -> float:
+        NoteActivity.objects.all().delete()
+        start = time.perf_counter()
+        position = 0
+        while True:
+            with transaction.atomic():
+                batch = list(Event.objects.filter(position__gt=position, namespace="test-notes",
+                                                  evt_key__in=["note-created", "note-edited"])
+                             .order_by("position")[:1000])
+                if not batch:
+                    break
+                write_rows(summarize(batch), "default")
+                position = batch[-1].position
+        return time.perf_counter() - start
+
+    timings = interleaved(framework, plain, runs)
+    assert NoteActivity.objects.filter(events=EVENTS_PER_NOTE).count() == seeded // EVENTS_PER_NOTE
+    connection.close()
+    figures = {
+        "events caught up": seeded,
+        "subscription catch-up events/s (median, target >= 15000)": seeded / timings["subject"],
+        "plain QuerySet loop events/s (median)": seeded / timings["baseline"],
+        "worker / plain loop": timings["baseline"] / timings["subject"],
+    }
+    lines = [f"{seeded:,} events ({seeded // EVENTS_PER_NOTE:,} notes x {EVENTS_PER_NOTE}), batches of 1000, "
+             f"{runs} runs each, from zero"]
+    return figures, lines
+
+
+def handler_catch_up(events: int) -> tuple[dict[str, float], list[str]]:
+    """A start="beginning" handler subscription handing ``events`` over to Celery, vs the messages alone."""
+    from celery import Celery
+    from django.conf import settings
+    from django.test import override_settings
+
+    from django_fluvius.delivery.dispatch import Attempt, deliver_pending
+    from django_fluvius.delivery.handlers import HandlerRegistry, event_handler, handlers
+    from django_fluvius.models import Event
+
+    queue = f"fluvius-bench-{uuid.uuid4().hex[:8]}"
+    app = Celery("bench-catch-up", broker=BROKER, set_as_current=False)
+    registry = HandlerRegistry()
+
+    @event_handler(["note-created", "note-edited"], namespace="test-notes", name="bench.history",
+                   start="beginning", registry=registry)
+    def history(event):  # never runs here
+        return None
+
+    handlers.register(history.handler_spec)
+    try:
+        with override_settings(FLUVIUS={**settings.FLUVIUS, "DISPATCH": "celery", "CELERY_APP": app,
+                                        "CELERY_QUEUE": queue, "SUBSCRIPTION_WINDOW": 10_000_000}):
+            start = time.perf_counter()
+            result = deliver_pending(names=["bench.history"])
+            subscribed = time.perf_counter() - start
+        assert result.handed_over == events, result
+        positions = list(Event.objects.filter(namespace="test-notes").order_by("position")
+                         .values_list("position", flat=True))
+        start = time.perf_counter()
+        with app.producer_or_acquire() as producer:
+            for i in range(0, len(positions), 100):
+                app.send_task("fluvius.deliver", args=[[Attempt("bench.history", p).as_message()
+                                                        for p in positions[i:i + 100]], "default"],
+                              queue=queue, producer=producer)
+        alone = time.perf_counter() - start
+    finally:
+        handlers.unregister("bench.history")
+        import redis
+
+        redis.Redis.from_url(BROKER).delete(queue)
+        app.close()
+    figures = {
+        "handler subscription hand-over events/s (from zero)": events / subscribed,
+        "the same Celery messages alone events/s": events / alone,
+        "hand-over / messages alone": alone / subscribed,
+    }
+    return figures, [f"{events:,} events handed to Celery by one start=\"beginning\" handler subscription"]
+
+
+def main(argv=None) -> dict:
+    parser = arg_parser(__doc__)
+    parser.add_argument("--users", type=int, default=100, help="users per throughput run")
+    parser.add_argument("--events", type=int, default=100_000, help="events the subscription catches up on")
+    parser.add_argument("--samples", type=int, default=200, help="commits per latency measurement")
+    args = parser.parse_args(argv)
+    users = 5 if args.quick else args.users
+    events = 2_000 if args.quick else args.events
+    runs = 1 if args.quick else args.runs
+    samples = 10 if args.quick else args.samples
+    setup_django("fluvius_bench_delivery", sqlite=args.sqlite)
+    figures, lines = throughput(users, runs)
+    more, more_lines = catch_up(events, 1 if args.quick else min(runs, 3))
+    handed, handed_lines = handler_catch_up(events)
+    lat, lat_lines = latency(samples)  # last: its notes would add to the catch-up's events
+    return report("delivery", {**figures, **lat, **more, **handed}, lines=lines + lat_lines + more_lines
+                  + handed_lines)
+
+
+__all__ = ["main", "median_of"]
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,258 @@
+"""Subscriptions: every event handler and async projection keeps a checkpoint on the event feed.
+
+The event log is the outbox. A command's transaction writes its events and
+nothing for delivery; each subscriber — an ``@event_handler`` or an
+``AsyncProjection`` — has one ``Checkpoint`` row, its place in the gap-safe feed
+(``events/feed.py``), and whoever relays reads the feed after that place. So
+which process wrote an event does not matter: once a subscription exists, every
+later event of its keys reaches it, whatever code the writer ran.
+
+Invariants (and the failures they prevent):
+
+* **A checkpoint only moves past settled events** — done, discarded or
+  dead-lettered for this subscription. An event handed to a broker that then
+  loses it keeps a pending receipt below the checkpoint's reach and is handed
+  over again; it is never skipped.
+* **A subscription starts where it says** (``start``): ``"now"`` (the default of
+  handlers: emails of the past are never sent by accident), ``"beginning"`` (the
+  default of async projections) or a position (every event after it). The
+  checkpoint row is created by the first process that knows the subscription and
+  relays; ``"now"`` is the feed at that moment (the events whose commit woke it
+  included).
+* **One leader per subscription at a time**: a relay leads a subscription by a
+  lease on its checkpoint row (one conditional ``UPDATE``, on every database),
+  renewed per batch and expiring if its process dies; checkpoint writes are
+  conditional on still holding it. Two relays never hand the same events over.
+
+A subscription in the database that no code declares is reported (the system
+check ``fluvius.W056``, ``fluvius_subscriptions``) and never delivered: nothing
+is handed to nobody.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from django.db import IntegrityError, transaction
+from django.db.models import Max, Q
+from django.utils import timezone
+
+from django_fluvius.conf import fluvius_settings
+from django_fluvius.delivery.handlers import ALL_EVENTS, HandlerSpec, handlers
+from django_fluvius.events.feed import ORIGIN, Feed, FeedKey
+from django_fluvius.exceptions import UnknownSubscription
+from django_fluvius.models import Checkpoint, DeadLetter, HandlerReceipt
+
+NOW = "now"
+BEGINNING = "beginning"
+HANDLER = Checkpoint.Kind.HANDLER
+PROJECTION = Checkpoint.Kind.PROJECTION
+
+# The default start of each kind: side effects never replay the past by accident;
+# read models are built from all of it.
+DEFAULT_START = {HANDLER: NOW, PROJECTION: BEGINNING}
+
+
+def start_problem(start: Any) -> str | None:
+    """Why ``start`` is not a usable start (None if it is)."""
+    if start in (NOW, BEGINNING):
+        return None
+    if isinstance(start, int) and not isinstance(start, bool) and start >= 0:
+        return None
+    return f'start={start!r} is neither "now", "beginning" nor an event position (an integer >= 0)'
+
+
+@dataclass(frozen=True)
+class Subscription:
+    """What a relay needs to know of a subscriber: its name, kind, start and the events it reads."""
+
+    name: str
+    kind: str
+    start: Any
+    evt_keys: tuple[str, ...] | None  # None: every key
+    namespace: str | None
+    subscriber: Any = None  # the HandlerSpec, or the projection's subscriber (dispatch.Subscribers)
+
+    @property
+    def read_keys(self) -> list[str] | None:
+        return list(self.evt_keys) if self.evt_keys is not None else None
+
+
+def of_handler(spec: HandlerSpec) -> Subscription:
+    keys = None if ALL_EVENTS in spec.evt_keys else tuple(spec.evt_keys)
+    return Subscription(spec.name, HANDLER, spec.start, keys, spec.namespace, spec)
+
+
+def of_projection(subscriber: Any) -> Subscription:
+    keys = subscriber.read_keys()
+    return Subscription(subscriber.name, PROJECTION, subscriber.start,
+                        tuple(keys) if keys is not None else None, subscriber.namespace, subscriber)
+
+
+def declared(projections: Iterable[Any] = ()) -> list[Subscription]:
+    """The subscriptions this process knows: its handlers, then the given projection subscribers."""
+    return [of_handler(spec) for spec in handlers] + [of_projection(s) for s in projections]
+
+
+# -- where a subscription starts ---------------------------------------------------------------
+
+
+def start_key(start: Any, feed: Feed, *, hint: int | None = None) -> FeedKey:
+    """The feed key a new subscription starts after.
+
+    ``hint``: the position before the events whose commit woke this relay, so a
+    handler declared in the process that writes the first events after it gets them.
+    """
+    if start == BEGINNING:
+        return ORIGIN
+    if start == NOW:
+        if hint is None:
+            hint = feed.store.events.aggregate(value=Max("position"))["value"] or 0
+        return feed.key_before(hint)
+    if start_problem(start) is None:
+        return feed.key_before(int(start))
+    raise ValueError(start_problem(start))
+
+
+def ensure(sub: Subscription, using: str, *, hint: int | None = None) -> Checkpoint:
+    """The subscription's checkpoint, created at its start the first time."""
+    existing = Checkpoint.objects.using(using).filter(name=sub.name).first()
+    if existing is not None:
+        return existing
+    key = start_key(sub.start, Feed(using), hint=hint)
+    try:
+        with transaction.atomic(using=using):
+            return Checkpoint.objects.using(using).create(
+                name=sub.name, kind=sub.kind, txid=key[0], position=key[1], sent_txid=key[0],
+                sent_position=key[1])
+    except IntegrityError:  # another process created it first: theirs stands
+        return Checkpoint.objects.using(using).get(name=sub.name)
+
+
+# -- one leader per subscription ---------------------------------------------------------------
+
+
+def relay_identity() -> str:
+    """A name for this relay (host, process, thread and a random tag): the lease's owner."""
+    return f"{socket.gethostname()}:{os.getpid()}:{threading.get_ident()}:{uuid.uuid4().hex[:8]}"
+
+
+def take_lease(name: str, owner: str, using: str) -> bool:
+    """Lead the subscription for ``SUBSCRIPTION_LEASE`` seconds; False if another relay leads it."""
+    now = timezone.now()
+    free = Q(lease_until__isnull=True) | Q(lease_until__lt=now) | Q(lease_owner=owner)
+    return bool(Checkpoint.objects.using(using).filter(free, name=name).update(
+        lease_owner=owner, lease_until=now + timedelta(seconds=float(fluvius_settings.SUBSCRIPTION_LEASE))))
+
+
+def release_lease(name: str, owner: str, using: str) -> None:
+    Checkpoint.objects.using(using).filter(name=name, lease_owner=owner).update(lease_owner="", lease_until=None)
+
+
+def save_checkpoint(name: str, owner: str, using: str, *, key: FeedKey | None = None,
+                    sent: FeedKey | None = None, applied: int = 0, release: bool = False) -> bool:
+    """Move the checkpoint (and the handed-over mark) while still leading; False if the lease was lost.
+
+    ``release=True`` gives the lease up in the same statement (one commit fewer).
+    """
+    values: dict[str, Any] = {"updated": timezone.now(),
+                              "lease_until": None if release else timezone.now() + timedelta(
+                                  seconds=float(fluvius_settings.SUBSCRIPTION_LEASE))}
+    if release:
+        values["lease_owner"] = ""
+    if key is not None:
+        values["txid"], values["position"] = key
+    if sent is not None:
+        values["sent_txid"], values["sent_position"] = sent
+    if applied:
+        from django.db.models import F
+
+        values["events_applied"] = F("events_applied") + applied
+    return bool(Checkpoint.objects.using(using).filter(name=name, lease_owner=owner).update(**values))
+
+
+# -- operations: status and reset --------------------------------------------------------------
+
+
+@dataclass
+class Status:
+    name: str
+    kind: str
+    declared: bool
+    position: int
+    head: int
+    lag: int
+    pending: int
+    dead_letters: int
+    leader: str
+    updated: Any
+
+
+def status(subs: Iterable[Subscription], using: str) -> list[Status]:
+    """Every subscription, declared or only in the database: checkpoint, head, lag, pending, dead letters."""
+    feed = Feed(using)
+    head = feed.head()
+    known = {sub.name: sub for sub in subs}
+    rows = {cp.name: cp for cp in Checkpoint.objects.using(using).all()}
+    now = timezone.now()
+    out = []
+    for name in sorted(set(known) | set(rows)):
+        sub = known.get(name)
+        cp = rows.get(name)
+        key = cp.key if cp is not None else ORIGIN
+        if sub is not None and cp is None and sub.start != BEGINNING:
+            lag = 0  # not started yet: starts "now" or at a position when a relay first runs it
+        else:
+            lag = feed.count(key, evt_keys=sub.read_keys if sub else None, namespace=sub.namespace if sub else None)
+        kind = sub.kind if sub is not None else (cp.kind if cp is not None else HANDLER)
+        pending = (HandlerReceipt.objects.using(receipt_database(sub)).filter(
+            handler=name, status=HandlerReceipt.Status.PENDING).count() if kind == HANDLER else 0)
+        dead = DeadLetter.objects.using(using).filter(handler=name).count()
+        leader = cp.lease_owner if cp is not None and cp.lease_until and cp.lease_until > now else ""
+        out.append(Status(name, kind, sub is not None, key[1], head[1], lag, pending, dead, leader,
+                          cp.updated if cp is not None else None))
+    return out
+
+
+def receipt_database(sub: Subscription | None) -> str:
+    spec = sub.subscriber if sub is not None else None
+    return getattr(spec, "using", None) or fluvius_settings.DATABASE
+
+
+def reset(name: str, to: Any, subs: Iterable[Subscription], using: str) -> Checkpoint:
+    """Move a handler's checkpoint to ``"beginning"``, ``"now"`` or a position (async projections
+    have their own ``reset``/``start_at``, which ``fluvius_subscriptions`` calls).
+
+    Events before the new place that were handled already keep their receipts: a
+    handler reset to the beginning is offered everything again and runs only what
+    it has not done (``fluvius_replay`` forces a re-run).
+    """
+    problem = start_problem(to)
+    if problem is not None:
+        raise ValueError(problem)
+    known = {sub.name: sub for sub in subs}
+    cp = Checkpoint.objects.using(using).filter(name=name).first()
+    if cp is None and name not in known:
+        names = ", ".join(sorted(set(known) | set(Checkpoint.objects.using(using).values_list("name", flat=True))))
+        raise UnknownSubscription(f"No subscription is named {name!r} (known: {names or 'none'}).")
+    if cp is None:
+        cp = ensure(known[name], using)
+    key = start_key(to, Feed(using))
+    with transaction.atomic(using=using):
+        Checkpoint.objects.using(using).filter(pk=cp.pk).update(
+            txid=key[0], position=key[1], sent_txid=key[0], sent_position=key[1], failures=0, last_error="",
+            updated=timezone.now())
+    cp.refresh_from_db(using=using)
+    return cp
+
+
+def feed_max(a: FeedKey, b: FeedKey) -> FeedKey:
+    """The later of two feed keys (a checkpoint never moves back)."""
+    return tuple(a) if tuple(a) > tuple(b) else tuple(b)  # type: ignore[return-value]
