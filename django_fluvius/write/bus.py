@@ -6,8 +6,9 @@ middleware is in ``write/middleware.py``), then, inside ``transaction.atomic``: 
 aggregate (the tenant check is part of loading), runs the command's guards
 (``Command.add_guard``: object-level checks middleware registers), checks the
 expected version, runs the ``@action``, appends the event, updates the inline
-projection, writes the command log and hands the events to the dispatcher
-(which acts on commit).
+projection and writes the command log — all in one write batch; delivery is
+told through ``events_appending`` and wakes its subscriptions once the
+transaction commits (it writes nothing here: the event log is the outbox).
 
 A race lost at the database (another writer took the version first) comes back
 from the unique (aggregate_id, version) constraint and leaves as
