@@ -18,8 +18,11 @@ result, only the time a load takes. A snapshot is not used when
   is not the current one: an upcaster was added since, so old events now read
   differently and the snapshot's state has the old shape,
 - it is newer than the version or time asked for (time travel),
-- its state is not a JSON object (it was damaged): the load falls back to the
-  events and logs a warning.
+- its state is not a JSON object (it was damaged), or a sealed personal value in it
+  does not authenticate: the load falls back to the events and logs a warning.
+
+Personal fields (``Domain.__personal__``) are stored sealed, as in the events
+(privacy/), and opened when the snapshot is read.
 
 Only state that survives a JSON round trip unchanged is snapshotted; an
 aggregate whose ``@apply`` keeps e.g. ``Decimal`` or ``datetime`` values in its
@@ -41,7 +44,10 @@ from django.utils import timezone
 from django_fluvius.conf import fluvius_settings
 from django_fluvius.events.store import EventStore
 from django_fluvius.events.upcasting import check_foldable, fold_fingerprint
+from django_fluvius.exceptions import PersonalDataTampered
 from django_fluvius.models import Snapshot
+from django_fluvius.privacy.cipher import Keyring, has_tokens, open_mapping
+from django_fluvius.privacy.copies import seal_state
 
 if TYPE_CHECKING:
     import datetime
@@ -98,7 +104,15 @@ class SnapshotStore:
             qs = qs.filter(aggregate_updated__lte=until)
         for snapshot in qs.order_by("-version")[:2]:
             if isinstance(snapshot.state, dict):
-                return snapshot
+                if not has_tokens(snapshot.state):
+                    return snapshot
+                try:
+                    snapshot.state = open_mapping(Keyring(self.using), snapshot.state)[0]
+                    return snapshot
+                except PersonalDataTampered as exc:
+                    logger.warning("Ignoring the snapshot of %s at version %s: %s Loading from the events.",
+                                   aggregate_id, snapshot.version, exc.message)
+                    continue
             logger.warning("Ignoring the damaged snapshot of %s at version %s (its state is a %s); "
                            "loading from the events.", aggregate_id, snapshot.version,
                            type(snapshot.state).__name__)
@@ -121,7 +135,7 @@ class SnapshotStore:
             version=aggregate.version,
             schema_version=type(aggregate).snapshot_schema,
             fingerprint=fold_fingerprint(type(aggregate), namespace),
-            state=state,
+            state=seal_state(namespace, aggregate, state, self.using),
             aggregate_created=aggregate.created,
             aggregate_updated=aggregate.updated,
             created=timezone.now(),

@@ -21,7 +21,9 @@ from django.db import IntegrityError
 
 from django_fluvius.conf import fluvius_settings
 from django_fluvius.events import sql, upcasting
+from django_fluvius.exceptions import PersonalDataTampered
 from django_fluvius.models import Event
+from django_fluvius.privacy.cipher import TOKEN_PREFIX, Keyring, open_mapping
 
 
 class EventStore:
@@ -107,8 +109,26 @@ class EventStore:
     # -- decoding ------------------------------------------------------------
 
     def decode(self, event: Event) -> Event:
-        """Turn a stored row into the shape current code expects (renames, upcasters: upcasting.py)."""
+        """Turn a stored row into the shape current code expects (renames, upcasters: upcasting.py).
+
+        Sealed personal values are opened first (None once their subject is forgotten);
+        one that does not authenticate is an ``EventDecodeError`` naming the event.
+        """
+        payload = event.payload
+        if type(payload) is dict:
+            for value in payload.values():
+                if type(value) is str and value.startswith(TOKEN_PREFIX):
+                    self.open_personal(event)
+                    break
         return upcasting.registry.decode(event)
+
+    def open_personal(self, event: Event) -> None:
+        try:
+            event.payload, subject = open_mapping(Keyring(self.using), event.payload)
+        except PersonalDataTampered as exc:
+            raise upcasting.decode_error(event, exc.message) from exc
+        # Whose data it carried: what a dead letter's texts about this event are sealed under.
+        event.personal_subject = subject  # type: ignore[attr-defined]
 
 
 def is_stream_conflict(store: EventStore, error: IntegrityError, events: Sequence[Event]) -> bool:
