@@ -62,10 +62,11 @@ from django_fluvius import privacy
 from django_fluvius.conf import fluvius_settings
 from django_fluvius.delivery.checks import register as register_dispatch_checks
 from django_fluvius.delivery.dispatch import celery_app
-from django_fluvius.exceptions import KeyEncryptionKeyError
 from django_fluvius.events.upcasting import check_stored_event_types, check_upcasters
+from django_fluvius.exceptions import KeyEncryptionKeyError
 from django_fluvius.loading import load_problems
 from django_fluvius.media.storage import S3Storage, check_media_settings
+from django_fluvius.privacy import keys as privacy_keys
 from django_fluvius.read.projections import (
     CREATED_FIELD,
     TENANT_FIELD,
@@ -75,7 +76,6 @@ from django_fluvius.read.projections import (
 )
 from django_fluvius.read.replicas import check_read_database
 from django_fluvius.read.surface import check_query_surfaces
-from django_fluvius.privacy import keys as privacy_keys
 from django_fluvius.registry import domains, resolve_model
 from django_fluvius.rest.checks import check_routes
 from django_fluvius.security.permissions import check_authorization
@@ -168,7 +168,7 @@ def check_personal_data(app_configs: Any = None, **kwargs: Any) -> list[checks.C
         label = f"{domain.__module__}.{domain.__qualname__}"
         resources = dict(getattr(domain, "__resources__", {}) or {})
         aggregate = domain.__aggregate__
-        for resource, value in personal.items():
+        for resource in personal:
             if resource not in resources:
                 errors.append(checks.Error(
                     f"{label}.__personal__ names resource {resource!r}, which the domain does not have.",

@@ -24,8 +24,8 @@ from asgiref.sync import sync_to_async
 from django.core.exceptions import ImproperlyConfigured
 from django.db.models import QuerySet
 
-from django_fluvius.context import DomainContext, current_context
 from django_fluvius import privacy
+from django_fluvius.context import DomainContext, current_context
 from django_fluvius.events import snapshots
 from django_fluvius.events.store import EventStore
 from django_fluvius.exceptions import (

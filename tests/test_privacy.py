@@ -27,13 +27,19 @@ from django_fluvius.delivery.dispatch import deliver_pending
 from django_fluvius.delivery.handlers import HandlerRegistry, event_handler, handlers
 from django_fluvius.domain import Domain, register
 from django_fluvius.exceptions import EventDecodeError, KeyEncryptionKeyError, UnknownSubject
-from django_fluvius.models import CommandLog, DeadLetter, Event, IdempotencyRecord, Snapshot, SubjectKey
+from django_fluvius.models import (
+    CommandLog,
+    DeadLetter,
+    Event,
+    IdempotencyRecord,
+    Snapshot,
+    SubjectKey,
+)
 from django_fluvius.privacy import declarations, keys
 from django_fluvius.registry import domains
 from django_fluvius.write.cache import aggregate_cache
 from tests.testapp.members import MemberAggregate, MemberDomain
 from tests.testapp.models import Card, Member
-
 
 KEK = base64.urlsafe_b64encode(b"k" * 32).decode()
 OTHER_KEK = base64.urlsafe_b64encode(b"o" * 32).decode()

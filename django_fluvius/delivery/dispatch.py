@@ -365,8 +365,8 @@ def dead_letter(kind: str, name: str, event: Any, *, attempts: int, error: BaseE
     }
     # A handler's error and traceback may quote the event's personal data: sealed under its
     # subject's key, so forgetting the subject erases them too (privacy/copies.py).
-    values["error_message"], values["traceback"] = seal_texts(event, store_database(), values["error_message"],
-                                                              values["traceback"])
+    values["error_message"], values["traceback"] = seal_texts(event, store_database(), str(values["error_message"]),
+                                                              str(values["traceback"]))
     letter, _ = DeadLetter.objects.using(store_database()).update_or_create(
         kind=kind, handler=name, position=position, defaults=values)
     if kind == DeadLetter.Kind.HANDLER:

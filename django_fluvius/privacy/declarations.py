@@ -12,7 +12,6 @@ personal data pays nothing for this unit.
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -23,7 +22,7 @@ from django.core.exceptions import ImproperlyConfigured
 # erased fields and carries no personal data (folding it sets them to None).
 ERASED_EVT_KEY = "personal-data-erased"
 
-Subject = Callable[[uuid.UUID, Mapping[str, Any]], Any]
+Subject = Callable[[Any, Mapping[str, Any]], Any]
 
 
 @dataclass(frozen=True)
@@ -37,7 +36,7 @@ class PersonalData:
         object.__setattr__(self, "fields", tuple(fields))
         object.__setattr__(self, "subject", subject)
 
-    def subject_of(self, aggregate_id: uuid.UUID, state: Mapping[str, Any]) -> str:
+    def subject_of(self, aggregate_id: Any, state: Mapping[str, Any]) -> str:
         """The subject's id as stored (text); the aggregate's own id when no callable names another."""
         if self.subject is not None:
             found = self.subject(aggregate_id, state)

@@ -234,7 +234,7 @@ def rotate(using: str, batch_size: int = 500) -> tuple[int, int]:
                 if row.kek_id == wrap.key_id:
                     current += 1
                     continue
-                raw = wrap.unwrap(bytes(row.wrapped), row.kek_id, row.subject)
+                raw = wrap.unwrap(bytes(row.wrapped or b""), row.kek_id, row.subject)
                 SubjectKey.objects.using(using).filter(id=row.id).update(
                     wrapped=wrap.wrap(raw, row.subject), kek_id=wrap.key_id)
                 done += 1
@@ -249,7 +249,7 @@ def check_unwraps(using: str) -> str | None:
         return None
     subject, wrapped, key_id = row
     try:
-        wrapper().unwrap(bytes(wrapped), key_id, subject)
+        wrapper().unwrap(bytes(wrapped or b""), key_id, subject)
     except KeyEncryptionKeyError as exc:
         return exc.message
     return None

@@ -110,9 +110,14 @@ def forget(subject_value: Any, using: str) -> Erasure:
             aggregate_cache.evict(using, holding.aggregate_id)
             erasure.aggregates.append(holding)
         ids = [h.aggregate_id for h in erasure.aggregates]
-        transaction.on_commit(lambda: [aggregate_cache.evict(using, i) for i in ids], using=using)
+        transaction.on_commit(lambda: _evict_all(using, ids), using=using)
     forget_recorded(subject)
     return erasure
+
+
+def _evict_all(using: str, ids: list[uuid.UUID]) -> None:
+    for aggregate_id in ids:
+        aggregate_cache.evict(using, aggregate_id)
 
 
 def erase_rows(holding: Holding, fields: tuple[str, ...], version: int, when: Any) -> int:

@@ -79,7 +79,7 @@ class Member(Projection):
 
     name = models.CharField(max_length=200)
     email = models.CharField(max_length=200)
-    nickname = models.CharField(max_length=200, null=True, blank=True)
+    nickname = models.CharField(max_length=200, null=True, blank=True)  # noqa: DJ001 - erased to None, not ""
     active = models.BooleanField(default=True)
 
 
