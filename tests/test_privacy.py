@@ -355,3 +355,32 @@ def test_domains_without_personal_data_store_plaintext_as_before(members):
     note = notes.process_command(notes.create_command("create-note", {"title": "plain title 5521"}))
     assert Event.objects.get(aggregate_id=note.aggregate_id).payload["title"] == "plain title 5521"
     assert not SubjectKey.objects.exists()
+
+
+@pytest.mark.urls("example_project.urls")
+def test_the_admin_shows_personal_data_opened_then_erased(members, failing_handler, client):
+    from django.urls import reverse
+
+    client.force_login(AuthUser.objects.create_superuser("privacy-admin", "a@example.com", "x"))
+    member = join(members)
+    members.process_command(members.create_command("rename", {"name": NAME}, aggregate_id=member.aggregate_id))
+    deliver_pending()
+    log = CommandLog.objects.filter(aggregate_id=member.aggregate_id).order_by("id").first()
+    letter = DeadLetter.objects.get(handler="tests.privacy.failing")
+    snapshot = Snapshot.objects.get(aggregate_id=member.aggregate_id)
+    event = Event.objects.get(aggregate_id=member.aggregate_id, version=1)
+    pages = {
+        "log": reverse("admin:django_fluvius_commandlog_change", args=[log.pk]),
+        "letter": reverse("admin:django_fluvius_deadletter_change", args=[letter.pk]),
+        "snapshot": reverse("admin:django_fluvius_snapshot_change", args=[snapshot.pk]),
+        "event": reverse("admin:django_fluvius_event_change", args=[event.pk]),
+    }
+    for name, url in pages.items():
+        html = client.get(url).content.decode()
+        assert EMAIL in html, name
+        assert "fvpd1:" not in html, name
+    members.forget(member.aggregate_id)
+    for name in ("log", "letter", "event"):
+        html = client.get(pages[name]).content.decode()
+        assert EMAIL not in html and "fvpd1:" not in html, name
+    assert "[erased: its subject was forgotten]" in client.get(pages["letter"]).content.decode()

@@ -18,9 +18,17 @@ from typing import Any
 
 from django.db import IntegrityError, transaction
 
+from django_fluvius.exceptions import PersonalDataTampered
 from django_fluvius.models import SubjectAggregate
 from django_fluvius.privacy import keys
-from django_fluvius.privacy.cipher import Keyring, open_mapping, seal_mapping, seal_text
+from django_fluvius.privacy.cipher import (
+    Keyring,
+    is_token,
+    open_mapping,
+    open_text,
+    seal_mapping,
+    seal_text,
+)
 from django_fluvius.privacy.declarations import PersonalData, declarations
 
 # (using, subject, aggregate id) already recorded in SubjectAggregate by this process.
@@ -150,5 +158,34 @@ def forget_recorded(subject: str) -> None:
         _recorded.discard(marker)
 
 
-__all__ = ["CommandSeal", "command_seal", "keys", "open_result", "seal_rejected", "seal_result", "seal_state",
-           "seal_texts"]
+
+
+# -- for display (the admin) ---------------------------------------------------------------------
+
+ERASED_TEXT = "[erased: its subject was forgotten]"
+UNREADABLE_TEXT = "[sealed personal data that does not authenticate]"
+
+
+def readable(data: Any, using: str) -> Any:
+    """A stored mapping with its sealed values opened, for display: never raises on a bad token."""
+    if not isinstance(data, Mapping):
+        return data
+    keyring = Keyring(using)
+    shown = dict(data)
+    for name, value in data.items():
+        if is_token(value):
+            try:
+                shown[name] = keyring.open_value(value, name)
+            except PersonalDataTampered:
+                shown[name] = UNREADABLE_TEXT
+    return shown
+
+
+def readable_text(text: str, using: str) -> str:
+    """A stored free text (a dead letter's error, traceback) opened for display."""
+    if not is_token(text):
+        return text
+    try:
+        return open_text(Keyring(using), text, erased=ERASED_TEXT)
+    except PersonalDataTampered:
+        return UNREADABLE_TEXT
