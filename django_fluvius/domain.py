@@ -68,8 +68,8 @@ class Domain:
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
-        namespace = cls.__dict__.get("__namespace__")
-        if isinstance(namespace, str):
+        namespace = getattr(cls, "__namespace__", None)
+        if isinstance(namespace, str) and ("__namespace__" in cls.__dict__ or "__personal__" in cls.__dict__):
             privacy.declarations.declare(namespace, cls.__qualname__, cls.__personal__)
 
     def __init__(self, context: DomainContext | None = None):
