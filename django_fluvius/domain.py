@@ -249,12 +249,16 @@ class Domain:
         entry = aggregate_cache.get(self.store.using, aggregate_id)
         if entry is None or entry.namespace != self.__namespace__:
             return None
-        state = entry.state
-        if privacy.cipher.has_tokens(state):
+        state = sealed = entry.state
+        if privacy.cipher.has_tokens(sealed):
             # Cached sealed like every other copy: a subject forgotten since reads as None.
-            state = privacy.open_mapping(privacy.Keyring(self.store.using), state)[0]
+            state = privacy.open_mapping(privacy.Keyring(self.store.using), sealed)[0]
         aggregate = self.__aggregate__(aggregate_id, entry.resource, version=entry.version,
                                        state=state, context=self.context)
+        if state is not sealed:
+            # The bus re-seals only what changed (privacy/copies.py: CommandSeal).
+            aggregate.personal_tokens = {(f, v): sealed[f] for f, v in state.items()  # type: ignore[attr-defined]
+                                         if type(v) is str and privacy.is_token(sealed.get(f))}
         aggregate.created, aggregate.updated = entry.created, entry.updated
         aggregate.tenant = entry.tenant
         aggregate.from_cache = True

@@ -46,8 +46,9 @@ from django_fluvius.events.store import EventStore
 from django_fluvius.events.upcasting import check_foldable, fold_fingerprint
 from django_fluvius.exceptions import PersonalDataTampered
 from django_fluvius.models import Snapshot
-from django_fluvius.privacy.cipher import Keyring, has_tokens, open_mapping
+from django_fluvius.privacy.cipher import Keyring, has_tokens, is_token, open_mapping
 from django_fluvius.privacy.copies import seal_state
+from django_fluvius.privacy.declarations import ERASED_EVT_KEY
 
 if TYPE_CHECKING:
     import datetime
@@ -163,11 +164,29 @@ def restore(aggregate_class: type[AggregateT], snapshot: Snapshot, context: Any 
     return aggregate
 
 
-def fold(aggregate: AggregateT, events: Iterable[Any]) -> AggregateT:
-    """Fold stored events, refusing any whose key the aggregate class does not know."""
+def fold(aggregate: AggregateT, events: Iterable[Any], store: EventStore | None = None) -> AggregateT:
+    """Fold stored events, refusing any whose key the aggregate class does not know.
+
+    Events read with ``sealed=True`` may still hold sealed personal values: a plain merge
+    keeps them sealed and only the values the final state holds are opened (a name renamed
+    99 times is decrypted once); an ``@apply`` fold gets its event opened first.
+    """
+    sealed_by: dict[str, Any] | None = None
+    appliers = getattr(aggregate, "_appliers", {})
     for event in events:
         check_foldable(aggregate, event)
+        if store is not None and getattr(event, "personal_sealed", False):
+            if event.evt_key in appliers or event.evt_key == ERASED_EVT_KEY:
+                store.open_personal(event)
+            else:
+                if sealed_by is None:
+                    sealed_by = {}
+                for field, value in event.payload.items():
+                    if is_token(value):
+                        sealed_by[field] = event
         aggregate.fold(event)
+    if sealed_by and store is not None:
+        aggregate.state = store.open_state(aggregate.state, sealed_by)
     return aggregate
 
 
@@ -181,15 +200,15 @@ def rehydrate(domain: Any, aggregate_class: type[AggregateT], aggregate_id: uuid
         snapshot = SnapshotStore(store.using).latest(aggregate_class, aggregate_id, domain.__namespace__,
                                                      upto_version=upto_version, until=until)
     if snapshot is None:
-        events = store.stream(aggregate_id, upto_version=upto_version, until=until)
+        events = store.stream(aggregate_id, upto_version=upto_version, until=until, sealed=True)
         if not events or events[0].namespace != domain.__namespace__:
             return None
         aggregate = aggregate_class(aggregate_id, events[0].resource, context=domain.context)
     else:
         events = store.stream(aggregate_id, after_version=snapshot.version, upto_version=upto_version,
-                              until=until)
+                              until=until, sealed=True)
         aggregate = restore(aggregate_class, snapshot, domain.context)
-    return fold(aggregate, events)
+    return fold(aggregate, events, store)
 
 
 def after_append(domain: Any, aggregate: Aggregate, events: Sequence[Any]) -> Snapshot | None:

@@ -113,11 +113,14 @@ def subject_of_token(token: str) -> str:
 
 
 def seal_mapping(keyring: Keyring, spec: PersonalData, subject: str, data: Mapping[str, Any], *,
-                 create: bool = True, fresh: bool = False) -> dict[str, Any]:
+                 create: bool = True, fresh: bool = False,
+                 memo: dict[tuple[str, str], str] | None = None) -> dict[str, Any]:
     """A copy of ``data`` with its personal fields sealed under the subject's key.
 
     Fields of a forgotten subject are stored as None (erasure lasts); without a key
     and ``create=False`` (a rejected command's log row) they are left out as None too.
+    ``memo``: (field, text) -> a token already made for it under this subject's key, so
+    the copies of one command (event, log, cached state) share one encryption per value.
     """
     sealed = dict(data)
     key = None
@@ -125,10 +128,45 @@ def seal_mapping(keyring: Keyring, spec: PersonalData, subject: str, data: Mappi
         value = sealed.get(field)
         if value is None or is_token(value):
             continue
+        if memo is not None and type(value) is str:
+            token = memo.get((field, value))
+            if token is not None:
+                sealed[field] = token
+                continue
         if key is None:
             key = keyring.key(subject, create=create, fresh=fresh) or keys.FORGOTTEN
-        sealed[field] = None if key is keys.FORGOTTEN else keyring.seal_value(key, subject, field, value)
+        if key is keys.FORGOTTEN:
+            sealed[field] = None
+            continue
+        sealed[field] = token = keyring.seal_value(key, subject, field, value)
+        if memo is not None and type(value) is str:
+            memo[(field, value)] = token
     return sealed
+
+
+def open_payload(data: dict[str, Any], using: str) -> tuple[dict[str, Any], str | None]:
+    """``open_mapping`` for the store's read path (one call per event read): no keyring built,
+    the keys straight from the process's cache (``keys.load``)."""
+    opened = dict(data)
+    subject = None
+    for field, value in data.items():
+        if type(value) is str and value.startswith(TOKEN_PREFIX):
+            owner, sep, blob64 = value[_PREFIX_LEN:].rpartition(":")
+            key = keys.load(owner, using) if sep else None
+            if key is None or key is keys.FORGOTTEN:
+                if not sep:
+                    raise PersonalDataTampered(f"The sealed value of {field!r} is malformed.")
+                opened[field] = None
+            else:
+                try:
+                    blob = binascii.a2b_base64(blob64)
+                    opened[field] = _decode(key.decrypt(blob[:12], blob[12:], _aad(owner, field)))
+                except (InvalidTag, binascii.Error, ValueError, IndexError):
+                    raise PersonalDataTampered(
+                        f"The sealed value of {field!r} (subject {owner}) does not authenticate: "
+                        "it was altered or moved.", field=field, subject=owner) from None
+            subject = owner
+    return opened, subject
 
 
 def open_mapping(keyring: Keyring, data: Mapping[str, Any]) -> tuple[dict[str, Any], str | None]:

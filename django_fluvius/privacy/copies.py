@@ -28,6 +28,7 @@ from django_fluvius.privacy.cipher import (
     open_text,
     seal_mapping,
     seal_text,
+    subject_of_token,
 )
 from django_fluvius.privacy.declarations import PersonalData, declarations
 
@@ -52,9 +53,14 @@ class CommandSeal:
             # Erasure lasts: what a command says of a forgotten subject is not kept, in the
             # state (so the projection and the result agree) nor in any copy.
             aggregate.state = {**aggregate.state, **dict.fromkeys(spec.fields)}
+        # Tokens the loaded state came with (the sealed aggregate cache): an unchanged value
+        # is not encrypted again.
+        self.memo: dict[tuple[str, str], str] = {
+            name: token for name, token in (getattr(aggregate, "personal_tokens", None) or {}).items()
+            if subject_of_token(token) == self.subject}
 
     def mapping(self, data: Mapping[str, Any]) -> dict[str, Any]:
-        sealed = seal_mapping(self.keyring, self.spec, self.subject, data, fresh=self.fresh)
+        sealed = seal_mapping(self.keyring, self.spec, self.subject, data, fresh=self.fresh, memo=self.memo)
         self.fresh = False  # made now (or found): later copies reuse the keyring's key
         return sealed
 
