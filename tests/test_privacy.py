@@ -384,3 +384,30 @@ def test_the_admin_shows_personal_data_opened_then_erased(members, failing_handl
         html = client.get(pages[name]).content.decode()
         assert EMAIL not in html and "fvpd1:" not in html, name
     assert "[erased: its subject was forgotten]" in client.get(pages["letter"]).content.decode()
+
+
+recording = HandlerRegistry()
+SEEN: list = []
+
+
+@event_handler("member-joined", namespace="test-members", name="tests.privacy.recording", registry=recording)
+def remember(event):
+    SEEN.append(event.payload["email"])
+
+
+def test_handlers_and_replays_see_the_data_then_see_it_erased(members):
+    from django_fluvius.ops.replay import replay
+
+    for spec in recording:
+        handlers.register(spec)
+    SEEN.clear()
+    try:
+        member = join(members)
+        deliver_pending()
+        assert SEEN == [EMAIL]  # the handler got the plaintext
+        members.forget(member.aggregate_id)
+        report = replay(handler_names=["tests.privacy.recording"], namespace="test-members")
+        assert report.done == 1 and SEEN == [EMAIL, None]
+    finally:
+        for spec in recording:
+            handlers.unregister(spec.name)
