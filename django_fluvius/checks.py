@@ -32,6 +32,9 @@
 | fluvius.W070  | a domain sets ``__tenancy__ = True`` while ``FLUVIUS['TENANCY']`` is off |
 | fluvius.W071  | permissions are declared but no ``AuthorizationMiddleware`` is in the chain |
 | fluvius.W072  | two domains' commands share one run permission |
+| fluvius.E080  | personal data is declared but no usable ``PRIVACY_KEK``/``PRIVACY_KMS`` is configured |
+| fluvius.E081  | a ``__personal__`` field no action produces, or a resource the domain does not have |
+| fluvius.E082  | the stored subject keys do not unwrap with the configured KEK (db)  |
 | fluvius.E090  | a setting needs an optional extra that is not installed (names the extra) |
 | fluvius.E091  | ``FLUVIUS['HEALTH_MAX_DELIVERY_LAG']`` is not None or seconds > 0 |
 | fluvius.W050  | stored events belong to a namespace no domain declares (db)  |
@@ -53,13 +56,17 @@ from urllib.parse import urlsplit
 from django.conf import settings
 from django.core import checks
 from django.core.exceptions import ImproperlyConfigured
+from django.db import DatabaseError
 
+from django_fluvius import privacy
 from django_fluvius.conf import fluvius_settings
 from django_fluvius.delivery.checks import register as register_dispatch_checks
 from django_fluvius.delivery.dispatch import celery_app
 from django_fluvius.events.upcasting import check_stored_event_types, check_upcasters
+from django_fluvius.exceptions import KeyEncryptionKeyError
 from django_fluvius.loading import load_problems
 from django_fluvius.media.storage import S3Storage, check_media_settings
+from django_fluvius.privacy import keys as privacy_keys
 from django_fluvius.read.projections import (
     CREATED_FIELD,
     TENANT_FIELD,
@@ -147,6 +154,73 @@ def _state_keys(aggregate: Any, resource: str) -> Iterator[tuple[str, str]]:
     for evt_key, attr in getattr(aggregate, "_appliers", {}).items():
         for key in sorted(literal_keys(getattr(aggregate, attr))):
             yield key, f"@apply({evt_key!r})"
+
+
+def check_personal_data(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
+    """E080: a KEK (or KMS) that works when personal data is declared; E081: each declared field is produced."""
+    errors: list[checks.CheckMessage] = []
+    declared = False
+    for domain in domains:
+        personal = dict(getattr(domain, "__personal__", {}) or {})
+        if not personal:
+            continue
+        declared = True
+        label = f"{domain.__module__}.{domain.__qualname__}"
+        resources = dict(getattr(domain, "__resources__", {}) or {})
+        aggregate = domain.__aggregate__
+        for resource in personal:
+            if resource not in resources:
+                errors.append(checks.Error(
+                    f"{label}.__personal__ names resource {resource!r}, which the domain does not have.",
+                    hint=f"Known resources: {', '.join(sorted(resources)) or 'none'}.",
+                    obj=domain, id="fluvius.E081"))
+                continue
+            spec = privacy.declarations.get(domain.__namespace__, resource)
+            fields = spec.fields if spec is not None else ()
+            produced = {key for key, _who in _state_keys(aggregate, resource)}
+            for action_spec in aggregate.actions().values():
+                if action_spec.applies_to(resource):
+                    produced.update(action_spec.serializer_class().fields)
+            for name in fields:
+                if name not in produced:
+                    errors.append(checks.Error(
+                        f"{label}.__personal__[{resource!r}] declares {name!r}, which no action on "
+                        f"{resource!r} produces: it would never be sealed.",
+                        hint="Fix the field's name, or remove it from __personal__.",
+                        obj=domain, id="fluvius.E081"))
+    if declared:
+        try:
+            privacy_keys.wrapper()
+        except (KeyEncryptionKeyError, ImportError) as exc:
+            errors.append(checks.Error(
+                f"Personal data is declared (__personal__) but the key-encryption key is not usable: "
+                f"{getattr(exc, 'message', exc)}",
+                hint="Set FLUVIUS['PRIVACY_KEK'] to 32 random bytes in urlsafe base64 (docs/privacy.md), "
+                     "or FLUVIUS['PRIVACY_KMS'] to your KMS client. Nothing personal is stored without it.",
+                id="fluvius.E080"))
+    return errors
+
+
+def check_subject_keys(app_configs: Any = None, databases: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
+    """E082: the configured KEK unwraps the stored subject keys (a wrong KEK reads nothing)."""
+    using = fluvius_settings.DATABASE
+    if databases is not None and using not in databases:
+        return []
+    if not privacy.declarations or not privacy_keys.configured():
+        return []
+    try:
+        problem = privacy_keys.check_unwraps(using)
+    except (KeyEncryptionKeyError, ImportError) as exc:
+        problem = str(getattr(exc, "message", exc))
+    except DatabaseError:
+        return []  # not migrated yet: nothing stored to unwrap
+    if problem is None:
+        return []
+    return [checks.Error(
+        f"The stored subject keys do not unwrap with the configured key-encryption key: {problem}",
+        hint="Restore the KEK that wrapped them (or list it after the new one in FLUVIUS['PRIVACY_KEK'] "
+             "and run manage.py fluvius_rotate_kek).",
+        id="fluvius.E082")]
 
 
 def check_projection_fields(app_configs=None, **kwargs):
@@ -272,6 +346,8 @@ CHECKS: tuple[tuple[Callable[..., list[Any]], str], ...] = (
     (check_media_settings, "fluvius"),                # E060-E063: media settings (media/storage.py)
     (check_tenancy, "fluvius"),                       # E070-E071, W070: tenancy (security/tenancy.py)
     (check_authorization, "fluvius"),                 # E072-E073, W071-W072: security/permissions.py
+    (check_personal_data, "fluvius"),                 # E080-E081: __personal__ and the KEK (privacy/)
+    (check_subject_keys, checks.Tags.database),       # E082: the KEK unwraps the stored keys
     (check_extras, "fluvius"),                        # E090: settings that need an optional extra
     (check_health_settings, "fluvius"),               # E091: the health endpoints' threshold (health.py)
 )

@@ -137,6 +137,17 @@ DEFAULTS: dict[str, Any] = {
     # Downloads of a storage that can sign URLs (S3) redirect to a signed URL; False
     # streams them through the application instead.
     "MEDIA_SIGNED_URLS": True,
+    # -- personal data (privacy/, docs/privacy.md) --
+    # The key-encryption key that wraps every subject key: 32 random bytes in urlsafe base64,
+    # or a list whose first item wraps and whose others only unwrap (while fluvius_rotate_kek
+    # re-wraps). Needed as soon as a domain declares __personal__ (fluvius.E080).
+    "PRIVACY_KEK": None,
+    # An external KMS instead: an object (or dotted path of a class or object) with ``key_id``,
+    # ``wrap(key, subject) -> bytes`` and ``unwrap(wrapped, key_id, subject) -> bytes``.
+    "PRIVACY_KMS": None,
+    # Seconds a process keeps an unwrapped subject key: how long another process may still
+    # read a subject forgotten elsewhere (0: look the key up every time).
+    "PRIVACY_KEY_CACHE_SECONDS": 60.0,
     # -- health (health.py) --
     # The readiness endpoint fails when event delivery lags more than this many seconds
     # (the oldest event a subscription — handler or async projection — has still to settle);

@@ -24,6 +24,7 @@ from asgiref.sync import sync_to_async
 from django.core.exceptions import ImproperlyConfigured
 from django.db.models import QuerySet
 
+from django_fluvius import privacy
 from django_fluvius.context import DomainContext, current_context
 from django_fluvius.events import snapshots
 from django_fluvius.events.store import EventStore
@@ -38,7 +39,7 @@ from django_fluvius.exceptions import (
 from django_fluvius.read.projections import project_inline
 from django_fluvius.read.state import StateManager, parse_aggregate_id
 from django_fluvius.registry import domains, resolve_model
-from django_fluvius.security import tenancy
+from django_fluvius.security import erasure, tenancy
 from django_fluvius.write.aggregate import ActionSpec, Aggregate
 from django_fluvius.write.bus import Command, CommandBus, CommandResult
 from django_fluvius.write.cache import aggregate_cache
@@ -60,6 +61,16 @@ class Domain:
     # resources, or a dict resource -> who may upload (a policy, as @action(permission=...)
     # takes; None = the default: see django_fluvius.rest.media). docs/media.md.
     __media__: ClassVar[Any] = None
+    # Personal data (docs/privacy.md): resource -> its personal fields (a list, or
+    # privacy.PersonalData(fields, subject=callable) when the aggregate is not the subject).
+    # They are stored sealed under the subject's key; ``forget`` destroys the key.
+    __personal__: ClassVar[Mapping[str, Any]] = {}
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        namespace = getattr(cls, "__namespace__", None)
+        if isinstance(namespace, str) and ("__namespace__" in cls.__dict__ or "__personal__" in cls.__dict__):
+            privacy.declarations.declare(namespace, cls.__qualname__, cls.__personal__)
 
     def __init__(self, context: DomainContext | None = None):
         """Without a context: the running request's (``DomainContextMiddleware``), else a system one."""
@@ -238,8 +249,16 @@ class Domain:
         entry = aggregate_cache.get(self.store.using, aggregate_id)
         if entry is None or entry.namespace != self.__namespace__:
             return None
+        state = sealed = entry.state
+        if privacy.cipher.has_tokens(sealed):
+            # Cached sealed like every other copy: a subject forgotten since reads as None.
+            state = privacy.open_mapping(privacy.Keyring(self.store.using), sealed)[0]
         aggregate = self.__aggregate__(aggregate_id, entry.resource, version=entry.version,
-                                       state=entry.state, context=self.context)
+                                       state=state, context=self.context)
+        if state is not sealed:
+            # The bus re-seals only what changed (privacy/copies.py: CommandSeal).
+            aggregate.personal_tokens = {(f, v): sealed[f] for f, v in state.items()  # type: ignore[attr-defined]
+                                         if type(v) is str and privacy.is_token(sealed.get(f))}
         aggregate.created, aggregate.updated = entry.created, entry.updated
         aggregate.tenant = entry.tenant
         aggregate.from_cache = True
@@ -252,6 +271,21 @@ class Domain:
         except AggregateNotFound:
             return False
         return True
+
+    # -- personal data -------------------------------------------------------
+
+    def forget(self, subject_id: Any) -> erasure.Erasure:
+        """Erase a data subject everywhere (docs/privacy.md): destroy their key, blank their fields in
+        the projection rows, purge caches and snapshots, and append a ``personal-data-erased``
+        event (no personal data) to each stream that held theirs.
+
+        ``UnknownSubject`` if nothing is held for them (nothing is changed).
+        """
+        return erasure.forget(subject_id, self.store.using)
+
+    def export_subject(self, subject_id: Any) -> dict[str, Any]:
+        """Every personal value held for the subject, decrypted, with its events (JSON-ready)."""
+        return erasure.export_subject(subject_id, self.store.using)
 
     # -- hooks ---------------------------------------------------------------
 

@@ -384,3 +384,38 @@ class MediaNotFound(MediaError):
     status_code = 404
     default_code = "media_not_found"
     default_message = _("No such media.")
+
+
+# -- personal data (privacy/) ------------------------------------------------------------------
+
+
+class PrivacyError(FluviusError):
+    """Base of the errors about personal data and its keys."""
+
+    default_code = "privacy_error"
+    default_message = _("Personal data could not be handled.")
+
+
+class KeyEncryptionKeyError(PrivacyError):
+    """No key-encryption key is configured, or it does not unwrap the stored subject keys."""
+
+    status_code = 500
+    default_code = "key_encryption_key"
+    default_message = _("Personal data is declared but FLUVIUS['PRIVACY_KEK'] (or PRIVACY_KMS) is not "
+                        "configured: nothing personal can be stored.")
+
+
+class PersonalDataTampered(PrivacyError):
+    """A sealed personal value failed authentication: it was altered, or copied where it does not belong."""
+
+    status_code = 500
+    default_code = "personal_data_tampered"
+    default_message = _("A sealed personal value does not authenticate.")
+
+
+class UnknownSubject(PrivacyError):
+    """No personal data is held for this data subject (nothing to forget or export)."""
+
+    status_code = 404
+    default_code = "unknown_subject"
+    default_message = _("No personal data is held for this subject.")

@@ -381,6 +381,54 @@ class Checkpoint(models.Model):
         return max((self.sent_txid, self.sent_position), self.key)
 
 
+class SubjectKey(models.Model):
+    """The key of one data subject's personal data, wrapped by the key-encryption key (privacy/keys.py).
+
+    ``forget`` empties ``wrapped`` and stamps ``forgotten``: every copy sealed under
+    the key becomes unreadable, and the row stays so no new key is ever made for
+    the subject.
+    """
+
+    id = models.BigAutoField(primary_key=True)
+    subject = models.CharField(_("subject"), max_length=255, unique=True)
+    wrapped = models.BinaryField(_("wrapped key"), null=True, blank=True)
+    # Which KEK wrapped it: a wrong or retired KEK is named, and rotation finds what to re-wrap.
+    kek_id = models.CharField(_("key-encryption key id"), max_length=100, blank=True)
+    created = models.DateTimeField(_("created"), default=timezone.now)
+    forgotten = models.DateTimeField(_("forgotten"), null=True, blank=True)
+
+    class Meta:
+        verbose_name = _("subject key")
+        verbose_name_plural = _("subject keys")
+
+    def __str__(self) -> str:
+        return f"key of {self.subject}" + (" (forgotten)" if self.forgotten else "")
+
+
+class SubjectAggregate(models.Model):
+    """An aggregate holding personal data of a subject other than itself (an order's customer).
+
+    Written once per (subject, aggregate) when it is first sealed there: what
+    ``forget`` erases and ``fluvius_export_subject`` reads besides the subject's own stream.
+    """
+
+    id = models.BigAutoField(primary_key=True)
+    subject = models.CharField(_("subject"), max_length=255)
+    namespace = models.CharField(_("namespace"), max_length=100)
+    resource = models.CharField(_("resource"), max_length=100)
+    aggregate_id = models.UUIDField(_("aggregate id"))
+
+    class Meta:
+        verbose_name = _("subject's aggregate")
+        verbose_name_plural = _("subjects' aggregates")
+        constraints = [
+            models.UniqueConstraint(fields=["subject", "aggregate_id"], name="fluvius_subject_aggregate_once"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.subject} in {self.namespace} {self.aggregate_id}"
+
+
 class Projection(models.Model):
     """An optional abstract base for read models kept from an aggregate's state.
 

@@ -34,6 +34,8 @@ LAYERS = (
     Layer("ground", ("conf", "exceptions", "context", "protocols", "lazy", "text", "models", "registry",
                      "migrations"),
           peers=True),
+    # Personal data keys and ciphers: below the event store, which seals at its lowest write.
+    Layer("privacy", ("privacy",)),
     Layer("events", ("events",)),
     Layer("sides", ("write", "read")),
     Layer("security", ("security",)),

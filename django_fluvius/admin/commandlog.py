@@ -30,6 +30,7 @@ from django_fluvius.admin.filters import (
     NamespaceFilter,
     UserFilter,
 )
+from django_fluvius.privacy.copies import readable
 
 STATUS_COLOURS = {
     "done": "var(--message-success-fg, #2e7d32)",
@@ -116,7 +117,7 @@ class CommandLogAdmin(TenantRowsMixin, AggregateLinks, ReadOnlyAdmin):
 
     @admin.display(description=_("payload"))
     def payload_pretty(self, obj):
-        return json_block(obj.payload)
+        return json_block(readable(obj.payload, obj._state.db or "default"))  # personal fields opened
 
     @admin.display(description=_("metadata"))
     def metadata_pretty(self, obj):

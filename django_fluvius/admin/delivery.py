@@ -34,6 +34,7 @@ from django_fluvius.admin.base import (
 )
 from django_fluvius.admin.display import preview
 from django_fluvius.admin.filters import AggregateFilter, NamespaceFilter
+from django_fluvius.privacy.copies import readable_text
 
 # One action handles at most this many rows (each may run handlers in this request).
 MAX_ROWS = 1000
@@ -96,9 +97,9 @@ class DeadLetterAdmin(DeliveryAdmin):
     fieldsets = (
         (None, {"fields": ("kind", "handler", "created_time", "attempts")}),
         (gettext_lazy("Event"), {"fields": ("event_link", "namespace", "evt_key", "aggregate_link", "version")}),
-        (gettext_lazy("Error"), {"fields": ("error_type", "error_message", "traceback_block")}),
+        (gettext_lazy("Error"), {"fields": ("error_type", "error_text", "traceback_block")}),
     )
-    readonly_fields = ("created_time", "aggregate_link", "event_link", "traceback_block")
+    readonly_fields = ("created_time", "aggregate_link", "event_link", "error_text", "traceback_block")
     actions = ("redrive", "discard")
 
     @admin.display(description=gettext_lazy("event"), ordering="position")
@@ -121,14 +122,20 @@ class DeadLetterAdmin(DeliveryAdmin):
         if not obj.error_type:
             return ""
         # The exception's own name reads first (smtplib.SMTPServerDisconnected -> SMTPServerDisconnected).
-        whole = preview(f"{obj.error_type}: {obj.error_message}", 300)
-        short = preview(f"{obj.error_type.rsplit('.', 1)[-1]}: {obj.error_message}", 300)
+        message = self.error_text(obj)
+        whole = preview(f"{obj.error_type}: {message}", 300)
+        short = preview(f"{obj.error_type.rsplit('.', 1)[-1]}: {message}", 300)
         return format_html('<span title="{}">{}</span>', whole, short)
+
+    @admin.display(description=gettext_lazy("error message"))
+    def error_text(self, obj):
+        # Sealed when the event carried personal data (privacy/copies.py): opened for display.
+        return readable_text(obj.error_message, obj._state.db or "default")
 
     @admin.display(description=gettext_lazy("traceback"))
     def traceback_block(self, obj):
         return format_html('<pre class="fluvius-json" style="white-space: pre-wrap">{}</pre>',
-                           obj.traceback) if obj.traceback else "—"
+                           readable_text(obj.traceback, obj._state.db or "default")) if obj.traceback else "—"
 
     @admin.action(description=gettext_lazy("Re-drive (deliver again)"), permissions=["retry"])
     def redrive(self, request, queryset):

@@ -19,6 +19,7 @@ from django_fluvius.admin.base import (
 from django_fluvius.admin.display import json_block
 from django_fluvius.admin.filters import AggregateFilter, NamespaceFilter
 from django_fluvius.models import Event
+from django_fluvius.privacy.copies import readable
 from django_fluvius.security import tenancy
 
 
@@ -44,4 +45,4 @@ class SnapshotAdmin(TenantRowsMixin, AggregateLinks, ReadOnlyAdmin):
 
     @admin.display(description=_("state"))
     def state_pretty(self, obj):
-        return json_block(obj.state)
+        return json_block(readable(obj.state, obj._state.db or "default"))  # personal fields opened

@@ -75,6 +75,7 @@ from django_fluvius.events.feed import Feed, FeedKey
 from django_fluvius.events.store import EventStore
 from django_fluvius.events.upcasting import registry as upcasters
 from django_fluvius.models import Checkpoint, DeadLetter, Event, HandlerReceipt
+from django_fluvius.privacy.copies import seal_texts
 from django_fluvius.write.bus import events_appending
 
 logger = logging.getLogger("django_fluvius.dispatch")
@@ -276,7 +277,7 @@ def insert_pending(spec: HandlerSpec, positions: Sequence[int]) -> set[int]:
 
 
 def hold(spec: HandlerSpec, position: int, *, attempts: int, due_in: float, error: BaseException | None = None,
-         tb: str = "") -> None:
+         tb: str = "", event: Any = None) -> None:
     """Keep a delivery pending: its next try, when it is due, and the handler's last error.
 
     A retry whose message could not be published (broker down) is not lost nor
@@ -286,7 +287,9 @@ def hold(spec: HandlerSpec, position: int, *, attempts: int, due_in: float, erro
     """
     values: dict[str, Any] = {"attempts": attempts, "due": timezone.now() + timedelta(seconds=due_in)}
     if error is not None:
-        values["last_error"] = (f"{type(error).__name__}: {error}\n{tb}")[:10_000]
+        # Sealed like the event's personal data: an error may quote it (privacy/copies.py).
+        values["last_error"] = seal_texts(event, store_database(),
+                                          (f"{type(error).__name__}: {error}\n{tb}")[:10_000])[0]
     receipts = HandlerReceipt.objects.using(handler_database(spec))
     if not receipts.filter(handler=spec.name, position=position, status=PENDING).update(**values):
         receipts.bulk_create([HandlerReceipt(handler=spec.name, position=position, status=PENDING, **values)],
@@ -360,6 +363,10 @@ def dead_letter(kind: str, name: str, event: Any, *, attempts: int, error: BaseE
         "traceback": tb[:50_000],
         "created": timezone.now(),
     }
+    # A handler's error and traceback may quote the event's personal data: sealed under its
+    # subject's key, so forgetting the subject erases them too (privacy/copies.py).
+    values["error_message"], values["traceback"] = seal_texts(event, store_database(), str(values["error_message"]),
+                                                              str(values["traceback"]))
     letter, _ = DeadLetter.objects.using(store_database()).update_or_create(
         kind=kind, handler=name, position=position, defaults=values)
     if kind == DeadLetter.Kind.HANDLER:
@@ -368,7 +375,7 @@ def dead_letter(kind: str, name: str, event: Any, *, attempts: int, error: BaseE
         HandlerReceipt.objects.using(using).update_or_create(
             handler=name, position=position,
             defaults={"status": HandlerReceipt.Status.FAILED, "due": None,
-                      "last_error": str(values["error_message"])[:10_000]})
+                      "last_error": str(values["error_message"])})  # cut above (sealed: not cut again)
     logger.error("Dead letter: %s %s gave up on %s (position %s) after %s tries: %s",
                  kind, name, values["evt_key"] or "event", position, attempts, values["error_message"])
     return letter
@@ -482,7 +489,7 @@ def run_attempt(item: Attempt, *, schedule: Callable[[Attempt, float], None] | N
                            spec.name, item.position, item.attempt, tries, delay, result.error)
             # Due again before the message goes: the retry may run (and settle) before we would write.
             hold(spec, item.position, attempts=item.attempt + 1, due_in=delay + redeliver_after().total_seconds(),
-                 error=result.error, tb=result.traceback)
+                 error=result.error, tb=result.traceback, event=event)
             try:
                 schedule(Attempt(item.handler, item.position, item.attempt + 1, item.waits), delay)
             except Exception:  # noqa: BLE001 - broker down: the delivery waits, keeping the handler's error

@@ -18,8 +18,11 @@ result, only the time a load takes. A snapshot is not used when
   is not the current one: an upcaster was added since, so old events now read
   differently and the snapshot's state has the old shape,
 - it is newer than the version or time asked for (time travel),
-- its state is not a JSON object (it was damaged): the load falls back to the
-  events and logs a warning.
+- its state is not a JSON object (it was damaged), or a sealed personal value in it
+  does not authenticate: the load falls back to the events and logs a warning.
+
+Personal fields (``Domain.__personal__``) are stored sealed, as in the events
+(privacy/), and opened when the snapshot is read.
 
 Only state that survives a JSON round trip unchanged is snapshotted; an
 aggregate whose ``@apply`` keeps e.g. ``Decimal`` or ``datetime`` values in its
@@ -41,7 +44,11 @@ from django.utils import timezone
 from django_fluvius.conf import fluvius_settings
 from django_fluvius.events.store import EventStore
 from django_fluvius.events.upcasting import check_foldable, fold_fingerprint
+from django_fluvius.exceptions import PersonalDataTampered
 from django_fluvius.models import Snapshot
+from django_fluvius.privacy.cipher import Keyring, has_tokens, is_token, open_mapping
+from django_fluvius.privacy.copies import seal_state
+from django_fluvius.privacy.declarations import ERASED_EVT_KEY
 
 if TYPE_CHECKING:
     import datetime
@@ -98,7 +105,15 @@ class SnapshotStore:
             qs = qs.filter(aggregate_updated__lte=until)
         for snapshot in qs.order_by("-version")[:2]:
             if isinstance(snapshot.state, dict):
-                return snapshot
+                if not has_tokens(snapshot.state):
+                    return snapshot
+                try:
+                    snapshot.state = open_mapping(Keyring(self.using), snapshot.state)[0]
+                    return snapshot
+                except PersonalDataTampered as exc:
+                    logger.warning("Ignoring the snapshot of %s at version %s: %s Loading from the events.",
+                                   aggregate_id, snapshot.version, exc.message)
+                    continue
             logger.warning("Ignoring the damaged snapshot of %s at version %s (its state is a %s); "
                            "loading from the events.", aggregate_id, snapshot.version,
                            type(snapshot.state).__name__)
@@ -121,7 +136,7 @@ class SnapshotStore:
             version=aggregate.version,
             schema_version=type(aggregate).snapshot_schema,
             fingerprint=fold_fingerprint(type(aggregate), namespace),
-            state=state,
+            state=seal_state(namespace, aggregate, state, self.using),
             aggregate_created=aggregate.created,
             aggregate_updated=aggregate.updated,
             created=timezone.now(),
@@ -149,11 +164,29 @@ def restore(aggregate_class: type[AggregateT], snapshot: Snapshot, context: Any 
     return aggregate
 
 
-def fold(aggregate: AggregateT, events: Iterable[Any]) -> AggregateT:
-    """Fold stored events, refusing any whose key the aggregate class does not know."""
+def fold(aggregate: AggregateT, events: Iterable[Any], store: EventStore | None = None) -> AggregateT:
+    """Fold stored events, refusing any whose key the aggregate class does not know.
+
+    Events read with ``sealed=True`` may still hold sealed personal values: a plain merge
+    keeps them sealed and only the values the final state holds are opened (a name renamed
+    99 times is decrypted once); an ``@apply`` fold gets its event opened first.
+    """
+    sealed_by: dict[str, Any] | None = None
+    appliers = getattr(aggregate, "_appliers", {})
     for event in events:
         check_foldable(aggregate, event)
+        if store is not None and getattr(event, "personal_sealed", False):
+            if event.evt_key in appliers or event.evt_key == ERASED_EVT_KEY:
+                store.open_personal(event)
+            else:
+                if sealed_by is None:
+                    sealed_by = {}
+                for field, value in event.payload.items():
+                    if is_token(value):
+                        sealed_by[field] = event
         aggregate.fold(event)
+    if sealed_by and store is not None:
+        aggregate.state = store.open_state(aggregate.state, sealed_by)
     return aggregate
 
 
@@ -167,15 +200,15 @@ def rehydrate(domain: Any, aggregate_class: type[AggregateT], aggregate_id: uuid
         snapshot = SnapshotStore(store.using).latest(aggregate_class, aggregate_id, domain.__namespace__,
                                                      upto_version=upto_version, until=until)
     if snapshot is None:
-        events = store.stream(aggregate_id, upto_version=upto_version, until=until)
+        events = store.stream(aggregate_id, upto_version=upto_version, until=until, sealed=True)
         if not events or events[0].namespace != domain.__namespace__:
             return None
         aggregate = aggregate_class(aggregate_id, events[0].resource, context=domain.context)
     else:
         events = store.stream(aggregate_id, after_version=snapshot.version, upto_version=upto_version,
-                              until=until)
+                              until=until, sealed=True)
         aggregate = restore(aggregate_class, snapshot, domain.context)
-    return fold(aggregate, events)
+    return fold(aggregate, events, store)
 
 
 def after_append(domain: Any, aggregate: Aggregate, events: Sequence[Any]) -> Snapshot | None:

@@ -56,8 +56,12 @@ def _without_db_defaults(obj: models.Model, fields: list[models.Field]) -> list[
     return [f for f in fields if not isinstance(obj.__dict__.get(f.attname), DatabaseDefault)]
 
 
-def insert(obj: models.Model, using: str, *, exclude_pk: bool = True) -> None:
-    """INSERT one model instance; set its auto primary key from RETURNING."""
+def insert(obj: models.Model, using: str, *, exclude_pk: bool = True, stored: dict[str, Any] | None = None) -> None:
+    """INSERT one model instance; set its auto primary key from RETURNING.
+
+    ``stored``: attname -> the value written instead of the instance's (personal data
+    sealed for storage while the instance keeps the plaintext its caller returns).
+    """
     model = type(obj)
     connection = connections[using]
     pk_field = model._meta.pk
@@ -69,7 +73,7 @@ def insert(obj: models.Model, using: str, *, exclude_pk: bool = True) -> None:
     returning = exclude_pk and connection.features.can_return_columns_from_insert
     sql = _insert_sql(model, tuple(f.column for f in fields), connection.vendor, connection.ops.quote_name,
                       returning)
-    params = [f.get_db_prep_save(getattr(obj, f.attname), connection) for f in fields]
+    params = [f.get_db_prep_save(_value(obj, f, stored), connection) for f in fields]
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
         if returning:
@@ -82,6 +86,12 @@ def insert(obj: models.Model, using: str, *, exclude_pk: bool = True) -> None:
         setattr(obj, pk_field.attname, pk_field.to_python(pk))
     obj._state.adding = False
     obj._state.db = using
+
+
+def _value(obj: models.Model, field: models.Field, stored: dict[str, Any] | None) -> Any:
+    if stored is not None and field.attname in stored:
+        return stored[field.attname]
+    return getattr(obj, field.attname)
 
 
 def upsert(model: type[models.Model], pk: Any, values: dict[str, Any], using: str,
@@ -106,11 +116,12 @@ class WriteBatch:
 
     def __init__(self, using: str):
         self.using = using
-        self._inserts: list[tuple[models.Model, list[models.Field]]] = []
+        self._inserts: list[tuple[models.Model, dict[str, Any] | None]] = []
         self._upserts: list[tuple[type[models.Model], Any, dict[str, Any], tuple[str, ...]]] = []
 
-    def insert(self, obj: models.Model) -> None:
-        self._inserts.append((obj, []))
+    def insert(self, obj: models.Model, stored: dict[str, Any] | None = None) -> None:
+        """Add an INSERT; ``stored`` as for ``insert()``."""
+        self._inserts.append((obj, stored))
 
     def upsert(self, model: type[models.Model], pk: Any, values: dict[str, Any],
                update: Iterable[str] | None = None) -> None:
@@ -121,8 +132,8 @@ class WriteBatch:
         if connection.vendor == "postgresql" and len(self._inserts) + len(self._upserts) > 1:
             self._flush_as_one_statement(connection)
         else:
-            for obj, _ in self._inserts:
-                insert(obj, self.using)
+            for obj, stored in self._inserts:
+                insert(obj, self.using, stored=stored)
             for model, pk, values, update in self._upserts:
                 upsert(model, pk, values, self.using, update=update)
         self._inserts.clear()
@@ -132,7 +143,7 @@ class WriteBatch:
         parts: list[str] = []
         params: list[Any] = []
         returning: list[tuple[int, models.Model]] = []
-        for obj, _ in self._inserts:
+        for obj, stored in self._inserts:
             model = type(obj)
             pk_field = model._meta.pk
             fields = [f for f in model._meta.concrete_fields if f is not pk_field]
@@ -143,7 +154,7 @@ class WriteBatch:
             returning.append((len(parts), obj))
             parts.append(_insert_sql(model, tuple(f.column for f in fields), connection.vendor,
                                      connection.ops.quote_name, True))
-            params += [f.get_db_prep_save(getattr(obj, f.attname), connection) for f in fields]
+            params += [f.get_db_prep_save(_value(obj, f, stored), connection) for f in fields]
         for model, pk, values, update in self._upserts:
             sql_text, sql_params = _upsert_statement(model, pk, values, update, connection)
             parts.append(sql_text)

@@ -21,7 +21,9 @@ from django.db import IntegrityError
 
 from django_fluvius.conf import fluvius_settings
 from django_fluvius.events import sql, upcasting
+from django_fluvius.exceptions import PersonalDataTampered
 from django_fluvius.models import Event
+from django_fluvius.privacy.cipher import TOKEN_PREFIX, open_payload
 
 
 class EventStore:
@@ -64,8 +66,13 @@ class EventStore:
         after_version: int = 0,
         upto_version: int | None = None,
         until: datetime.datetime | None = None,
+        sealed: bool = False,
     ) -> list[Event]:
-        """The events of one aggregate in version order, decoded."""
+        """The events of one aggregate in version order, decoded.
+
+        ``sealed``: personal values may be left sealed (``event.personal_sealed``) when no
+        upcaster could need them; ``snapshots.fold`` opens only the ones the state keeps.
+        """
         qs = self.events.filter(aggregate_id=aggregate_id)
         if after_version:
             qs = qs.filter(version__gt=after_version)
@@ -73,7 +80,8 @@ class EventStore:
             qs = qs.filter(version__lte=upto_version)
         if until is not None:
             qs = qs.filter(created__lte=until)
-        return [self.decode(event) for event in qs.order_by("version")]
+        lazy = sealed and not upcasting.registry
+        return [self.decode(event, sealed=lazy) for event in qs.order_by("version")]
 
     def head(self, aggregate_id: uuid.UUID) -> Event | None:
         """The first event of a stream (its namespace and resource), or None."""
@@ -106,9 +114,43 @@ class EventStore:
 
     # -- decoding ------------------------------------------------------------
 
-    def decode(self, event: Event) -> Event:
-        """Turn a stored row into the shape current code expects (renames, upcasters: upcasting.py)."""
+    def decode(self, event: Event, *, sealed: bool = False) -> Event:
+        """Turn a stored row into the shape current code expects (renames, upcasters: upcasting.py).
+
+        Sealed personal values are opened first (None once their subject is forgotten);
+        one that does not authenticate is an ``EventDecodeError`` naming the event.
+        """
+        payload = event.payload
+        if type(payload) is dict:
+            for value in payload.values():
+                if type(value) is str and value.startswith(TOKEN_PREFIX):
+                    if sealed:
+                        event.personal_sealed = True  # type: ignore[attr-defined]
+                    else:
+                        self.open_personal(event)
+                    break
         return upcasting.registry.decode(event)
+
+    def open_personal(self, event: Event) -> None:
+        try:
+            event.payload, subject = open_payload(event.payload, self.using)
+        except PersonalDataTampered as exc:
+            raise upcasting.decode_error(event, exc.message) from exc
+        # Whose data it carried: what a dead letter's texts about this event are sealed under.
+        event.personal_subject = subject  # type: ignore[attr-defined]
+        event.personal_sealed = False  # type: ignore[attr-defined]
+
+    def open_state(self, state: dict[str, Any], sealed_by: dict[str, Event]) -> dict[str, Any]:
+        """Open the sealed values a fold kept in ``state``; a bad one names the event it came from."""
+        values = {field: state[field] for field in sealed_by if type(state.get(field)) is str
+                  and state[field].startswith(TOKEN_PREFIX)}
+        if not values:
+            return state
+        try:
+            opened, _ = open_payload(values, self.using)
+        except PersonalDataTampered as exc:
+            raise upcasting.decode_error(sealed_by[exc.details.get("field", "")], exc.message) from exc
+        return {**state, **opened}
 
 
 def is_stream_conflict(store: EventStore, error: IntegrityError, events: Sequence[Event]) -> bool:

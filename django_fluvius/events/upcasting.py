@@ -40,6 +40,7 @@ from django.core.exceptions import ImproperlyConfigured
 from django_fluvius.conf import fluvius_settings
 from django_fluvius.exceptions import EventDecodeError
 from django_fluvius.models import Event
+from django_fluvius.privacy.declarations import ERASED_EVT_KEY
 from django_fluvius.registry import domains
 
 if TYPE_CHECKING:
@@ -294,7 +295,7 @@ def foldable_keys(aggregate_class: type[Aggregate]) -> frozenset[str]:
     known = _known_cache.get(aggregate_class)
     if known is None:
         known = frozenset({spec.evt_key for spec in aggregate_class.actions().values()}
-                          | set(getattr(aggregate_class, "_appliers", {})))
+                          | set(getattr(aggregate_class, "_appliers", {})) | {ERASED_EVT_KEY})
         _known_cache[aggregate_class] = known
     return known
 

@@ -53,10 +53,24 @@ def defaulted_fields(model: type[models.Model]) -> tuple[models.Field, ...]:
     return tuple({f.attname: f for f in writable_fields(model).values()}.values())
 
 
+def empty_value(field: models.Field) -> Any:
+    """What a column holds for "no value": None where it may, else the field's empty string or default.
+
+    A personal field of a forgotten subject folds to None (privacy/); its NOT NULL text
+    column then holds '' rather than failing the write.
+    """
+    if field.null:
+        return None
+    if field.empty_strings_allowed:
+        return ""
+    return field.get_default()
+
+
 def row_values(model: type[models.Model], aggregate: Aggregate, fields: dict[str, Any]) -> dict[str, Any]:
     """Map a projection dict onto the model's columns, adding the bookkeeping fields (and tenant)."""
     columns = writable_fields(model)
-    values = {columns[k].attname: v for k, v in fields.items() if k in columns}
+    values = {columns[k].attname: (empty_value(columns[k]) if v is None else v)
+              for k, v in fields.items() if k in columns}
     if VERSION_FIELD in columns:
         values[VERSION_FIELD] = aggregate.version
     if UPDATED_FIELD in columns and aggregate.updated is not None:

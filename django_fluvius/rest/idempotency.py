@@ -29,6 +29,7 @@ from rest_framework.utils.encoders import JSONEncoder
 from django_fluvius.conf import fluvius_settings
 from django_fluvius.exceptions import FluviusError, IdempotencyKeyReused, InvalidRequest
 from django_fluvius.models import IdempotencyRecord
+from django_fluvius.privacy.copies import open_result, seal_result
 
 IDEMPOTENCY_HEADER = "Idempotency-Key"
 REPLAY_HEADER = "Idempotent-Replayed"
@@ -95,7 +96,9 @@ class IdempotencyStore:
         IdempotencyRecord(
             user=user, tenant=tenant, key=key, fingerprint=print_, namespace=namespace, command=command,
             aggregate_id=aggregate_id, status_code=response.status_code,
-            response=json.dumps(response.data, cls=JSONEncoder), headers=headers,
+            # Its state and event payloads sealed like every copy of personal data (privacy/copies.py).
+            response=json.dumps(seal_result(namespace, response.data, self.using), cls=JSONEncoder),
+            headers=headers,
         ).save(using=self.using, force_insert=True)
 
     def purge_expired(self) -> int:
@@ -112,7 +115,8 @@ def replay(record: IdempotencyRecord, print_: str) -> Response:
             f"The Idempotency-Key {record.key!r} was already used for a different request "
             f"({record.namespace}:{record.command}); send a new key for a new request."
         )
-    response = Response(json.loads(record.response), status=record.status_code, headers=dict(record.headers))
+    body = open_result(json.loads(record.response), record._state.db or fluvius_settings.DATABASE)
+    response = Response(body, status=record.status_code, headers=dict(record.headers))
     response[REPLAY_HEADER] = "true"
     return response
 

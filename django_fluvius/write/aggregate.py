@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 from asgiref.sync import async_to_sync
 
 from django_fluvius.exceptions import DomainError
+from django_fluvius.privacy.declarations import ERASED_EVT_KEY
 from django_fluvius.write.payload import build_serializer
 
 if TYPE_CHECKING:
@@ -228,6 +229,9 @@ class Aggregate:
         applier = self._appliers.get(event.evt_key)
         if applier is not None:
             self.state = getattr(self, applier)(dict(self.state), event)
+        elif event.evt_key == ERASED_EVT_KEY:
+            # Domain.forget's record: the subject's personal fields are gone from here on.
+            self.state = {**self.state, **dict.fromkeys((event.payload or {}).get("fields", ()))}
         else:
             self.state = {**self.state, **(event.payload or {})}
         self.version = event.version

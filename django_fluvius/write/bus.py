@@ -48,6 +48,7 @@ from django_fluvius.events.store import is_stream_conflict
 from django_fluvius.events.upcasting import current_version as current_schema_version
 from django_fluvius.exceptions import ConcurrencyConflict, FluviusError
 from django_fluvius.models import CommandLog, Event
+from django_fluvius.privacy import copies as personal
 from django_fluvius.text import storable
 from django_fluvius.write.cache import aggregate_cache
 
@@ -292,8 +293,12 @@ class CommandBus:
                 pending.append(event)
                 aggregate.fold(event)
                 batch = sql.WriteBatch(using)
+                # Personal fields (Domain.__personal__) are stored sealed; the events,
+                # projection and result keep the plaintext (privacy/copies.py).
+                seal = personal.command_seal(command.namespace, aggregate, using, batch,
+                                             fresh=aggregate.version == len(pending) and command.aggregate_id is None)
                 for pending_event in pending:
-                    batch.insert(pending_event)
+                    batch.insert(pending_event, None if seal is None else {"payload": seal.mapping(pending_event.payload)})
                 domain.project(aggregate, using, batch)
                 result = CommandResult(
                     command=command,
@@ -303,8 +308,9 @@ class CommandBus:
                     events=pending,
                     state=aggregate.state,
                 )
-                batch.insert(self._log_entry(command, started, CommandLog.Status.DONE, result=result))
-                self._cache_on_commit(aggregate)
+                entry = self._log_entry(command, started, CommandLog.Status.DONE, result=result)
+                batch.insert(entry, None if seal is None else {"payload": seal.mapping(entry.payload)})
+                self._cache_on_commit(aggregate, seal)
                 # Delivery (delivery/dispatch.py, connected at start-up) schedules its wake-up
                 # for the commit; it adds nothing to the batch (the event log is the outbox).
                 if events_appending.receivers:
@@ -329,10 +335,11 @@ class CommandBus:
             raise
         return result
 
-    def _cache_on_commit(self, aggregate: Aggregate) -> None:
+    def _cache_on_commit(self, aggregate: Aggregate, seal: personal.CommandSeal | None = None) -> None:
         using = self.using
+        state = aggregate.state if seal is None else seal.mapping(aggregate.state)
         entry = (using, aggregate.id, self.domain.__namespace__, aggregate.resource, aggregate.version,
-                 aggregate.state, aggregate.created, aggregate.updated, aggregate.tenant)
+                 state, aggregate.created, aggregate.updated, aggregate.tenant)
         transaction.on_commit(lambda: aggregate_cache.put(*entry), using=using)
 
     @staticmethod
@@ -410,7 +417,8 @@ class CommandBus:
         ``ATOMIC_REQUESTS``).
         """
         entry = self._log_entry(command, started, status, error=error)
-        entry.payload = storable(entry.payload)
+        entry.payload = storable(personal.seal_rejected(command.namespace, command.resource, command.aggregate_id,
+                                                        entry.payload, self.using))
         entry.metadata = storable(entry.metadata)
         entry.error_message = storable(entry.error_message or "")
         entry.error_code = storable(entry.error_code or "")[:100]

@@ -72,3 +72,20 @@ class Membership(models.Model):
 
     def __str__(self) -> str:
         return f"{self.user_id} in {self.tenant}"
+
+
+class Member(Projection):
+    """Read model of the privacy tests' member domain (tests/testapp/members.py): plaintext by design."""
+
+    name = models.CharField(max_length=200)
+    email = models.CharField(max_length=200)
+    nickname = models.CharField(max_length=200, null=True, blank=True)  # noqa: DJ001 - erased to None, not ""
+    active = models.BooleanField(default=True)
+
+
+class Card(Projection):
+    """A member's card: personal data whose subject is the member, not the card (PersonalData(subject=...))."""
+
+    member_id = models.UUIDField(null=True)
+    address = models.CharField(max_length=200, blank=True)
+    level = models.IntegerField(default=1)
