@@ -68,7 +68,10 @@ WSGI_APPLICATION = "example_project.wsgi.application"
 
 
 def database_from_env() -> dict:
-    url = os.environ.get("DATABASE_URL") or f"sqlite:///{DATA_DIR / 'example.sqlite3'}"
+    return database_from_env_url(os.environ.get("DATABASE_URL") or f"sqlite:///{DATA_DIR / 'example.sqlite3'}")
+
+
+def database_from_env_url(url: str) -> dict:
     # Seconds a connection is kept between requests (0: one per request); checked before reuse.
     config = dj_database_url.parse(url, conn_max_age=int(os.environ.get("DATABASE_CONN_MAX_AGE", 0)),
                                    conn_health_checks=True)
