@@ -27,6 +27,7 @@ progress bar with counts, rate and ETA.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -722,21 +723,30 @@ def rebuild(names: Iterable[str] = (), *, batch_size: int = DEFAULT_BATCH_SIZE, 
     return runs
 
 
+# vendor -> (take the session lock without waiting: true when taken, release it). Session
+# locks: the database drops them when the holder's connection ends, so a killed rebuild
+# never blocks the next one. SQLite has one writer at a time anyway.
+SESSION_LOCKS: dict[str, tuple[str, str]] = {
+    "postgresql": ("SELECT pg_try_advisory_lock(hashtext(%s))", "SELECT pg_advisory_unlock(hashtext(%s))"),
+    "mysql": ("SELECT GET_LOCK(%s, 0)", "SELECT RELEASE_LOCK(%s)"),
+}
+
+
 @contextmanager
 def exclusive(name: str, using: str) -> Iterator[None]:
-    """One rebuild of a target at a time, across processes.
-
-    On PostgreSQL a session-level advisory lock: the database drops it when the
-    holder's connection ends, so a killed rebuild never blocks the next one.
-    SQLite has one writer at a time anyway.
-    """
+    """One rebuild of a target at a time, across processes (a session lock, ``SESSION_LOCKS``)."""
     connection = connections[using]
-    if connection.vendor != "postgresql":
+    statements = SESSION_LOCKS.get(connection.vendor)
+    if statements is None:
         yield
         return
+    take, release = statements
+    # MariaDB / MySQL lock names are at most 64 characters: a digest of long ones.
     key = f"fluvius_rebuild:{name}"
+    if len(key) > 64:
+        key = "fluvius_rebuild:" + hashlib.sha1(name.encode()).hexdigest()
     with connection.cursor() as cursor:
-        cursor.execute("SELECT pg_try_advisory_lock(hashtext(%s))", [key])
+        cursor.execute(take, [key])
         if not cursor.fetchone()[0]:
             raise RebuildError(f"{name} is being rebuilt by another process right now; wait for it to finish.",
                                code="rebuild_running")
@@ -744,7 +754,7 @@ def exclusive(name: str, using: str) -> Iterator[None]:
         yield
     finally:
         with connection.cursor() as cursor:
-            cursor.execute("SELECT pg_advisory_unlock(hashtext(%s))", [key])
+            cursor.execute(release, [key])
 
 
 def _mark_failed(run: RebuildRun, exc: BaseException, using: str) -> None:
