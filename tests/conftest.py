@@ -1,7 +1,6 @@
 import pytest
 from django.db import connection
 
-
 # marker -> (database engines it runs on, why it is skipped elsewhere)
 DATABASE_MARKERS = {
     "postgres": ({"postgresql"}, "needs PostgreSQL: run with DATABASE_URL=postgres://127.0.0.1:5432/test"),

@@ -4,10 +4,16 @@ import os
 import sys
 from pathlib import Path
 
-from example_project.settings import *  # noqa: F403
 import dj_database_url
 
-from example_project.settings import DATA_DIR, DATABASES, FLUVIUS, INSTALLED_APPS, database_from_env_url
+from example_project.settings import *  # noqa: F403
+from example_project.settings import (
+    DATA_DIR,
+    DATABASES,
+    FLUVIUS,
+    INSTALLED_APPS,
+    database_from_env_url,
+)
 
 # The documentation's sample app, importable as `myapp` like in the docs (tests/test_docs.py).
 sys.path.insert(0, str(Path(__file__).resolve().parent / "docs_project"))

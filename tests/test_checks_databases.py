@@ -4,7 +4,7 @@ import pytest
 from django.conf import settings
 from django.core.management import call_command
 from django.core.management.base import SystemCheckError
-from django.db import connection
+from django.db import connection, connections
 from django.test import override_settings
 
 from django_fluvius.events.databases import check_database_backends, check_database_versions
@@ -43,9 +43,10 @@ def test_the_server_of_this_run_is_new_enough():
 @pytest.mark.parametrize("mariadb, version, minimum", [(True, (10, 5, 27), "10.6"), (False, (5, 7, 44), "8.0.11")])
 def test_a_mariadb_or_mysql_below_the_minimum_is_an_error(monkeypatch, mariadb, version, minimum):
     # The real connection, told it reached an older server (Django caches both on the connection).
-    connection.ensure_connection()
-    monkeypatch.setitem(connection.__dict__, "mysql_is_mariadb", mariadb)
-    monkeypatch.setitem(connection.__dict__, "mysql_version", version)
+    wrapper = connections["default"]  # not the `connection` proxy: the object the check reads
+    wrapper.ensure_connection()
+    monkeypatch.setitem(wrapper.__dict__, "mysql_is_mariadb", mariadb)
+    monkeypatch.setitem(wrapper.__dict__, "mysql_version", version)
     errors = check_database_versions(databases=["default"])
     assert [e.id for e in errors] == ["fluvius.E101"]
     assert f">= {minimum}" in errors[0].msg and ".".join(map(str, version)) in errors[0].msg

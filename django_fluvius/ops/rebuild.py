@@ -247,15 +247,15 @@ def _write_rows_one_by_one(model: type[models.Model], rows: list[list[Any]], con
     quote = connection.ops.quote_name
     fields = _columns(model)
     table, pk = quote(model._meta.db_table), quote(model._meta.pk.column)
-    guard = f" AND {quote(VERSION_FIELD)} <= %s" if _has_version(model) else ""
     version_at = next((i for i, f in enumerate(fields) if f.attname == VERSION_FIELD), None)
+    guard = f" AND {quote(VERSION_FIELD)} <= %s" if version_at is not None else ""
     update = (f"UPDATE {table} SET " + ", ".join(f"{quote(f.column)} = %s" for f in fields[1:])
               + f" WHERE {pk} = %s{guard}")
     insert = (f"INSERT INTO {table} ({', '.join(quote(f.column) for f in fields)})"
               f" VALUES ({', '.join(['%s'] * len(fields))})")
     with connection.cursor() as cursor:
         for row in rows:
-            cursor.execute(update, [*row[1:], row[0], *([row[version_at]] if guard else [])])
+            cursor.execute(update, [*row[1:], row[0], *([row[version_at]] if version_at is not None else [])])
             if cursor.rowcount:
                 continue
             cursor.execute(f"SELECT 1 FROM {table} WHERE {pk} = %s", [row[0]])
