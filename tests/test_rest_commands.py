@@ -364,6 +364,15 @@ def test_a_uuid_mariadb_refuses_is_400_not_500(api):
     assert_nothing_stored()
 
 
+@pytest.mark.server_database
+def test_a_refused_value_under_an_idempotency_key_still_logs_the_failure(api):
+    response = post(api, "/api/app-user/create-user/", {"name": "n" * 500, "email": "long@example.com"},
+                    **{"Idempotency-Key": "refused-once"})
+    assert_error(response, 400, "invalid_data")
+    assert_nothing_stored()
+    assert CommandLog.objects.get().status == "failed"  # the log row outlived the rollback
+
+
 def test_a_value_the_database_cannot_hold_is_400_not_500(api):
     from django.db import connection
 

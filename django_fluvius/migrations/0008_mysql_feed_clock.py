@@ -5,7 +5,8 @@ taken at insert and committed out of order. So on these databases every inserted
 event takes the next tick of a one-row clock table, in a trigger: the row stays
 locked until the writing transaction ends, so ticks are handed out in commit order
 and a reader that sees tick N sees every tick below it (events/feed.py). Events
-stored before this migration keep ``txid`` 0 and stay first, in position order.
+stored before this migration keep their ``txid`` (0) and stay first, in position order;
+the clock starts above the highest ``txid`` stored.
 
 Nothing happens on PostgreSQL (``txid`` is the transaction id) or SQLite (one writer).
 """
@@ -24,7 +25,10 @@ def create_clock(apps, schema_editor):
     schema_editor.execute(
         f"CREATE TABLE {quote(CLOCK)} (id SMALLINT PRIMARY KEY, tick BIGINT NOT NULL) ENGINE=InnoDB"
     )
-    schema_editor.execute(f"INSERT INTO {quote(CLOCK)} (id, tick) VALUES (1, 0)")
+    # Ticks continue above those already stored (a database migrated back and forth again).
+    schema_editor.execute(
+        f"INSERT INTO {quote(CLOCK)} (id, tick) SELECT 1, COALESCE(MAX({quote('txid')}), 0) FROM {events}"
+    )
     # Upsert, not UPDATE: a clock row deleted by hand comes back instead of leaving txid NULL.
     schema_editor.execute(
         f"CREATE TRIGGER {quote(TRIGGER)} BEFORE INSERT ON {events} FOR EACH ROW BEGIN"
