@@ -89,7 +89,7 @@ def _from_django_validation(exc: django_exceptions.ValidationError) -> ErrorBody
     return 400, {"code": "invalid", "message": "The request is invalid.", "errors": errors}, {}
 
 
-def _from_data_error(exc: DataError) -> ErrorBody:
+def _from_data_error(exc: DataError | OperationalError) -> ErrorBody:
     # The database refused a value (too long, out of range): the transaction was
     # rolled back, nothing is stored; the client sent data the model cannot hold.
     first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
