@@ -346,7 +346,7 @@ def test_a_writer_in_another_database_does_not_hold_the_feed_back(projection, no
         other.close()
 
 
-@pytest.mark.postgres
+@pytest.mark.server_database
 @pytest.mark.django_db(transaction=True)
 def test_one_worker_at_a_time_per_projection(projection, no_dispatch):
     create_note("x")

@@ -284,7 +284,7 @@ def test_process_killed_mid_rebuild_then_resumed():
     assert actual_rows() == good
 
 
-@pytest.mark.postgres
+@pytest.mark.server_database
 @pytest.mark.django_db(transaction=True)
 def test_readers_on_other_connections_see_a_full_table_throughout():
     make_notes(15)
