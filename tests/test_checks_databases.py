@@ -62,3 +62,25 @@ def test_the_mariadb_here_is_read_from_the_server():
         reported = cursor.fetchone()[0]
     assert "MariaDB" in reported and connection.mysql_is_mariadb
     assert reported.startswith(".".join(map(str, connection.mysql_version)))
+
+
+@pytest.mark.mysql
+@pytest.mark.django_db(transaction=True)
+def test_a_missing_feed_clock_trigger_is_an_error_and_migrating_again_restores_it():
+    from django.db.migrations.loader import MigrationLoader
+
+    from django_fluvius.events.databases import FEED_TICK_TRIGGER, check_feed_clock
+
+    assert check_feed_clock(databases=["default"]) == []
+    with connection.cursor() as cursor:
+        cursor.execute(f"DROP TRIGGER {FEED_TICK_TRIGGER}")  # a copy made with --skip-triggers
+    errors = check_feed_clock(databases=["default"])
+    assert [e.id for e in errors] == ["fluvius.E102"] and FEED_TICK_TRIGGER in errors[0].msg
+    # The hint's remedy: back to the migration before the clock's, then forward.
+    graph = MigrationLoader(connection).graph
+    clock = next(key for key in graph.leaf_nodes() + list(graph.nodes)
+                 if key[0] == "django_fluvius" and key[1].endswith("mysql_feed_clock"))
+    before = next(parent for parent in graph.node_map[clock].parents if parent.key[0] == "django_fluvius").key
+    call_command("migrate", "django_fluvius", before[1], verbosity=0)
+    call_command("migrate", "django_fluvius", verbosity=0)
+    assert check_feed_clock(databases=["default"]) == []

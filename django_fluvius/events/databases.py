@@ -89,6 +89,43 @@ def server_requirement(connection: Any) -> tuple[Supported, tuple[int, ...] | No
     return required, tuple(connection.mysql_version)
 
 
+FEED_CLOCK = "django_fluvius_feedclock"
+FEED_TICK_TRIGGER = "django_fluvius_event_feed_tick"  # both made by migration 0008 (feed.py)
+
+
+def check_feed_clock(app_configs: Any = None, databases: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
+    """fluvius.E102: on MariaDB / MySQL the feed clock is there but its trigger is not.
+
+    Without the trigger new events keep ``txid`` 0 and sort before older ones: async
+    projections and handlers would miss them. It goes missing when a database is copied
+    without triggers (``mysqldump --skip-triggers``) or re-created by hand.
+    """
+    errors: list[checks.CheckMessage] = []
+    alias = fluvius_settings.DATABASE
+    if alias not in settings.DATABASES or (databases is not None and alias not in databases):
+        return errors
+    if vendor_of(alias) != "mysql":
+        return errors
+    connection = connections[alias]
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT COUNT(*) FROM information_schema.TABLES WHERE TABLE_SCHEMA = DATABASE()"
+                       " AND TABLE_NAME = %s", [FEED_CLOCK])
+        if not cursor.fetchone()[0]:
+            return errors  # not migrated yet: Django's own warning says so
+        cursor.execute("SELECT COUNT(*) FROM information_schema.TRIGGERS WHERE TRIGGER_SCHEMA = DATABASE()"
+                       " AND TRIGGER_NAME = %s", [FEED_TICK_TRIGGER])
+        if cursor.fetchone()[0]:
+            return errors
+    errors.append(checks.Error(
+        f"DATABASES[{alias!r}] has the feed clock table but not its trigger {FEED_TICK_TRIGGER!r}: new "
+        "events would sort before older ones and async projections and handlers would miss them.",
+        hint="Recreate it: migrate django_fluvius back to the migration before 'mysql_feed_clock', then "
+             "forward again (docs/databases.md); copy databases with their triggers.",
+        id="fluvius.E102",
+    ))
+    return errors
+
+
 def check_database_versions(app_configs: Any = None, databases: Any = None,
                             **kwargs: Any) -> list[checks.CheckMessage]:
     """fluvius.E101: the MariaDB / MySQL server is older than the minimum supported (asks the server)."""

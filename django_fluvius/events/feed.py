@@ -53,6 +53,7 @@ from django.db.models.expressions import RawSQL
 
 from django_fluvius.conf import fluvius_settings
 from django_fluvius.events import upcasting
+from django_fluvius.events.databases import FEED_CLOCK
 from django_fluvius.events.store import EventStore
 from django_fluvius.models import Event
 
@@ -114,13 +115,12 @@ def postgres_own_xid(connection: Any) -> int | None:
         return cursor.fetchone()[0]
 
 
-MYSQL_FEED_CLOCK = "django_fluvius_feedclock"  # created by migration 0008 (MariaDB / MySQL only)
 
 
 def mysql_horizon(connection: Any) -> int:
     """The tick the next committed event will carry: every visible event lies below it."""
     with connection.cursor() as cursor:
-        cursor.execute(f"SELECT tick FROM {connection.ops.quote_name(MYSQL_FEED_CLOCK)} WHERE id = 1")
+        cursor.execute(f"SELECT tick FROM {connection.ops.quote_name(FEED_CLOCK)} WHERE id = 1")
         row = cursor.fetchone()
     return (row[0] if row else 0) + 1
 
