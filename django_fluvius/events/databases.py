@@ -102,8 +102,8 @@ def check_feed_clock(app_configs: Any = None, databases: Any = None, **kwargs: A
     """
     errors: list[checks.CheckMessage] = []
     alias = fluvius_settings.DATABASE
-    if alias not in settings.DATABASES or (databases is not None and alias not in databases):
-        return errors
+    if alias not in settings.DATABASES or databases is None or alias not in databases:
+        return errors  # only with --database, as Django's own database checks
     if vendor_of(alias) != "mysql":
         return errors
     connection = connections[alias]
@@ -131,8 +131,8 @@ def check_database_versions(app_configs: Any = None, databases: Any = None,
     """fluvius.E101: the MariaDB / MySQL server is older than the minimum supported (asks the server)."""
     errors: list[checks.CheckMessage] = []
     for alias in _aliases():
-        if databases is not None and alias not in databases:
-            continue
+        if databases is None or alias not in databases:
+            continue  # as Django's database checks: only with --database (manage.py check, migrate)
         if vendor_of(alias) != "mysql":
             continue
         required, version = server_requirement(connections[alias])
