@@ -35,8 +35,8 @@ The feed therefore orders events by a key that a reader can prove is final:
   lies below it, every later one above), read in one primary-key lookup.
   The price: event-writing transactions are serialised from their first event
   insert to their commit (the bus inserts events last, just before it commits;
-  InnoDB releases row locks before the log flush, so the lock is not held over
-  the disk write). Writers that insert no event are not affected.
+  at worst the commit's log flush is in that window too, docs/databases.md).
+  Writers that insert no event are not affected.
 
 A reader's place in the feed is a ``FeedKey`` ``(txid, position)``: the key of
 the last event it passed. ``ORIGIN`` is before everything.
