@@ -21,6 +21,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS_DIR = ROOT / "bench" / "results"
 DEFAULT_PG = "postgres://127.0.0.1:5432/test"
+DEFAULT_MARIADB = "mysql://root@127.0.0.1:3306/test"
 
 
 def arg_parser(description: str) -> argparse.ArgumentParser:
@@ -28,6 +29,8 @@ def arg_parser(description: str) -> argparse.ArgumentParser:
     parser.add_argument("--quick", action="store_true", help="small sizes: a smoke run, not a measurement")
     parser.add_argument("--runs", type=int, default=5, help="repetitions; the median is reported")
     parser.add_argument("--sqlite", action="store_true", help="run on SQLite instead of PostgreSQL")
+    parser.add_argument("--mariadb", action="store_true",
+                        help="run on MariaDB/MySQL (BENCH_MARIADB_URL) instead of PostgreSQL")
     return parser
 
 
@@ -59,12 +62,40 @@ def create_pg_database(name: str, *, drop: bool = True) -> str:
     return base.rsplit("/", 1)[0] + "/" + name
 
 
+def create_mysql_database(name: str, *, drop: bool = True) -> str:
+    """(Re)create a MariaDB / MySQL database of the benchmark's own; return its URL."""
+    import MySQLdb
+
+    name = os.environ.get("BENCH_DB_PREFIX", "") + name
+    base = os.environ.get("BENCH_MARIADB_URL", DEFAULT_MARIADB)
+    conn = MySQLdb.connect(**mysql_params(base, db=""))
+    try:
+        cursor = conn.cursor()
+        if drop:
+            cursor.execute(f"DROP DATABASE IF EXISTS `{name}`")
+        cursor.execute(f"CREATE DATABASE IF NOT EXISTS `{name}` CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci")
+    finally:
+        conn.close()
+    return base.rsplit("/", 1)[0] + "/" + name
+
+
+def mysql_params(url: str, **overrides: Any) -> dict[str, Any]:
+    """mysql://user:password@host:port/db -> MySQLdb.connect keyword arguments."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    params = {"host": parts.hostname or "127.0.0.1", "port": parts.port or 3306, "user": parts.username or "root",
+              "password": parts.password or "", "db": parts.path.lstrip("/"), "charset": "utf8mb4"}
+    return {**params, **overrides}
+
+
 def _dsn(url: str) -> str:
     """postgres://host:port/db -> a libpq URL psycopg accepts."""
     return url.replace("postgres://", "postgresql://", 1)
 
 
-def setup_django(db_name: str, *, sqlite: bool = False, drop: bool = True, migrate: bool = True) -> str:
+def setup_django(db_name: str, *, sqlite: bool = False, mariadb: bool = False, drop: bool = True,
+                 migrate: bool = True) -> str:
     """Point Django at a fresh benchmark database, set it up and migrate it.
 
     Returns the database URL (usable with ``psycopg.connect(dsn(url))``).
@@ -75,6 +106,8 @@ def setup_django(db_name: str, *, sqlite: bool = False, drop: bool = True, migra
         if drop and path.exists():
             path.unlink()
         url = f"sqlite:///{path}"
+    elif mariadb:
+        url = create_mysql_database(db_name, drop=drop)
     else:
         url = create_pg_database(db_name, drop=drop)
     os.environ["DATABASE_URL"] = url
@@ -135,7 +168,10 @@ def machine() -> dict[str, str]:
     try:
         from django.db import connection
 
-        info["database"] = f"{connection.vendor} {'.'.join(map(str, connection.Database.sqlite_version_info)) if connection.vendor == 'sqlite' else connection.pg_version}"
+        versions = {"sqlite": lambda: ".".join(map(str, connection.Database.sqlite_version_info)),
+                    "postgresql": lambda: connection.pg_version,
+                    "mysql": lambda: ".".join(map(str, connection.mysql_version))}
+        info["database"] = f"{connection.vendor} {versions[connection.vendor]()}"
     except Exception:  # noqa: BLE001 - informational only
         pass
     return info

@@ -37,6 +37,9 @@
 | fluvius.E082  | the stored subject keys do not unwrap with the configured KEK (db)  |
 | fluvius.E090  | a setting needs an optional extra that is not installed (names the extra) |
 | fluvius.E091  | ``FLUVIUS['HEALTH_MAX_DELIVERY_LAG']`` is not None or seconds > 0 |
+| fluvius.E100  | the event store's database is a backend not supported (names the supported ones; events/databases.py) |
+| fluvius.E101  | the MariaDB / MySQL server is older than the minimum supported (db) |
+| fluvius.E102  | MariaDB / MySQL: the feed clock's trigger is missing (db)    |
 | fluvius.W050  | stored events belong to a namespace no domain declares (db)  |
 | fluvius.W051  | an event key is renamed to a key no code knows               |
 | fluvius.W052  | upcasters are registered for a key no code knows             |
@@ -62,6 +65,11 @@ from django_fluvius import privacy
 from django_fluvius.conf import fluvius_settings
 from django_fluvius.delivery.checks import register as register_dispatch_checks
 from django_fluvius.delivery.dispatch import celery_app
+from django_fluvius.events.databases import (
+    check_database_backends,
+    check_database_versions,
+    check_feed_clock,
+)
 from django_fluvius.events.upcasting import check_stored_event_types, check_upcasters
 from django_fluvius.exceptions import KeyEncryptionKeyError
 from django_fluvius.loading import load_problems
@@ -350,6 +358,9 @@ CHECKS: tuple[tuple[Callable[..., list[Any]], str], ...] = (
     (check_subject_keys, checks.Tags.database),       # E082: the KEK unwraps the stored keys
     (check_extras, "fluvius"),                        # E090: settings that need an optional extra
     (check_health_settings, "fluvius"),               # E091: the health endpoints' threshold (health.py)
+    (check_database_backends, "fluvius"),             # E100: a database backend not supported (events/databases.py)
+    (check_database_versions, checks.Tags.database),  # E101: a MariaDB / MySQL server too old (asks it)
+    (check_feed_clock, checks.Tags.database),         # E102: MariaDB / MySQL: the feed clock's trigger is gone
 )
 
 

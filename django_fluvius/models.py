@@ -32,8 +32,9 @@ class CurrentTransactionId(models.Func):
 
     Events are read in (txid, position) order by async projections: a transaction's
     id is known to be finished or not, a sequence number is not (see feed.py).
-    Elsewhere (SQLite: one writer at a time) positions already follow commit
-    order and the column holds 0.
+    On SQLite (one writer at a time) positions already follow commit order and the
+    column holds 0. On MariaDB / MySQL a trigger overwrites the 0 with a commit-order
+    tick (migration 0008, events/feed.py).
     """
 
     template = "0"

@@ -1,18 +1,27 @@
 import pytest
 from django.db import connection
 
+# marker -> (database engines it runs on, why it is skipped elsewhere)
+DATABASE_MARKERS = {
+    "postgres": ({"postgresql"}, "needs PostgreSQL: run with DATABASE_URL=postgres://127.0.0.1:5432/test"),
+    "mysql": ({"mysql"}, "needs MariaDB/MySQL: run with DATABASE_URL=mysql://root@127.0.0.1:3306/test"),
+    "server_database": ({"postgresql", "mysql"},
+                        "needs concurrent writers: run on PostgreSQL or MariaDB (DATABASE_URL)"),
+}
+
 
 def pytest_collection_modifyitems(config, items):
-    """Tests marked ``postgres`` need PostgreSQL; skip them (saying why) on SQLite."""
+    """Tests marked for a database (``postgres``, ``mysql``, ``server_database``) skip elsewhere, saying why."""
     from django.conf import settings
 
-    engine = settings.DATABASES["default"]["ENGINE"]
-    if "postgresql" in engine:
-        return
-    skip = pytest.mark.skip(reason="needs PostgreSQL: run with DATABASE_URL=postgres://127.0.0.1:5432/test")
-    for item in items:
-        if "postgres" in item.keywords:
-            item.add_marker(skip)
+    engine = settings.DATABASES["default"]["ENGINE"].rsplit(".", 1)[-1]
+    for marker, (engines, reason) in DATABASE_MARKERS.items():
+        if engine in engines:
+            continue
+        skip = pytest.mark.skip(reason=reason)
+        for item in items:
+            if marker in item.keywords:
+                item.add_marker(skip)
 
 
 @pytest.fixture

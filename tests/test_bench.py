@@ -87,3 +87,17 @@ def test_every_benchmark_runs_quick(tmp_path):
         assert result["figures"] and all(isinstance(v, int | float) for v in result["figures"].values()), result
     assert (tmp_path / "report.md").read_text().startswith("# Benchmark report")
     assert (tmp_path / "report.png").exists()
+
+
+@pytest.mark.bench
+@pytest.mark.mysql
+def test_the_core_benchmark_runs_quick_on_mariadb(tmp_path):
+    from urllib.parse import urlsplit
+
+    url = urlsplit(os.environ["DATABASE_URL"])
+    env = {**os.environ, "BENCH_MARIADB_URL": f"mysql://{url.netloc}/test",
+           "BENCH_DB_PREFIX": f"{os.environ.get('FLUVIUS_TEST_DB_NAME', 'test')}_quick_"}
+    done = subprocess.run([sys.executable, "-m", "bench.core", "--mariadb", "--quick"], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, (done.stdout[-3000:], done.stderr[-3000:])
+    assert "raw mysqlclient commands/s" in done.stdout and "framework / raw" in done.stdout

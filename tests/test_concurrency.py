@@ -46,9 +46,9 @@ def note():
     notes_module.hooks.clear()
 
 
-@pytest.mark.postgres
+@pytest.mark.server_database
 @pytest.mark.django_db(transaction=True)
-def test_two_writers_racing_on_postgres_exactly_one_wins(note):
+def test_two_writers_racing_on_a_database_server_exactly_one_wins(note):
     barrier = threading.Barrier(2, timeout=20)
     # Both threads load version 1, then wait for each other inside the action, so
     # both try to append version 2: the database must refuse one of them.
@@ -74,9 +74,9 @@ def test_two_writers_racing_on_postgres_exactly_one_wins(note):
     assert statuses == ["done", "rejected"]
 
 
-@pytest.mark.postgres
+@pytest.mark.server_database
 @pytest.mark.django_db(transaction=True)
-def test_many_writers_on_postgres_never_duplicate_or_lose_a_version(note):
+def test_many_writers_on_a_database_server_never_duplicate_or_lose_a_version(note):
     def write(i):
         results = []
         domain = NoteDomain()

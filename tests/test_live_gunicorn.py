@@ -41,7 +41,8 @@ def database_url() -> str:
     if connection.vendor == "sqlite":
         return f"sqlite:///{db['NAME']}"
     user = db.get("USER") or ""
-    return f"postgres://{user}@{db.get('HOST') or '127.0.0.1'}:{db.get('PORT') or 5432}/{db['NAME']}"
+    scheme, port = {"postgresql": ("postgres", 5432), "mysql": ("mysql", 3306)}[connection.vendor]
+    return f"{scheme}://{user}@{db.get('HOST') or '127.0.0.1'}:{db.get('PORT') or port}/{db['NAME']}"
 
 
 class Gunicorn:

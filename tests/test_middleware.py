@@ -327,7 +327,7 @@ def race(ticket, key, threads=2):
     return in_threads(threads, write)
 
 
-@pytest.mark.postgres
+@pytest.mark.server_database
 @pytest.mark.django_db(transaction=True)
 def test_a_retry_safe_command_survives_a_real_race(people):
     ticket = run(as_user(people["alice"], "acme"), "open-ticket", {"title": "race"}).aggregate_id
@@ -340,7 +340,7 @@ def test_a_retry_safe_command_survives_a_real_race(people):
     assert list(CommandLog.objects.filter(command="bump-ticket").values_list("status", flat=True)) == ["done"] * 2
 
 
-@pytest.mark.postgres
+@pytest.mark.server_database
 @pytest.mark.django_db(transaction=True)
 def test_a_command_not_declared_retry_safe_loses_the_race(people):
     ticket = run(as_user(people["alice"], "acme"), "open-ticket", {"title": "race"}).aggregate_id

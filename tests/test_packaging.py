@@ -54,6 +54,7 @@ def test_a_library_requires_plain_psycopg():
     core = [d.replace(" ", "") for d in PROJECT["dependencies"]]
     assert "psycopg>=3.1" in core and not any("binary" in d for d in core)
     assert PROJECT["optional-dependencies"]["postgres"] == ["psycopg[binary]>=3.1"]
+    assert PROJECT["optional-dependencies"]["mysql"] == ["mysqlclient>=2.2"]  # MariaDB / MySQL
 
 
 def test_every_name_the_docs_import_from_the_package_is_there():

@@ -1,5 +1,6 @@
 """Async projections: checkpoints saved with their writes, catch-up from any position,
-poison events, and the gap-safe feed (two connections committing out of order on PostgreSQL)."""
+poison events, and the gap-safe feed (two connections committing out of order on PostgreSQL
+and on MariaDB)."""
 
 from __future__ import annotations
 
@@ -244,6 +245,82 @@ def test_an_event_committed_late_with_a_lower_position_is_never_skipped(projecti
     assert list(rows) == [late[0].position, early.position]
 
 
+@pytest.mark.mysql
+@pytest.mark.django_db(transaction=True)
+def test_on_mariadb_a_second_writer_cannot_commit_its_event_first_so_none_is_skipped(projection, no_dispatch):
+    inserted, release, second_done = threading.Event(), threading.Event(), threading.Event()
+    late, early = [], []
+
+    def first_writer():
+        with transaction.atomic():  # takes a position and a clock tick, then stays open
+            late.append(create_note("late").events[0])
+            inserted.set()
+            assert release.wait(20)
+
+    def second_writer():  # another connection, trying to commit its event first
+        early.append(create_note("early").events[0])
+        second_done.set()
+
+    first, first_errors = _in_thread(first_writer)
+    assert inserted.wait(20)
+    second, second_errors = _in_thread(second_writer)
+    # With AUTO_INCREMENT alone the second writer would commit a higher position now, and a
+    # reader going by positions would pass it and never see `late`. The clock makes it wait.
+    assert not second_done.wait(1.5), "the second event writer waits for the first one's commit"
+    assert projection.catch_up().applied == 0 and activity() == {}
+
+    release.set()
+    first.join(20)
+    second.join(20)
+    assert not first_errors and not second_errors
+    assert projection.catch_up().applied == 2
+    stored = {e.aggregate_id: e for e in Event.objects.all()}
+    late_row, early_row = stored[late[0].aggregate_id], stored[early[0].aggregate_id]
+    assert late_row.txid < early_row.txid and late_row.position < early_row.position
+    rows = NoteActivity.objects.order_by("last_position").values_list("last_position", flat=True)
+    assert list(rows) == [late_row.position, early_row.position]
+
+
+@pytest.mark.mysql
+@pytest.mark.django_db(transaction=True)
+def test_on_mariadb_raw_connections_committing_out_of_order_leave_no_gap_in_the_feed(projection, no_dispatch):
+    """Two plain MySQLdb connections, outside the bus: the trigger orders them all the same."""
+    import MySQLdb
+
+    params = connection.get_connection_params()
+    conns = [MySQLdb.connect(**params) for _ in range(2)]
+    insert = ("INSERT INTO django_fluvius_event (namespace, resource, aggregate_id, version, evt_key,"
+              " schema_version, payload, metadata, correlation_id, causation_id, `user`, tenant, created)"
+              " VALUES ('test-notes', 'note', %s, 1, 'note-created', 1, %s, '{}', '', '', '', '', NOW(6))")
+    ids = [uuid.uuid4().hex for _ in range(2)]
+    try:
+        a, b = conns
+        a.autocommit(False)
+        b.autocommit(False)
+        a.cursor().execute(insert, (ids[0], '{"title": "a"}'))
+        blocked = threading.Event()
+
+        def b_writes():
+            b.cursor().execute(insert, (ids[1], '{"title": "b"}'))
+            b.commit()
+            blocked.set()
+
+        thread = threading.Thread(target=b_writes)
+        thread.start()
+        assert not blocked.wait(1.5), "b's insert waits for a's transaction"
+        feed = Feed()
+        assert feed.read(ORIGIN, feed.bound()) == []
+        a.commit()
+        thread.join(20)
+        assert blocked.is_set()
+        events = feed.read(ORIGIN, feed.bound())
+        assert [e.aggregate_id.hex for e in events] == ids
+        assert events[0].txid < events[1].txid
+    finally:
+        for c in conns:
+            c.close()
+
+
 @pytest.mark.postgres
 @pytest.mark.django_db(transaction=True)
 def test_a_writer_in_another_database_does_not_hold_the_feed_back(projection, no_dispatch):
@@ -269,7 +346,7 @@ def test_a_writer_in_another_database_does_not_hold_the_feed_back(projection, no
         other.close()
 
 
-@pytest.mark.postgres
+@pytest.mark.server_database
 @pytest.mark.django_db(transaction=True)
 def test_one_worker_at_a_time_per_projection(projection, no_dispatch):
     create_note("x")

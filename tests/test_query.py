@@ -5,6 +5,7 @@ import datetime
 import uuid
 
 import pytest
+from django.db import connection
 from django.db.models import Q, QuerySet
 from django.utils import timezone
 
@@ -117,7 +118,8 @@ def test_default_ordering_comes_from_the_surface_with_pk_tiebreak():
     # testapp.Note has no Meta.ordering: the default is -created_at, then the pk.
     assert [n.title for n in QueryBuilder("test-notes.note")] == ["c", "b", "a"]
     sql = str(QueryBuilder("test-notes.note").sort("priority").queryset.query)
-    assert sql.rstrip().endswith('"testapp_note"."id" ASC')
+    quote = connection.ops.quote_name
+    assert sql.rstrip().endswith(f'{quote("testapp_note")}.{quote("id")} ASC')
 
 
 def test_search_matches_every_word_in_the_searched_fields():

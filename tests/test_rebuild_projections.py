@@ -16,6 +16,8 @@ from django_fluvius.ops.rebuild import SHADOW_SCHEMA, ProjectionTarget, rebuild,
 from tests.testapp.domain import NoteDomain
 from tests.testapp.models import NoteActivity
 
+from .dispatch_support import wait_for
+
 NAME = "tests.rebuild-activity"
 
 
@@ -172,11 +174,12 @@ def test_crash_then_resume(projection):
     assert shadow_tables() == []
 
 
-@pytest.mark.postgres
+@pytest.mark.server_database
 @pytest.mark.django_db(transaction=True)
 def test_events_committed_during_the_rebuild_are_in_the_result(projection):
     ids = make_notes(6)
     projection().catch_up()
+    threads = []
 
     def command_elsewhere(report):
         if report.number != 2:
@@ -190,11 +193,18 @@ def test_events_committed_during_the_rebuild_are_in_the_result(projection):
             finally:
                 connections.close_all()
 
+        before = Event.objects.count()
         thread = threading.Thread(target=work)
         thread.start()
-        thread.join()
+        threads.append(thread)
+        # The edit commits while the rebuild runs. (On MariaDB the rebuild is one transaction
+        # holding the projection's checkpoint: the command's inline catch-up, and so the
+        # rest of `work`, wait for it to commit.)
+        wait_for(lambda: Event.objects.count() > before, message="the edit committed during the rebuild")
 
     rebuild([NAME], batch_size=5, progress=False, on_batch=command_elsewhere)
+    for thread in threads:
+        thread.join(60)
     assert len(truth()) == 7
     assert live_rows() == truth()
     assert live_rows()[ids[0]][1] == 4

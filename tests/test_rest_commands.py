@@ -353,9 +353,31 @@ def test_an_order_total_over_its_column_is_refused(api):
     assert "total" in body["message"]
 
 
-def test_a_value_the_database_cannot_hold_is_400_not_500(api, is_postgres):
+@pytest.mark.mysql
+def test_a_uuid_mariadb_refuses_is_400_not_500(api):
+    # A valid Python UUID of the NCS variant: MariaDB's native uuid column refuses it (1292).
+    line = {"sku": "a", "quantity": 1, "price": "1"}
+    response = post(api, "/api/app-order/place-order/",
+                    {"customer_id": "f7ad61ff-583e-e7b6-5b3f-9d6f99029742", "items": [line]})
+    body = assert_error(response, 400, "invalid_data")
+    assert "uuid" in body["message"].lower()
+    assert_nothing_stored()
+
+
+@pytest.mark.server_database
+def test_a_refused_value_under_an_idempotency_key_still_logs_the_failure(api):
+    response = post(api, "/api/app-user/create-user/", {"name": "n" * 500, "email": "long@example.com"},
+                    **{"Idempotency-Key": "refused-once"})
+    assert_error(response, 400, "invalid_data")
+    assert_nothing_stored()
+    assert CommandLog.objects.get().status == "failed"  # the log row outlived the rollback
+
+
+def test_a_value_the_database_cannot_hold_is_400_not_500(api):
+    from django.db import connection
+
     response = post(api, "/api/app-user/create-user/", {"name": "n" * 500, "email": "long@example.com"})
-    if is_postgres:  # varchar(200) refuses it; SQLite does not enforce lengths
+    if connection.vendor in ("postgresql", "mysql"):  # varchar(200) refuses it; SQLite does not enforce lengths
         body = assert_error(response, 400, "invalid_data")
         assert "too long" in body["message"]
         assert_nothing_stored()

@@ -165,7 +165,7 @@ def race(requests, *, meet):
     return results
 
 
-@pytest.mark.postgres
+@pytest.mark.server_database
 @pytest.mark.urls("tests.test_rest_urls")
 @pytest.mark.parametrize("atomic", [False, True], ids=["autocommit", "atomic_requests"])
 def test_a_race_lost_at_commit_is_409(transactional_db, monkeypatch, settings, atomic):
@@ -189,7 +189,7 @@ def test_a_race_lost_at_commit_is_409(transactional_db, monkeypatch, settings, a
     assert Event.objects.filter(aggregate_id=note).count() == 2
 
 
-@pytest.mark.postgres
+@pytest.mark.server_database
 @pytest.mark.urls("tests.test_rest_urls")
 def test_with_the_aggregate_cache_the_loser_is_rechecked_against_the_store(transactional_db):
     note = APIClient().post("/api/test-notes/create-note/", {"title": "T"}, format="json").json()["aggregate_id"]
@@ -207,7 +207,7 @@ def test_with_the_aggregate_cache_the_loser_is_rechecked_against_the_store(trans
         [s for s in by_body.values() if s == 200])
 
 
-@pytest.mark.postgres
+@pytest.mark.server_database
 @pytest.mark.urls("tests.test_rest_urls")
 def test_racing_retries_with_one_key_run_once(transactional_db):
     note = APIClient().post("/api/test-notes/create-note/", {"title": "T"}, format="json").json()["aggregate_id"]

@@ -62,7 +62,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
-from django.db import connections, transaction
+from django.db import IntegrityError, connections, transaction
 from django.db.models.signals import post_migrate
 from django.utils import timezone
 from django.utils.module_loading import import_string
@@ -203,6 +203,8 @@ def claim_receipt(handler: str, position: int, using: str) -> bool:
     commits or rolls back.
     """
     connection = connections[using]
+    if connection.vendor == "mysql":
+        return _claim_receipt_mysql(handler, position, connection)
     table, q = _receipt_table(connection)
     sql_text = (
         f"INSERT INTO {table} ({q('handler')}, {q('position')}, {q('status')}, {q('created')}, "
@@ -215,6 +217,30 @@ def claim_receipt(handler: str, position: int, using: str) -> bool:
     with connection.cursor() as cursor:
         cursor.execute(sql_text, [handler, position, HandlerReceipt.Status.DONE, now, PENDING])
         return cursor.fetchone() is not None
+
+
+def _claim_receipt_mysql(handler: str, position: int, connection: Any) -> bool:
+    """``claim_receipt`` on MariaDB / MySQL, which have neither ``ON CONFLICT (cols)`` nor a
+    way to tell an inserted row from an untouched one in ``ON DUPLICATE KEY UPDATE`` (Django
+    connects with FOUND_ROWS). A pending receipt is settled by an UPDATE of pending rows only;
+    otherwise an INSERT, where a duplicate means a delivery already did the work. A failed
+    statement rolls back only itself there, so the caller's transaction goes on.
+    """
+    table, q = _receipt_table(connection)
+    now = connection.ops.adapt_datetimefield_value(timezone.now())
+    with connection.cursor() as cursor:
+        cursor.execute(f"UPDATE {table} SET {q('status')} = %s, {q('due')} = NULL "
+                       f"WHERE {q('handler')} = %s AND {q('position')} = %s AND {q('status')} = %s",
+                       [HandlerReceipt.Status.DONE, handler, position, PENDING])
+        if cursor.rowcount:
+            return True
+        try:
+            cursor.execute(f"INSERT INTO {table} ({q('handler')}, {q('position')}, {q('status')}, {q('created')}, "
+                           f"{q('attempts')}, {q('last_error')}) VALUES (%s, %s, %s, %s, 1, '')",
+                           [handler, position, HandlerReceipt.Status.DONE, now])
+        except IntegrityError:
+            return False
+    return True
 
 
 PENDING = HandlerReceipt.Status.PENDING
@@ -259,6 +285,16 @@ def insert_pending(spec: HandlerSpec, positions: Sequence[int]) -> set[int]:
     fresh: set[int] = set()
     with connection.cursor() as cursor:
         for chunk in _in_chunks(positions):
+            if connection.vendor == "mysql":
+                # No RETURNING of inserted rows only: insert what is missing (the no-op update
+                # keeps existing receipts as they are); the pending ones are found below.
+                rows = ", ".join(["(%s, %s, %s, %s, 1, %s, '')"] * len(chunk))
+                cursor.execute(
+                    f"INSERT INTO {table} ({q('handler')}, {q('position')}, {q('status')}, {q('created')}, "
+                    f"{q('attempts')}, {q('due')}, {q('last_error')}) VALUES {rows} "
+                    f"ON DUPLICATE KEY UPDATE {q('handler')} = {q('handler')}",
+                    [value for position in chunk for value in (spec.name, position, PENDING, now, due)])
+                continue
             rows = ", ".join(["(%s, %s, %s, %s, 1, %s, '')"] * len(chunk))
             params: list[Any] = []
             for position in chunk:

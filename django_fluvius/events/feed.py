@@ -23,6 +23,20 @@ The feed therefore orders events by a key that a reader can prove is final:
   ``pg_snapshot_xmin(pg_current_snapshot())``, which is just as safe.
 * **SQLite** has one writer at a time, holding the write lock until it commits,
   so positions are taken in commit order already; ``txid`` is 0.
+* **MariaDB / MySQL** (InnoDB) have no comparable transaction id, and
+  AUTO_INCREMENT positions are taken at insert, so they commit out of order like
+  PostgreSQL's sequence. Here ``txid`` is a *tick* of a one-row clock table
+  (``django_fluvius_feedclock``, migration 0008): a ``BEFORE INSERT`` trigger on
+  the event table increments the row and copies its value into the event. The
+  increment row-locks the clock until the writing transaction commits or rolls
+  back, so a second writer takes its tick only after the first has committed:
+  ticks are handed out in commit order, and a reader that sees tick N sees every
+  tick below it. The horizon is just the clock's next tick (every visible event
+  lies below it, every later one above), read in one primary-key lookup.
+  The price: event-writing transactions are serialised from their first event
+  insert to their commit (the bus inserts events last, just before it commits;
+  at worst the commit's log flush is in that window too, docs/databases.md).
+  Writers that insert no event are not affected.
 
 A reader's place in the feed is a ``FeedKey`` ``(txid, position)``: the key of
 the last event it passed. ``ORIGIN`` is before everything.
@@ -39,6 +53,7 @@ from django.db.models.expressions import RawSQL
 
 from django_fluvius.conf import fluvius_settings
 from django_fluvius.events import upcasting
+from django_fluvius.events.databases import FEED_CLOCK
 from django_fluvius.events.store import EventStore
 from django_fluvius.models import Event
 
@@ -100,13 +115,30 @@ def postgres_own_xid(connection: Any) -> int | None:
         return cursor.fetchone()[0]
 
 
+
+
+def mysql_horizon(connection: Any) -> int:
+    """The tick the next committed event will carry: every visible event lies below it."""
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT tick FROM {connection.ops.quote_name(FEED_CLOCK)} WHERE id = 1")
+        row = cursor.fetchone()
+    return (row[0] if row else 0) + 1
+
+
+def mysql_own_tick(connection: Any) -> None:
+    """Ticks this transaction takes later are above the horizon already: nothing to add."""
+    return None
+
+
 # Database vendor -> function giving the horizon; vendors not listed (SQLite)
 # commit in position order and need none.
 HORIZONS: dict[str, Callable[[Any], int]] = {
     "postgresql": postgres_horizon,
+    "mysql": mysql_horizon,
 }
 OWN_XIDS: dict[str, Callable[[Any], int | None]] = {
     "postgresql": postgres_own_xid,
+    "mysql": mysql_own_tick,
 }
 
 

@@ -39,6 +39,7 @@ from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from django.core.serializers.json import DjangoJSONEncoder
+from django.db import connections
 from django.utils import timezone
 
 from django_fluvius.conf import fluvius_settings
@@ -141,8 +142,12 @@ class SnapshotStore:
             aggregate_updated=aggregate.updated,
             created=timezone.now(),
         )
+        # MariaDB / MySQL name no conflict target (ON DUPLICATE KEY UPDATE): the only key a
+        # new snapshot can clash on is (aggregate_id, version), its id being fresh.
+        features = connections[self.using].features
         self.snapshots.bulk_create([snapshot], update_conflicts=True,
-                                   unique_fields=["aggregate_id", "version"],
+                                   unique_fields=(["aggregate_id", "version"]
+                                                  if features.supports_update_conflicts_with_target else None),
                                    update_fields=SNAPSHOT_UPDATE_FIELDS)
         return snapshot
 

@@ -4,9 +4,17 @@ The ORM costs a few hundred microseconds of Python per statement; a command
 runs three or four of them. These helpers build each statement once per
 (model, database vendor) from the model's own metadata and convert values with
 the fields' own ``get_db_prep_save``, so they stay correct for any backend
-Django supports (PostgreSQL and SQLite are tested) while skipping the query
-compiler. Semantics are plain ``INSERT`` and ``INSERT ... ON CONFLICT (pk) DO
+Django supports (PostgreSQL, SQLite and MariaDB/MySQL are tested) while skipping
+the query compiler. Semantics are plain ``INSERT`` and ``INSERT ... ON CONFLICT (pk) DO
 UPDATE``: nothing an ORM save would do differently for these tables.
+
+MariaDB / MySQL have no ``ON CONFLICT (pk)``: their ``ON DUPLICATE KEY UPDATE``
+fires on *any* unique key, which would update another row where PostgreSQL
+raises. So the upsert takes that form only for tables whose primary key is their
+one unique key (most projections), and otherwise falls back to two plain
+statements: ``UPDATE ... WHERE pk``, then ``INSERT`` when no row matched (Django
+connects with ``FOUND_ROWS``, so the count is of matched rows), which raises on a
+clash with another unique key just as PostgreSQL does.
 """
 
 from __future__ import annotations
@@ -44,6 +52,36 @@ def _upsert_sql(model: type[models.Model], columns: tuple[str, ...], update: tup
     else:
         sql += "DO NOTHING"
     return sql
+
+
+@cache
+def _mysql_upsert_sql(model: type[models.Model], columns: tuple[str, ...], update: tuple[str, ...],
+                      quote: Any) -> str:
+    """MariaDB / MySQL: ``ON DUPLICATE KEY UPDATE`` (only for tables with no unique key but the pk)."""
+    table = quote(model._meta.db_table)
+    pk = quote(model._meta.pk.column)
+    cols = ", ".join(quote(c) for c in columns)
+    marks = ", ".join(["%s"] * len(columns))
+    # VALUES(col): the value the INSERT would have written (MariaDB has no row alias).
+    sets = ", ".join(f"{quote(c)} = VALUES({quote(c)})" for c in update) or f"{pk} = {pk}"
+    return f"INSERT INTO {table} ({cols}) VALUES ({marks}) ON DUPLICATE KEY UPDATE {sets}"
+
+
+@cache
+def unique_beyond_pk(model: type[models.Model]) -> bool:
+    """Has the table a unique key besides its primary key (then ON DUPLICATE KEY is unsafe)?"""
+    opts = model._meta
+    return (any(f.unique and not f.primary_key for f in opts.concrete_fields)
+            or bool(opts.unique_together)
+            or any(isinstance(c, models.UniqueConstraint) for c in opts.constraints))
+
+
+@cache
+def _update_sql(model: type[models.Model], update: tuple[str, ...], quote: Any) -> str:
+    table = quote(model._meta.db_table)
+    pk = quote(model._meta.pk.column)
+    sets = ", ".join(f"{quote(c)} = %s" for c in update) or f"{pk} = {pk}"
+    return f"UPDATE {table} SET {sets} WHERE {pk} = %s"
 
 
 @cache
@@ -98,10 +136,33 @@ def upsert(model: type[models.Model], pk: Any, values: dict[str, Any], using: st
            update: Iterable[str] | None = None) -> None:
     """INSERT a row by primary key, or UPDATE the ``update`` columns when it exists."""
     connection = connections[using]
-    sql_text, params = _upsert_statement(model, pk, values, tuple(values if update is None else update),
-                                         connection)
+    update = tuple(values if update is None else update)
+    if connection.vendor == "mysql" and unique_beyond_pk(model):
+        _update_then_insert(model, pk, values, update, connection)
+        return
+    sql_text, params = _upsert_statement(model, pk, values, update, connection)
     with connection.cursor() as cursor:
         cursor.execute(sql_text, params)
+
+
+def _update_then_insert(model: type[models.Model], pk: Any, values: dict[str, Any], update: tuple[str, ...],
+                        connection: Any) -> None:
+    """The upsert as two plain statements (MariaDB / MySQL tables with other unique keys)."""
+    by_attname = _fields_by_attname(model)
+    pk_field = model._meta.pk
+    sql_text = _update_sql(model, tuple(by_attname[n].column for n in update), connection.ops.quote_name)
+    params = [_db_value(by_attname[n], values[n], connection) for n in update]
+    params.append(pk_field.get_db_prep_save(pk, connection))
+    with connection.cursor() as cursor:
+        cursor.execute(sql_text, params)
+        if cursor.rowcount:
+            return
+        names = tuple(values)
+        fields = [pk_field, *(by_attname[n] for n in names)]
+        cursor.execute(_insert_sql(model, tuple(f.column for f in fields), connection.vendor,
+                                   connection.ops.quote_name, False),
+                       [pk_field.get_db_prep_save(pk, connection),
+                        *(_db_value(by_attname[n], values[n], connection) for n in names)])
 
 
 class WriteBatch:
@@ -180,13 +241,19 @@ def _upsert_statement(model: type[models.Model], pk: Any, values: dict[str, Any]
     pk_field = model._meta.pk
     names = tuple(values)
     fields = [pk_field, *(by_attname[n] for n in names)]
-    sql_text = _upsert_sql(model, tuple(f.column for f in fields), tuple(by_attname[n].column for n in update),
-                           connection.vendor, connection.ops.quote_name)
+    columns = tuple(f.column for f in fields)
+    update_columns = tuple(by_attname[n].column for n in update)
+    if connection.vendor == "mysql":
+        sql_text = _mysql_upsert_sql(model, columns, update_columns, connection.ops.quote_name)
+    else:
+        sql_text = _upsert_sql(model, columns, update_columns, connection.vendor, connection.ops.quote_name)
     params = [pk_field.get_db_prep_save(pk, connection)]
-    params += [by_attname[n].get_db_prep_save(by_attname[n].to_python(values[n])
-                                               if _needs_python(by_attname[n]) else values[n], connection)
-               for n in names]
+    params += [_db_value(by_attname[n], values[n], connection) for n in names]
     return sql_text, params
+
+
+def _db_value(field: models.Field, value: Any, connection: Any) -> Any:
+    return field.get_db_prep_save(field.to_python(value) if _needs_python(field) else value, connection)
 
 
 def _needs_python(field: models.Field) -> bool:

@@ -27,6 +27,7 @@ progress bar with counts, rate and ETA.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -42,6 +43,7 @@ from django.utils import timezone
 
 from django_fluvius.conf import fluvius_settings
 from django_fluvius.delivery.projections import APPLIED, IDLE, async_projections
+from django_fluvius.events import sql
 from django_fluvius.events.store import EventStore
 from django_fluvius.events.upcasting import check_foldable
 from django_fluvius.events.upcasting import registry as upcasters
@@ -202,6 +204,8 @@ def _has_version(model: type[models.Model]) -> bool:
 
 @cache
 def _upsert_prefix(model: type[models.Model], vendor: str, quote: Any) -> tuple[str, str]:
+    if vendor == "mysql":
+        return _mysql_upsert_prefix(model, quote)
     fields = _columns(model)
     table = quote(model._meta.db_table)
     pk = quote(model._meta.pk.column)
@@ -213,6 +217,50 @@ def _upsert_prefix(model: type[models.Model], vendor: str, quote: Any) -> tuple[
         # Never replace a row a command wrote meanwhile with the older state folded here.
         tail += f" WHERE {table}.{quote(VERSION_FIELD)} <= EXCLUDED.{quote(VERSION_FIELD)}"
     return head, tail
+
+
+def _mysql_upsert_prefix(model: type[models.Model], quote: Any) -> tuple[str, str]:
+    """MariaDB / MySQL: ``ON DUPLICATE KEY UPDATE``, each column guarded by the version.
+
+    Assignments run left to right and later ones see earlier results, so the
+    version column, which the guards compare, is assigned last.
+    """
+    fields = _columns(model)
+    table = quote(model._meta.db_table)
+    cols = ", ".join(quote(f.column) for f in fields)
+    head = f"INSERT INTO {table} ({cols}) VALUES "
+    rest = sorted(fields[1:], key=lambda f: f.attname == VERSION_FIELD)
+    if _has_version(model):
+        version = quote(VERSION_FIELD)
+        sets = ", ".join(f"{quote(f.column)} = IF({version} <= VALUES({version}), VALUES({quote(f.column)}),"
+                         f" {quote(f.column)})" for f in rest)
+    else:
+        sets = ", ".join(f"{quote(f.column)} = VALUES({quote(f.column)})" for f in rest)
+    pk = quote(model._meta.pk.column)
+    return head, f" ON DUPLICATE KEY UPDATE {sets or f'{pk} = {pk}'}"
+
+
+def _write_rows_one_by_one(model: type[models.Model], rows: list[list[Any]], connection: Any) -> None:
+    """MariaDB / MySQL, tables with unique keys besides the pk: ON DUPLICATE KEY would
+    update whichever row another key matches, so each row is an UPDATE (version-guarded)
+    or, when its pk is new, an INSERT that raises on a clash like PostgreSQL's upsert."""
+    quote = connection.ops.quote_name
+    fields = _columns(model)
+    table, pk = quote(model._meta.db_table), quote(model._meta.pk.column)
+    version_at = next((i for i, f in enumerate(fields) if f.attname == VERSION_FIELD), None)
+    guard = f" AND {quote(VERSION_FIELD)} <= %s" if version_at is not None else ""
+    update = (f"UPDATE {table} SET " + ", ".join(f"{quote(f.column)} = %s" for f in fields[1:])
+              + f" WHERE {pk} = %s{guard}")
+    insert = (f"INSERT INTO {table} ({', '.join(quote(f.column) for f in fields)})"
+              f" VALUES ({', '.join(['%s'] * len(fields))})")
+    with connection.cursor() as cursor:
+        for row in rows:
+            cursor.execute(update, [*row[1:], row[0], *([row[version_at]] if version_at is not None else [])])
+            if cursor.rowcount:
+                continue
+            cursor.execute(f"SELECT 1 FROM {table} WHERE {pk} = %s", [row[0]])
+            if cursor.fetchone() is None:  # absent (not merely newer than this state): insert it
+                cursor.execute(insert, row)
 
 
 def _prep(field: models.Field, value: Any, connection: Any) -> Any:
@@ -254,6 +302,10 @@ class RowWriter:
         connection = connections[self.using]
         for model, rows in self.rows.items():
             fields = _columns(model)
+            if connection.vendor == "mysql" and sql.unique_beyond_pk(model):
+                _write_rows_one_by_one(model, rows, connection)
+                self.written += len(rows)
+                continue
             head, tail = _upsert_prefix(model, connection.vendor, connection.ops.quote_name)
             size = max(1, connection.ops.bulk_batch_size(list(fields), rows))
             marks = "(" + ", ".join(["%s"] * len(fields)) + ")"
@@ -671,21 +723,30 @@ def rebuild(names: Iterable[str] = (), *, batch_size: int = DEFAULT_BATCH_SIZE, 
     return runs
 
 
+# vendor -> (take the session lock without waiting: true when taken, release it). Session
+# locks: the database drops them when the holder's connection ends, so a killed rebuild
+# never blocks the next one. SQLite has one writer at a time anyway.
+SESSION_LOCKS: dict[str, tuple[str, str]] = {
+    "postgresql": ("SELECT pg_try_advisory_lock(hashtext(%s))", "SELECT pg_advisory_unlock(hashtext(%s))"),
+    "mysql": ("SELECT GET_LOCK(%s, 0)", "SELECT RELEASE_LOCK(%s)"),
+}
+
+
 @contextmanager
 def exclusive(name: str, using: str) -> Iterator[None]:
-    """One rebuild of a target at a time, across processes.
-
-    On PostgreSQL a session-level advisory lock: the database drops it when the
-    holder's connection ends, so a killed rebuild never blocks the next one.
-    SQLite has one writer at a time anyway.
-    """
+    """One rebuild of a target at a time, across processes (a session lock, ``SESSION_LOCKS``)."""
     connection = connections[using]
-    if connection.vendor != "postgresql":
+    statements = SESSION_LOCKS.get(connection.vendor)
+    if statements is None:
         yield
         return
+    take, release = statements
+    # MariaDB / MySQL lock names are at most 64 characters: a digest of long ones.
     key = f"fluvius_rebuild:{name}"
+    if len(key) > 64:
+        key = "fluvius_rebuild:" + hashlib.sha1(name.encode()).hexdigest()
     with connection.cursor() as cursor:
-        cursor.execute("SELECT pg_try_advisory_lock(hashtext(%s))", [key])
+        cursor.execute(take, [key])
         if not cursor.fetchone()[0]:
             raise RebuildError(f"{name} is being rebuilt by another process right now; wait for it to finish.",
                                code="rebuild_running")
@@ -693,7 +754,7 @@ def exclusive(name: str, using: str) -> Iterator[None]:
         yield
     finally:
         with connection.cursor() as cursor:
-            cursor.execute("SELECT pg_advisory_unlock(hashtext(%s))", [key])
+            cursor.execute(release, [key])
 
 
 def _mark_failed(run: RebuildRun, exc: BaseException, using: str) -> None:

@@ -7,7 +7,10 @@ so the API is the same on PostgreSQL and SQLite:
 - PostgreSQL: ``to_tsvector(config, f1 || ' ' || f2 ...) @@ to_tsquery(config, 'w1:* & w2:*')``,
   every word of the text as a prefix. Declare a ``SearchIndex`` with the same
   fields and config on the model and the query uses its GIN index.
-- Anything else: every word must appear (``icontains``) in at least one field.
+- Anything else (SQLite, MariaDB / MySQL): every word must appear (``icontains``) in at
+  least one field. MariaDB's FULLTEXT index is left unused on purpose: it sees rows only
+  once their transaction commits, and never finds short or stop words, so results would
+  differ from the other databases' (docs/databases.md).
 
 The words are taken from the text with ``\\w+`` only, so no tsquery syntax (``&``,
 ``|``, ``!``, quotes) ever reaches the database from user input.

@@ -20,7 +20,7 @@ from collections.abc import Callable
 from typing import Any
 
 from django.core import exceptions as django_exceptions
-from django.db import DataError
+from django.db import DataError, OperationalError
 from django.http import Http404
 from rest_framework import exceptions as drf_exceptions
 from rest_framework.response import Response
@@ -89,7 +89,7 @@ def _from_django_validation(exc: django_exceptions.ValidationError) -> ErrorBody
     return 400, {"code": "invalid", "message": "The request is invalid.", "errors": errors}, {}
 
 
-def _from_data_error(exc: DataError) -> ErrorBody:
+def _from_data_error(exc: DataError | OperationalError) -> ErrorBody:
     # The database refused a value (too long, out of range): the transaction was
     # rolled back, nothing is stored; the client sent data the model cannot hold.
     first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
@@ -97,7 +97,20 @@ def _from_data_error(exc: DataError) -> ErrorBody:
     return 400, {"code": "invalid_data", "message": message}, {}
 
 
-ERROR_MAPPERS: dict[type[BaseException], Callable[[Any], ErrorBody]] = {
+# MariaDB / MySQL report some refused values as OperationalError, by these error codes:
+# 1292 a value of the wrong form (a UUID MariaDB's uuid type refuses, a bad date),
+# 1366 an incorrect value for the column's type.
+MYSQL_VALUE_ERRORS = frozenset({1292, 1366})
+
+
+def _from_operational_error(exc: OperationalError) -> ErrorBody | None:
+    code = exc.args[0] if exc.args else None
+    if code in MYSQL_VALUE_ERRORS:
+        return _from_data_error(exc)
+    return None  # a real operational failure (connection lost, lock timeout): a 500
+
+
+ERROR_MAPPERS: dict[type[BaseException], Callable[[Any], ErrorBody | None]] = {
     FluviusError: _from_fluvius,
     drf_exceptions.ValidationError: _from_validation,
     drf_exceptions.APIException: _from_drf,
@@ -107,6 +120,7 @@ ERROR_MAPPERS: dict[type[BaseException], Callable[[Any], ErrorBody]] = {
     django_exceptions.SuspiciousOperation: _from_suspicious,
     django_exceptions.ValidationError: _from_django_validation,
     DataError: _from_data_error,
+    OperationalError: _from_operational_error,
 }
 
 

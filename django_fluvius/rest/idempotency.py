@@ -21,7 +21,7 @@ import re
 from collections.abc import Callable
 from typing import Any
 
-from django.db import IntegrityError, transaction
+from django.db import DatabaseError, IntegrityError, transaction
 from django.utils import timezone
 from rest_framework.response import Response
 from rest_framework.utils.encoders import JSONEncoder
@@ -30,6 +30,7 @@ from django_fluvius.conf import fluvius_settings
 from django_fluvius.exceptions import FluviusError, IdempotencyKeyReused, InvalidRequest
 from django_fluvius.models import IdempotencyRecord
 from django_fluvius.privacy.copies import open_result, seal_result
+from django_fluvius.rest.errors import error_body
 
 IDEMPOTENCY_HEADER = "Idempotency-Key"
 REPLAY_HEADER = "Idempotent-Replayed"
@@ -127,7 +128,7 @@ def run_once(*, store: IdempotencyStore, user: str, key: str, print_: str, names
     record = store.find(user, key, tenant)
     if record is not None:
         return replay(record, print_)
-    error: FluviusError | None = None
+    error: FluviusError | DatabaseError | None = None
     try:
         with transaction.atomic(using=store.using):
             try:
@@ -135,6 +136,12 @@ def run_once(*, store: IdempotencyStore, user: str, key: str, print_: str, names
             except FluviusError as exc:
                 # Refused: the bus rolled its own work back and logged the rejection;
                 # let that log row commit, store no record, answer after the block.
+                error = exc
+            except DatabaseError as exc:
+                # A value the database refused (a 400, rest/errors.py): the same, the
+                # failure's log row commits. Any other database failure rolls back whole.
+                if error_body(exc) is None:
+                    raise
                 error = exc
             else:
                 response.data = as_stored_json(response.data)
