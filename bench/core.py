@@ -1,44 +1,116 @@
-"""Command throughput of the core against a raw psycopg loop (issue 2).
+"""Command throughput of the core against a raw psycopg loop (issues 2 and 15).
 
 Scenario: N users, each created then renamed 10 times, one command at a time,
 each command its own durable transaction (synchronous_commit on).
 
-Baseline, in the same run and on the same tables: a raw psycopg loop doing the
-least work per command — read the stream, insert the event, upsert the
-projection row, commit.
+Subjects, interleaved in one run (the order rotates from run to run):
+
+- **default** (the headline): the configuration a new project has — the
+  quickstart's settings: Django's default PostgreSQL ``OPTIONS`` (client-side
+  binding, no prepared statements), inline dispatch, and the example's handler
+  subscribed to ``user-created``;
+- **tuned**: ``OPTIONS = {"server_side_binding": True, "prepare_threshold": 5}``
+  and handler dispatch off (the configuration of the figures before issue 15);
+- **eventsourcing**: the ``eventsourcing`` library (``pip install
+  django-fluvius[bench]``) on PostgreSQL with its own recorder, the same
+  scenario through an ``Application`` (it writes no projection row);
+- **raw** (the baseline): a raw psycopg loop doing the least work per command —
+  read the stream, insert the event, upsert the projection row, commit.
+
+``eventsourcing-django`` is tried as a peer too; it pins ``Django<5.2`` (0.6)
+and so does not install beside the supported Django: it is reported as absent.
+
+Each figure is commands/s (median of the runs) and its ratio to the raw loop,
+and — robust against other load on a shared machine — CPU time per command:
+this process's CPU (``time.process_time``) plus the CPU of every PostgreSQL
+backend connected to the benchmark's database (``/proc/<pid>/stat``, the server
+is local), each as a ratio to the raw loop's.
+
+``--writers N`` runs N processes at once, each on its own users (distinct
+aggregates), for the default configuration and for N raw loops, interleaved;
+the figure is total commands/s (all commands / wall time from the common start
+to the last writer's end) and its ratio to the N raw loops' total.
 """
 
 from __future__ import annotations
 
 import json
+import multiprocessing
+import os
+import statistics
 import time
 import uuid
+from collections.abc import Callable
+from contextlib import contextmanager
+from typing import Any
 
-from bench.common import arg_parser, dsn, interleaved, report, setup_django
+from bench.common import arg_parser, dsn, report, setup_django
 
 RENAMES = 10
+DB_NAME = "fluvius_bench_core"
+TUNED_OPTIONS = {"server_side_binding": True, "prepare_threshold": 5}
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
-def framework_run(users: int) -> float:
+# -- CPU time: this process and the database's backends ---------------------------------
+
+
+def backend_cpu(raw) -> float:
+    """CPU seconds used so far by every backend connected to the benchmark's database."""
+    pids = [row[0] for row in raw.execute(
+        "SELECT pid FROM pg_stat_activity WHERE datname = current_database()").fetchall()]
+    total = 0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:  # gone, or the server is not local
+            continue
+        total += int(fields[11]) + int(fields[12])  # utime + stime
+    return total / CLOCK_TICKS
+
+
+def measured(run: Callable[[], None], raw) -> tuple[float, float]:
+    """(wall seconds, CPU seconds of this process and the database backends) of one run."""
+    cpu0, db0, wall0 = time.process_time(), backend_cpu(raw), time.perf_counter()
+    run()
+    wall = time.perf_counter() - wall0
+    return wall, (time.process_time() - cpu0) + (backend_cpu(raw) - db0)
+
+
+# -- the subjects ------------------------------------------------------------------------
+
+
+@contextmanager
+def configuration(name: str):
+    """Database OPTIONS and FLUVIUS settings of a named configuration (the connection is reopened)."""
+    from django.conf import settings
+    from django.db import connection
     from django.test import override_settings
 
+    options = TUNED_OPTIONS if name == "tuned" else {}
+    fluvius = dict(settings.FLUVIUS)
+    fluvius["DISPATCH"] = None if name == "tuned" else "inline"
+    saved = connection.settings_dict.get("OPTIONS", {})
+    connection.close()
+    connection.settings_dict["OPTIONS"] = dict(options)
+    try:
+        with override_settings(FLUVIUS=fluvius):
+            yield
+    finally:
+        connection.close()
+        connection.settings_dict["OPTIONS"] = saved
+
+
+def framework_run(users: int, config: str = "default") -> None:
     from example_project.users.domain import UserDomain
 
-    # The core alone: handlers (the example's welcome email) and their delivery
-    # are measured by bench.delivery.
-    with override_settings(FLUVIUS={**settings_fluvius(), "DISPATCH": None}):
-        return run_commands(UserDomain(), users)
+    with configuration(config):
+        run_commands(UserDomain(), users)
 
 
-def settings_fluvius() -> dict:
-    from django.conf import settings
-
-    return dict(settings.FLUVIUS)
-
-
-def run_commands(domain, users: int) -> float:
+def run_commands(domain, users: int) -> None:
     """The scenario through a domain: each user created, then renamed RENAMES times."""
-    start = time.perf_counter()
     for i in range(users):
         result = domain.process_command(
             domain.create_command("create-user", {"name": f"user {i}", "email": f"u{i}@example.com"})
@@ -47,12 +119,11 @@ def run_commands(domain, users: int) -> float:
             domain.process_command(
                 domain.create_command("rename-user", {"name": f"user {i} v{n}"}, aggregate_id=result.aggregate_id)
             )
-    return (time.perf_counter() - start)
 
 
-def raw_run(conn, users: int) -> float:
+def raw_run(conn, users: int) -> None:
     """The same commands as SQL: what any event store must do per command, and no more."""
-    from django.utils import timezone
+    from datetime import UTC, datetime
 
     select_stream = "SELECT version, payload FROM django_fluvius_event WHERE aggregate_id = %s ORDER BY version"
     insert_event = (
@@ -68,7 +139,7 @@ def raw_run(conn, users: int) -> float:
     )
 
     def command(aggregate_id, evt_key, payload):
-        now = timezone.now()
+        now = datetime.now(UTC)
         with conn.transaction():
             with conn.cursor() as cur:
                 rows = cur.execute(select_stream, (aggregate_id,)).fetchall()
@@ -81,44 +152,234 @@ def raw_run(conn, users: int) -> float:
                 cur.execute(upsert_row, (aggregate_id, version, now, now, state["name"], state["email"],
                                          state["active"]))
 
-    start = time.perf_counter()
     for i in range(users):
         aggregate_id = uuid.uuid4()
         command(aggregate_id, "user-created", {"name": f"user {i}", "email": f"u{i}@example.com", "active": True})
         for n in range(RENAMES):
             command(aggregate_id, "user-renamed", {"name": f"user {i} v{n}"})
-    return time.perf_counter() - start
+
+
+def eventsourcing_app(url: str):
+    """An ``eventsourcing`` Application on the benchmark's PostgreSQL database (its own tables)."""
+    try:
+        from eventsourcing.application import Application
+        from eventsourcing.domain import Aggregate, event
+    except ImportError:
+        return None
+    from urllib.parse import urlparse
+
+    class User(Aggregate):
+        @event("Registered")
+        def __init__(self, name: str, email: str):
+            self.name = name
+            self.email = email
+            self.active = True
+
+        @event("Renamed")
+        def rename(self, name: str) -> None:
+            self.name = name
+
+    class Users(Application):
+        def create(self, name: str, email: str):
+            user = User(name, email)
+            self.save(user)
+            return user.id
+
+        def rename(self, user_id, name: str) -> None:
+            user = self.repository.get(user_id)
+            user.rename(name)
+            self.save(user)
+
+    parsed = urlparse(url)
+    env = {
+        "PERSISTENCE_MODULE": "eventsourcing.postgres",
+        "POSTGRES_DBNAME": parsed.path.lstrip("/"),
+        "POSTGRES_HOST": parsed.hostname or "127.0.0.1",
+        "POSTGRES_PORT": str(parsed.port or 5432),
+        "POSTGRES_USER": parsed.username or os.environ.get("PGUSER") or _current_user(url),
+        "POSTGRES_PASSWORD": parsed.password or os.environ.get("PGPASSWORD", ""),
+        "POSTGRES_POOL_SIZE": "1",
+        "POSTGRES_MAX_OVERFLOW": "0",
+        "CREATE_TABLE": "y",
+    }
+    return Users(env=env)
+
+
+def _current_user(url: str) -> str:
+    import psycopg
+
+    with psycopg.connect(dsn(url)) as conn:
+        return conn.execute("SELECT current_user").fetchone()[0]
+
+
+def eventsourcing_run(app, users: int) -> None:
+    for i in range(users):
+        user_id = app.create(f"user {i}", f"u{i}@example.com")
+        for n in range(RENAMES):
+            app.rename(user_id, f"user {i} v{n}")
+
+
+def eventsourcing_django_status() -> str:
+    try:
+        import eventsourcing_django  # noqa: F401
+    except ImportError:
+        return "not installed (eventsourcing-django 0.6 requires Django<5.2; the supported Django is >=5.2)"
+    return "installed"
+
+
+# -- one writer: every subject interleaved ---------------------------------------------
+
+
+def interleaved_subjects(subjects: dict[str, Callable[[], tuple[float, float]]], runs: int) -> dict[str, Any]:
+    """Each subject once per round, the order rotating so drifting load hits all alike."""
+    names = list(subjects)
+    values: dict[str, list[tuple[float, float]]] = {name: [] for name in names}
+    for i in range(runs):
+        order = names[i % len(names):] + names[:i % len(names)]
+        for name in order:
+            values[name].append(subjects[name]())
+    return values
+
+
+def single(args, url: str) -> dict:
+    import psycopg
+    from django.db import connection
+
+    users = args.users
+    commands = users * (1 + RENAMES)
+    with psycopg.connect(dsn(url), autocommit=True) as raw, psycopg.connect(dsn(url), autocommit=True) as probe:
+        assert raw.execute("SHOW synchronous_commit").fetchone()[0] == "on"
+        app = eventsourcing_app(url)
+        subjects: dict[str, Callable[[], tuple[float, float]]] = {
+            "default": lambda: measured(lambda: framework_run(users, "default"), probe),
+            "tuned": lambda: measured(lambda: framework_run(users, "tuned"), probe),
+            "raw": lambda: measured(lambda: raw_run(raw, users), probe),
+        }
+        if app is not None:
+            subjects["eventsourcing"] = lambda: measured(lambda: eventsourcing_run(app, users), probe)
+        # Warm up every path (imports, caches, connections, prepared statements).
+        framework_run(2, "default")
+        framework_run(2, "tuned")
+        raw_run(raw, 2)
+        if app is not None:
+            eventsourcing_run(app, 2)
+        values = interleaved_subjects(subjects, args.runs)
+        if app is not None:
+            app.close()
+    connection.close()
+    rate = {name: commands / statistics.median(w for w, _ in v) for name, v in values.items()}
+    cpu = {name: statistics.median(c for _, c in v) / commands * 1e6 for name, v in values.items()}
+    figures: dict[str, float] = {"commands per run": commands}
+    for name in ("default", "tuned", "eventsourcing", "raw"):
+        if name not in rate:
+            continue
+        figures[f"{name} commands/s (median)"] = rate[name]
+    figures["default / raw (target >= 0.75)"] = rate["default"] / rate["raw"]
+    figures["tuned / raw"] = rate["tuned"] / rate["raw"]
+    if "eventsourcing" in rate:
+        figures["eventsourcing / raw"] = rate["eventsourcing"] / rate["raw"]
+        figures["default / eventsourcing (target >= 1.3)"] = rate["default"] / rate["eventsourcing"]
+    for name in cpu:
+        figures[f"{name} CPU us/command (median)"] = cpu[name]
+    figures["CPU: raw / default"] = cpu["raw"] / cpu["default"]
+    figures["CPU: raw / tuned"] = cpu["raw"] / cpu["tuned"]
+    if "eventsourcing" in cpu:
+        figures["CPU: eventsourcing / default"] = cpu["eventsourcing"] / cpu["default"]
+    return report("core", figures, lines=[
+        f"{users} users x (1 create + {RENAMES} renames), {args.runs} runs of each subject, interleaved, PostgreSQL",
+        "default: Django's default OPTIONS, inline dispatch, a handler on user-created (the quickstart)",
+        f"tuned: OPTIONS={TUNED_OPTIONS}, dispatch off",
+        "eventsourcing: " + ("the eventsourcing library, its PostgreSQL recorder" if app is not None
+                             else "not installed (pip install django-fluvius[bench])"),
+        "eventsourcing-django: " + eventsourcing_django_status(),
+        "CPU: process_time of this process + utime/stime of the database's backends, per command",
+    ])
+
+
+# -- N writers ------------------------------------------------------------------------
+
+
+def _writer(kind: str, url: str, users: int, barrier, results) -> None:
+    """One writer process: warm up, wait for the others, run, report (start, end, CPU)."""
+    import psycopg
+
+    from django.db import connection
+
+    connection.close()  # never the parent's socket
+    with psycopg.connect(dsn(url), autocommit=True) as raw:
+        if kind == "raw":
+            raw_run(raw, 2)
+            run = lambda: raw_run(raw, users)  # noqa: E731
+        else:
+            framework_run(2, kind)
+            run = lambda: framework_run(users, kind)  # noqa: E731
+        pid = raw.execute("SELECT pg_backend_pid()").fetchone()[0] if kind == "raw" else None
+        barrier.wait()
+        start, cpu0 = time.perf_counter(), time.process_time()
+        run()
+        end = time.perf_counter()
+        results.put((start, end, time.process_time() - cpu0, pid))
+    connection.close()
+
+
+def writers_round(kind: str, url: str, writers: int, users: int) -> float:
+    """Total commands/s of ``writers`` processes each running ``users`` users."""
+    from django.db import connections
+
+    connections.close_all()
+    ctx = multiprocessing.get_context("fork")
+    barrier = ctx.Barrier(writers)
+    results = ctx.Queue()
+    procs = [ctx.Process(target=_writer, args=(kind, url, users, barrier, results)) for _ in range(writers)]
+    for p in procs:
+        p.start()
+    got = [results.get(timeout=1800) for _ in procs]
+    for p in procs:
+        p.join()
+        if p.exitcode:
+            raise SystemExit(f"a {kind} writer failed (exit code {p.exitcode})")
+    wall = max(end for _, end, _, _ in got) - min(start for start, _, _, _ in got)
+    return writers * users * (1 + RENAMES) / wall
+
+
+def concurrent(args, url: str) -> dict:
+    writers = args.writers
+    users = args.users
+    rates: dict[str, list[float]] = {"default": [], "raw": []}
+    writers_round("default", url, writers, 2)  # warm the server's caches
+    for i in range(args.runs):
+        for kind in (("default", "raw") if i % 2 == 0 else ("raw", "default")):
+            rates[kind].append(writers_round(kind, url, writers, users))
+    default, raw = statistics.median(rates["default"]), statistics.median(rates["raw"])
+    return report(f"core_writers_{writers}", {
+        "writers": writers,
+        "commands per writer per run": users * (1 + RENAMES),
+        "default, total commands/s (median)": default,
+        f"{writers} raw loops, total commands/s (median)": raw,
+        "default / raw total": default / raw,
+    }, lines=[
+        f"{writers} processes x {users} users x (1 create + {RENAMES} renames), distinct aggregates, "
+        f"{args.runs} runs each, interleaved, PostgreSQL, {os.cpu_count()} CPUs",
+        "default: Django's default OPTIONS, inline dispatch, a handler on user-created",
+        "runs: default " + ", ".join(f"{r:,.0f}" for r in rates["default"])
+        + "; raw " + ", ".join(f"{r:,.0f}" for r in rates["raw"]),
+    ])
 
 
 def main(argv=None) -> dict:
     parser = arg_parser(__doc__)
-    parser.add_argument("--users", type=int, default=200)
+    parser.add_argument("--users", type=int, default=None,
+                        help="users per run (per writer with --writers); default 200 (100 per writer)")
+    parser.add_argument("--writers", type=int, default=0, help="N concurrent writer processes")
     args = parser.parse_args(argv)
-    users = 10 if args.quick else args.users
-    runs = 1 if args.quick else args.runs
-    url = setup_django("fluvius_bench_core", sqlite=args.sqlite)
-    commands = users * (1 + RENAMES)
-
-    from django.db import connection
-
+    if args.users is None:
+        args.users = 100 if args.writers else 200
+    if args.quick:
+        args.users, args.runs = 5, 1
     if args.sqlite:
         raise SystemExit("The raw baseline is written for PostgreSQL; run without --sqlite.")
-    import psycopg
-
-    with psycopg.connect(dsn(url), autocommit=True) as raw:
-        assert raw.execute("SHOW synchronous_commit").fetchone()[0] == "on"
-        framework_run(2)  # warm up both paths (imports, caches, connections)
-        raw_run(raw, 2)
-        timings = interleaved(lambda: framework_run(users), lambda: raw_run(raw, users), runs)
-    connection.close()
-    framework_rate = commands / timings["subject"]
-    raw_rate = commands / timings["baseline"]
-    return report("core", {
-        "commands per run": commands,
-        "framework commands/s (median)": framework_rate,
-        "raw psycopg commands/s (median)": raw_rate,
-        "framework / raw (target >= 0.7)": framework_rate / raw_rate,
-    }, lines=[f"{users} users x (1 create + {RENAMES} renames), {runs} runs each, interleaved, PostgreSQL"])
+    url = setup_django(DB_NAME)
+    return concurrent(args, url) if args.writers else single(args, url)
 
 
 if __name__ == "__main__":
