@@ -302,7 +302,6 @@ def single(args, url: str) -> dict:
 def _writer(kind: str, url: str, users: int, barrier, results) -> None:
     """One writer process: warm up, wait for the others, run, report (start, end, CPU)."""
     import psycopg
-
     from django.db import connection
 
     connection.close()  # never the parent's socket
