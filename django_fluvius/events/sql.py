@@ -142,6 +142,7 @@ class WriteBatch:
         self._upserts.clear()
 
     def _flush_as_one_statement(self, connection: Any) -> None:
+        json_text = _json_text_param()
         parts: list[str] = []
         params: list[Any] = []
         returning: list[tuple[int, models.Model]] = []
@@ -157,7 +158,13 @@ class WriteBatch:
             parts.append(_insert_sql(model, tuple(f.column for f in fields), connection.vendor,
                                      connection.ops.quote_name, True))
             values = obj.__dict__
-            params += [_param(f, values[f.attname], connection) for f in fields]
+            # JSON the bus serialized once already (``PRESERIALIZED``): sent as that text.
+            texts = values.get(PRESERIALIZED) if json_text is not None else None
+            if texts:
+                params += [json_text(texts[f.attname]) if f.attname in texts else _param(f, values[f.attname], connection)
+                           for f in fields]
+            else:
+                params += [_param(f, values[f.attname], connection) for f in fields]
         for model, pk, values, update in self._upserts:
             sql_text, sql_params = _upsert_statement(model, pk, values, update, connection)
             parts.append(sql_text)
@@ -208,6 +215,24 @@ def _param(field: models.Field, value: Any, connection: Any) -> Any:
     return field.get_db_prep_save(value, connection)
 
 
+# An instance attribute: {attname: JSON text} of JSON fields whose value the caller has
+# already serialized (with the field's encoder); the batch sends that text as it is.
+PRESERIALIZED = "_fluvius_json"
+
+
+@cache
+def _json_text_param() -> Any:
+    """psycopg 3: a function wrapping JSON text as a jsonb parameter (None elsewhere)."""
+    try:
+        from django.db.backends.postgresql.psycopg_any import is_psycopg3
+        from psycopg.types.json import Jsonb
+    except ImportError:
+        return None
+    if not is_psycopg3:
+        return None
+    return lambda text: Jsonb(text, dumps=str)
+
+
 def prepared_statements(connection: Any) -> bool:
     """Prepare the bus's statements on this connection? ``FLUVIUS['PREPARED_STATEMENTS']``.
 
@@ -220,6 +245,9 @@ def prepared_statements(connection: Any) -> bool:
         options = connection.settings_dict.get("OPTIONS") or {}
         return not ("prepare_threshold" in options and options["prepare_threshold"] is None)
     return bool(setting)
+
+
+_NEVER_BY_COUNT = 2 ** 62
 
 
 @cache
@@ -235,9 +263,20 @@ def _hot_cursor_class() -> type | None:
 
         def execute(self, query: Any, params: Any = None, *, prepare: bool | None = None,
                     binary: bool | None = None) -> Any:
-            # False means "never" to psycopg; None would fall back to the connection's threshold.
-            return super().execute(query, params, prepare=self.prepare_statements if prepare is None else prepare,
-                                   binary=binary)
+            if prepare is None:
+                prepare = self.prepare_statements
+            conn = self.connection
+            threshold = conn.prepare_threshold
+            if not prepare or threshold is not None:
+                return super().execute(query, params, prepare=prepare, binary=binary)
+            # Django's default OPTIONS leave the connection's threshold at None, which turns
+            # preparing off for every cursor: lift it for this statement only (a threshold
+            # no query reaches, so nothing else gets prepared), then put it back.
+            conn.prepare_threshold = _NEVER_BY_COUNT
+            try:
+                return super().execute(query, params, prepare=True, binary=binary)
+            finally:
+                conn.prepare_threshold = threshold
 
     return HotCursor
 
