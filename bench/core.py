@@ -26,6 +26,10 @@ this process's CPU (``time.process_time``) plus the CPU of every PostgreSQL
 backend connected to the benchmark's database (``/proc/<pid>/stat``, the server
 is local), each as a ratio to the raw loop's.
 
+``--stored N`` runs the default configuration on the empty store and on a
+second database already holding N COPY-ed events (300,000 aggregates x 10 for
+3,000,000), interleaved: the store's size should not matter (>= 0.9).
+
 ``--writers N`` runs N processes at once, each on its own users (distinct
 aggregates), for the default configuration and for N raw loops, interleaved;
 the figure is total commands/s (all commands / wall time from the common start
@@ -365,19 +369,100 @@ def concurrent(args, url: str) -> dict:
     ])
 
 
+# -- the store's size ------------------------------------------------------------------
+
+
+@contextmanager
+def database(name: str):
+    """The default alias pointed at another database of the server (the connection is reopened)."""
+    from django.db import connection
+
+    saved = connection.settings_dict["NAME"]
+    connection.close()
+    connection.settings_dict["NAME"] = name
+    try:
+        yield
+    finally:
+        connection.close()
+        connection.settings_dict["NAME"] = saved
+
+
+def stored_store(events: int) -> str:
+    """A second database, migrated, holding ``events`` COPY-ed events (kept between runs when it has them)."""
+    import psycopg
+    from django.core.management import call_command
+
+    from bench.common import create_pg_database
+    from bench.eventsourcing_ops import copy_streams
+
+    url = create_pg_database(f"{DB_NAME}_stored", drop=False)
+    name = url.rsplit("/", 1)[1]
+    with database(name):
+        call_command("migrate", verbosity=0)
+    with psycopg.connect(dsn(url)) as conn:
+        have = conn.execute("SELECT count(*) FROM django_fluvius_event").fetchone()[0]
+    if have < events:
+        streams = (events - have) // RENAMES
+        for start in range(0, streams, 100_000):
+            copy_streams(url, [(uuid.uuid4(), RENAMES) for _ in range(min(100_000, streams - start))])
+    return name
+
+
+def store_size(args, url: str) -> dict:
+    """The default configuration on an empty store and on one holding ``--stored`` events, interleaved."""
+    from django.db import connection
+
+    users = args.users
+    commands = users * (1 + RENAMES)
+    stored = stored_store(args.stored)
+    empty = connection.settings_dict["NAME"]
+    rates: dict[str, list[float]] = {"empty": [], "stored": []}
+
+    def run(name: str) -> float:
+        with database(name):
+            start = time.perf_counter()
+            framework_run(users, "default")
+            return commands / (time.perf_counter() - start)
+
+    run(empty), run(stored)  # warm up
+    for i in range(args.runs):
+        for which in (("empty", "stored") if i % 2 == 0 else ("stored", "empty")):
+            rates[which].append(run(empty if which == "empty" else stored))
+    with database(stored), connection.cursor() as cursor:
+        cursor.execute("SELECT count(*) FROM django_fluvius_event")
+        held = cursor.fetchone()[0]
+    e, s = statistics.median(rates["empty"]), statistics.median(rates["stored"])
+    return report("core_store_size", {
+        "events in the full store (at the end)": held,
+        "empty store commands/s (median)": e,
+        "full store commands/s (median)": s,
+        "full / empty (target >= 0.9)": s / e,
+    }, lines=[
+        f"{users} users x (1 create + {RENAMES} renames), default configuration, {args.runs} runs each, "
+        "interleaved, PostgreSQL",
+        "runs: empty " + ", ".join(f"{r:,.0f}" for r in rates["empty"])
+        + "; full " + ", ".join(f"{r:,.0f}" for r in rates["stored"]),
+    ])
+
+
 def main(argv=None) -> dict:
     parser = arg_parser(__doc__)
     parser.add_argument("--users", type=int, default=None,
                         help="users per run (per writer with --writers); default 200 (100 per writer)")
     parser.add_argument("--writers", type=int, default=0, help="N concurrent writer processes")
+    parser.add_argument("--stored", type=int, default=0,
+                        help="compare an empty store with one already holding this many events (3000000)")
     args = parser.parse_args(argv)
     if args.users is None:
         args.users = 100 if args.writers else 200
     if args.quick:
         args.users, args.runs = 5, 1
+        args.stored = min(args.stored, 1000)
     if args.sqlite:
         raise SystemExit("The raw baseline is written for PostgreSQL; run without --sqlite.")
     url = setup_django(DB_NAME)
+    if args.stored:
+        return store_size(args, url)
     return concurrent(args, url) if args.writers else single(args, url)
 
 
