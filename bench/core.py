@@ -11,6 +11,8 @@ Subjects, interleaved in one run (the order rotates from run to run):
   subscribed to ``user-created``;
 - **tuned**: ``OPTIONS = {"server_side_binding": True, "prepare_threshold": 5}``
   and handler dispatch off (the configuration of the figures before issue 15);
+- **no-dispatch**: the default configuration with ``DISPATCH = None`` (the command
+  path alone, without the inline delivery of the handler);
 - **eventsourcing**: the ``eventsourcing`` library (``pip install
   django-fluvius[bench]``) on PostgreSQL with its own recorder, the same
   scenario through an ``Application`` (it writes no projection row);
@@ -94,7 +96,7 @@ def configuration(name: str):
 
     options = TUNED_OPTIONS if name == "tuned" else {}
     fluvius = dict(settings.FLUVIUS)
-    fluvius["DISPATCH"] = None if name == "tuned" else "inline"
+    fluvius["DISPATCH"] = "inline" if name == "default" else None
     saved = connection.settings_dict.get("OPTIONS", {})
     connection.close()
     connection.settings_dict["OPTIONS"] = dict(options)
@@ -257,6 +259,7 @@ def single(args, url: str) -> dict:
         subjects: dict[str, Callable[[], tuple[float, float]]] = {
             "default": lambda: measured(lambda: framework_run(users, "default"), probe),
             "tuned": lambda: measured(lambda: framework_run(users, "tuned"), probe),
+            "no-dispatch": lambda: measured(lambda: framework_run(users, "no-dispatch"), probe),
             "raw": lambda: measured(lambda: raw_run(raw, users), probe),
         }
         if app is not None:
@@ -264,6 +267,7 @@ def single(args, url: str) -> dict:
         # Warm up every path (imports, caches, connections, prepared statements).
         framework_run(2, "default")
         framework_run(2, "tuned")
+        framework_run(2, "no-dispatch")
         raw_run(raw, 2)
         if app is not None:
             eventsourcing_run(app, 2)
@@ -274,12 +278,13 @@ def single(args, url: str) -> dict:
     rate = {name: commands / statistics.median(w for w, _ in v) for name, v in values.items()}
     cpu = {name: statistics.median(c for _, c in v) / commands * 1e6 for name, v in values.items()}
     figures: dict[str, float] = {"commands per run": commands}
-    for name in ("default", "tuned", "eventsourcing", "raw"):
+    for name in ("default", "tuned", "no-dispatch", "eventsourcing", "raw"):
         if name not in rate:
             continue
         figures[f"{name} commands/s (median)"] = rate[name]
     figures["default / raw (target >= 0.75)"] = rate["default"] / rate["raw"]
     figures["tuned / raw"] = rate["tuned"] / rate["raw"]
+    figures["no-dispatch / raw"] = rate["no-dispatch"] / rate["raw"]
     if "eventsourcing" in rate:
         figures["eventsourcing / raw"] = rate["eventsourcing"] / rate["raw"]
         figures["default / eventsourcing (target >= 1.3)"] = rate["default"] / rate["eventsourcing"]
@@ -287,11 +292,13 @@ def single(args, url: str) -> dict:
         figures[f"{name} CPU us/command (median)"] = cpu[name]
     figures["CPU: raw / default"] = cpu["raw"] / cpu["default"]
     figures["CPU: raw / tuned"] = cpu["raw"] / cpu["tuned"]
+    figures["CPU: raw / no-dispatch"] = cpu["raw"] / cpu["no-dispatch"]
     if "eventsourcing" in cpu:
         figures["CPU: eventsourcing / default"] = cpu["eventsourcing"] / cpu["default"]
     return report("core", figures, lines=[
         f"{users} users x (1 create + {RENAMES} renames), {args.runs} runs of each subject, interleaved, PostgreSQL",
-        "default: Django's default OPTIONS, inline dispatch, a handler on user-created (the quickstart)",
+        "default: Django's default OPTIONS, inline dispatch, a handler on user-created (the quickstart); "
+        "no-dispatch: the same with DISPATCH None",
         f"tuned: OPTIONS={TUNED_OPTIONS}, dispatch off",
         "eventsourcing: " + ("the eventsourcing library, its PostgreSQL recorder" if app is not None
                              else "not installed (pip install django-fluvius[bench])"),
@@ -348,24 +355,28 @@ def writers_round(kind: str, url: str, writers: int, users: int) -> float:
 def concurrent(args, url: str) -> dict:
     writers = args.writers
     users = args.users
-    rates: dict[str, list[float]] = {"default": [], "raw": []}
+    kinds = ("default", "no-dispatch", "raw")
+    rates: dict[str, list[float]] = {kind: [] for kind in kinds}
     writers_round("default", url, writers, 2)  # warm the server's caches
     for i in range(args.runs):
-        for kind in (("default", "raw") if i % 2 == 0 else ("raw", "default")):
+        for kind in kinds[i % 3:] + kinds[:i % 3]:
             rates[kind].append(writers_round(kind, url, writers, users))
     default, raw = statistics.median(rates["default"]), statistics.median(rates["raw"])
+    no_dispatch = statistics.median(rates["no-dispatch"])
     return report(f"core_writers_{writers}", {
         "writers": writers,
         "commands per writer per run": users * (1 + RENAMES),
         "default, total commands/s (median)": default,
         f"{writers} raw loops, total commands/s (median)": raw,
-        "default / raw total": default / raw,
+        "default / raw total (target >= 0.6 at 4)": default / raw,
+        "no-dispatch, total commands/s (median)": no_dispatch,
+        "no-dispatch / raw total": no_dispatch / raw,
     }, lines=[
         f"{writers} processes x {users} users x (1 create + {RENAMES} renames), distinct aggregates, "
         f"{args.runs} runs each, interleaved, PostgreSQL, {os.cpu_count()} CPUs",
-        "default: Django's default OPTIONS, inline dispatch, a handler on user-created",
-        "runs: default " + ", ".join(f"{r:,.0f}" for r in rates["default"])
-        + "; raw " + ", ".join(f"{r:,.0f}" for r in rates["raw"]),
+        "default: Django's default OPTIONS, inline dispatch, a handler on user-created; "
+        "no-dispatch: the same with DISPATCH None (the command path alone)",
+        *(f"runs: {kind} " + ", ".join(f"{r:,.0f}" for r in rates[kind]) for kind in kinds),
     ])
 
 
