@@ -203,7 +203,7 @@ def validate_payload(serializer_class: type[serializers.Serializer], payload: An
 # so every error message still comes from it, word for word.
 
 
-def _quick_text(field: serializers.Field) -> Callable[[Any], Any] | None:
+def _quick_text(field: Any) -> Callable[[Any], Any] | None:
     if field.max_length is not None or field.min_length is not None or len(field.validators) != 2:
         return None  # the two validators it always has refuse NUL and surrogates: check_payload did
     trim = field.trim_whitespace
@@ -217,7 +217,7 @@ def _quick_text(field: serializers.Field) -> Callable[[Any], Any] | None:
     return accept
 
 
-def _quick_int(field: serializers.Field) -> Callable[[Any], Any] | None:
+def _quick_int(field: Any) -> Callable[[Any], Any] | None:
     if field.max_value is not None or field.min_value is not None or field.validators:
         return None
 
@@ -227,14 +227,14 @@ def _quick_int(field: serializers.Field) -> Callable[[Any], Any] | None:
     return accept
 
 
-def _quick_bool(field: serializers.Field) -> Callable[[Any], Any] | None:
+def _quick_bool(field: Any) -> Callable[[Any], Any] | None:
     if field.validators:
         return None
     return lambda value: value if type(value) is bool else _REFUSED
 
 
 _REFUSED = object()
-QUICK_FIELDS: dict[type[serializers.Field], Callable[[serializers.Field], Callable[[Any], Any] | None]] = {
+QUICK_FIELDS: dict[type[serializers.Field], Callable[[Any], Callable[[Any], Any] | None]] = {
     StrictCharField: _quick_text,
     serializers.IntegerField: _quick_int,
     serializers.BooleanField: _quick_bool,
@@ -251,15 +251,15 @@ def quick_validator(serializer_class: type[serializers.Serializer]) -> Callable[
     quick = serializer_class.__dict__.get("_fluvius_quick", _NO_QUICK)
     if quick is _NO_QUICK:
         quick = _build_quick(serializer_class)
-        serializer_class._fluvius_quick = quick  # type: ignore[attr-defined]
-    return quick  # type: ignore[return-value]
+        setattr(serializer_class, "_fluvius_quick", quick)  # noqa: B010 - a class attribute of our own
+    return quick
 
 
 def _build_quick(serializer_class: type[serializers.Serializer]) -> Callable[[Any], dict[str, Any] | None] | None:
     if not serializer_class.__dict__.get(SIGNATURE_ATTR):
         return None
     plan: list[tuple[str, Callable[[Any], Any], bool, bool, Any]] = []
-    for name, field in serializer_class._declared_fields.items():  # type: ignore[attr-defined]
+    for name, field in serializer_class._declared_fields.items():
         factory = QUICK_FIELDS.get(type(field))
         accept = factory(field) if factory is not None else None
         has_default = field.default is not serializers.empty
