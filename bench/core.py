@@ -65,23 +65,38 @@ def backend_cpu(raw) -> float:
     """CPU seconds used so far by every backend connected to the benchmark's database."""
     pids = [row[0] for row in raw.execute(
         "SELECT pid FROM pg_stat_activity WHERE datname = current_database()").fetchall()]
-    total = 0
-    for pid in pids:
-        try:
-            with open(f"/proc/{pid}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-        except OSError:  # gone, or the server is not local
-            continue
-        total += int(fields[11]) + int(fields[12])  # utime + stime
-    return total / CLOCK_TICKS
+    return sum(pid_cpu(pid) for pid in pids)  # a backend gone, or a server not local: 0
+
+
+def pid_cpu(pid: int) -> float:
+    """CPU seconds used so far by one process (0 when it cannot be read)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+
+# CPU seconds of Django's backends, read just before configuration() closes them
+# (a closed backend is gone from pg_stat_activity and /proc).
+closed_backends_cpu = 0.0
 
 
 def measured(run: Callable[[], None], raw) -> tuple[float, float]:
     """(wall seconds, CPU seconds of this process and the database backends) of one run."""
-    cpu0, db0, wall0 = time.process_time(), backend_cpu(raw), time.perf_counter()
+    cpu0, db0, wall0 = time.process_time(), backend_cpu(raw) + closed_backends_cpu, time.perf_counter()
     run()
     wall = time.perf_counter() - wall0
-    return wall, (time.process_time() - cpu0) + (backend_cpu(raw) - db0)
+    return wall, (time.process_time() - cpu0) + (backend_cpu(raw) + closed_backends_cpu - db0)
+
+
+def _close_counting(connection) -> None:
+    global closed_backends_cpu
+    raw = connection.connection
+    if raw is not None and hasattr(raw, "info"):
+        closed_backends_cpu += pid_cpu(raw.info.backend_pid)
+    connection.close()
 
 
 # -- the subjects ------------------------------------------------------------------------
@@ -98,13 +113,13 @@ def configuration(name: str):
     fluvius = dict(settings.FLUVIUS)
     fluvius["DISPATCH"] = "inline" if name == "default" else None
     saved = connection.settings_dict.get("OPTIONS", {})
-    connection.close()
+    _close_counting(connection)
     connection.settings_dict["OPTIONS"] = dict(options)
     try:
         with override_settings(FLUVIUS=fluvius):
             yield
     finally:
-        connection.close()
+        _close_counting(connection)
         connection.settings_dict["OPTIONS"] = saved
 
 
@@ -115,8 +130,9 @@ def framework_run(users: int, config: str = "default") -> None:
         run_commands(UserDomain(), users)
 
 
-def run_commands(domain, users: int) -> None:
-    """The scenario through a domain: each user created, then renamed RENAMES times."""
+def run_commands(domain, users: int) -> float:
+    """The scenario through a domain: each user created, then renamed RENAMES times; the seconds it took."""
+    start = time.perf_counter()
     for i in range(users):
         result = domain.process_command(
             domain.create_command("create-user", {"name": f"user {i}", "email": f"u{i}@example.com"})
@@ -125,6 +141,7 @@ def run_commands(domain, users: int) -> None:
             domain.process_command(
                 domain.create_command("rename-user", {"name": f"user {i} v{n}"}, aggregate_id=result.aggregate_id)
             )
+    return time.perf_counter() - start
 
 
 def raw_run(conn, users: int) -> None:
@@ -323,17 +340,21 @@ def _writer(kind: str, url: str, users: int, barrier, results) -> None:
         else:
             framework_run(2, kind)
             run = lambda: framework_run(users, kind)  # noqa: E731
-        pid = raw.execute("SELECT pg_backend_pid()").fetchone()[0] if kind == "raw" else None
+        pid = raw.info.backend_pid
+
+        def cpu() -> float:  # this process and its backend (Django's: counted as configuration() closes it)
+            return time.process_time() + (pid_cpu(pid) if kind == "raw" else closed_backends_cpu)
+
         barrier.wait()
-        start, cpu0 = time.perf_counter(), time.process_time()
+        start, cpu0 = time.perf_counter(), cpu()
         run()
         end = time.perf_counter()
-        results.put((start, end, time.process_time() - cpu0, pid))
+        results.put((start, end, cpu() - cpu0, pid))
     connection.close()
 
 
-def writers_round(kind: str, url: str, writers: int, users: int) -> float:
-    """Total commands/s of ``writers`` processes each running ``users`` users."""
+def writers_round(kind: str, url: str, writers: int, users: int) -> tuple[float, float]:
+    """Total commands/s of ``writers`` processes each running ``users`` users, and CPU µs per command."""
     from django.db import connections
 
     connections.close_all()
@@ -349,7 +370,8 @@ def writers_round(kind: str, url: str, writers: int, users: int) -> float:
         if p.exitcode:
             raise SystemExit(f"a {kind} writer failed (exit code {p.exitcode})")
     wall = max(end for _, end, _, _ in got) - min(start for start, _, _, _ in got)
-    return writers * users * (1 + RENAMES) / wall
+    commands = writers * users * (1 + RENAMES)
+    return commands / wall, sum(cpu for _, _, cpu, _ in got) / commands * 1e6
 
 
 def concurrent(args, url: str) -> dict:
@@ -357,12 +379,16 @@ def concurrent(args, url: str) -> dict:
     users = args.users
     kinds = ("default", "no-dispatch", "raw")
     rates: dict[str, list[float]] = {kind: [] for kind in kinds}
+    cpus: dict[str, list[float]] = {kind: [] for kind in kinds}
     writers_round("default", url, writers, 2)  # warm the server's caches
     for i in range(args.runs):
         for kind in kinds[i % 3:] + kinds[:i % 3]:
-            rates[kind].append(writers_round(kind, url, writers, users))
+            rate, cpu = writers_round(kind, url, writers, users)
+            rates[kind].append(rate)
+            cpus[kind].append(cpu)
     default, raw = statistics.median(rates["default"]), statistics.median(rates["raw"])
     no_dispatch = statistics.median(rates["no-dispatch"])
+    cpu = {kind: statistics.median(values) for kind, values in cpus.items()}
     return report(f"core_writers_{writers}", {
         "writers": writers,
         "commands per writer per run": users * (1 + RENAMES),
@@ -371,9 +397,13 @@ def concurrent(args, url: str) -> dict:
         "default / raw total (target >= 0.6 at 4)": default / raw,
         "no-dispatch, total commands/s (median)": no_dispatch,
         "no-dispatch / raw total": no_dispatch / raw,
+        **{f"{kind} CPU us/command (median)": cpu[kind] for kind in kinds},
+        "CPU: raw / default": cpu["raw"] / cpu["default"],
+        "CPU: raw / no-dispatch": cpu["raw"] / cpu["no-dispatch"],
     }, lines=[
         f"{writers} processes x {users} users x (1 create + {RENAMES} renames), distinct aggregates, "
         f"{args.runs} runs each, interleaved, PostgreSQL, {os.cpu_count()} CPUs",
+        "CPU: each writer's process_time + its backend's utime/stime, summed, per command",
         "default: Django's default OPTIONS, inline dispatch, a handler on user-created; "
         "no-dispatch: the same with DISPATCH None (the command path alone)",
         *(f"runs: {kind} " + ", ".join(f"{r:,.0f}" for r in rates[kind]) for kind in kinds),

@@ -125,7 +125,7 @@ def wrk_rate(url: str, clients: int, seconds: float, script: str) -> float:
     import re
     import subprocess
 
-    done = subprocess.run(["wrk", "-t", str(min(clients, 2)), "-c", str(clients), "-d", f"{seconds}s",
+    done = subprocess.run(["wrk", "-t", str(min(clients, 2)), "-c", str(clients), "-d", f"{max(1, round(seconds))}s",
                            "-s", script, url], capture_output=True, text=True, check=True)
     bad = re.search(r"Non-2xx or 3xx responses: (\d+)", done.stdout)
     if bad:
@@ -194,7 +194,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--requests", type=int, default=500, help="requests per run and path")
     parser.add_argument("--concurrency", type=int, default=0,
                         help="N concurrent clients (wrk) against gunicorn with 2 sync workers")
-    parser.add_argument("--seconds", type=float, default=10, help="--concurrency: seconds per run")
+    parser.add_argument("--seconds", type=int, default=10, help="--concurrency: seconds per run")
     args = parser.parse_args(argv)
     n = 20 if args.quick else args.requests
     runs = 1 if args.quick else args.runs
