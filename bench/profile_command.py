@@ -48,14 +48,20 @@ def stage_times(stats: pstats.Stats, commands: int) -> dict[str, float]:
 def main(argv=None) -> dict:
     parser = arg_parser(__doc__)
     parser.add_argument("--users", type=int, default=100)
-    parser.add_argument("--config", choices=("default", "tuned"), default="default")
+    parser.add_argument("--config", choices=("default", "tuned", "no-dispatch"), default="default")
+    parser.add_argument("--command-log", choices=("all", "failures"), default="all",
+                        help="FLUVIUS['COMMAND_LOG'] for the run (the command log's share)")
     args = parser.parse_args(argv)
     users = 5 if args.quick else args.users
     setup_django("fluvius_bench_profile", sqlite=args.sqlite)
+    from django.conf import settings
+    from django.test import override_settings
+
     from bench import core
     from example_project.users.domain import UserDomain
 
-    with core.configuration(args.config):
+    with core.configuration(args.config), override_settings(
+            FLUVIUS={**settings.FLUVIUS, "COMMAND_LOG": args.command_log}):
         domain = UserDomain()
         core.run_commands(domain, 3)  # warm up
         profile = cProfile.Profile()
@@ -65,9 +71,9 @@ def main(argv=None) -> dict:
     commands = users * (1 + core.RENAMES)
     figures = {f"{stage} (us/command)": value
                for stage, value in stage_times(pstats.Stats(profile), commands).items()}
-    return report(f"profile_command_{args.config}", figures, lines=[
-        f"{users} users x (1 create + {core.RENAMES} renames) under cProfile, configuration {args.config!r}; "
-        "cumulative time per stage / commands",
+    return report(f"profile_command_{args.config}_{args.command_log}", figures, lines=[
+        f"{users} users x (1 create + {core.RENAMES} renames) under cProfile, configuration {args.config!r}, "
+        f"COMMAND_LOG={args.command_log!r}; cumulative time per stage / commands",
     ])
 
 
