@@ -12,12 +12,19 @@ authentication, parsing, rendering), one request at a time, with persistent
 database connections (``CONN_MAX_AGE``) as a production site would have. The
 example project's ``@event_handler`` functions (a welcome email) are
 unregistered: they are the project's own work after commit, not the endpoint's.
+
+``--concurrency N`` (issue 15): the same two paths served by gunicorn (2 sync
+workers, persistent database connections, durable commits) under the ``wrk``
+load generator with N connections (``apt-get install wrk``), interleaved runs of
+``--seconds`` each; the figure is requests/s of each and the cost ratio
+plain/command (target <= 1.3).
 """
 
 from __future__ import annotations
 
 import io
 import json
+import sys
 import time
 import types
 import uuid
@@ -87,23 +94,122 @@ def run_requests(handler, path: str, n: int, tag: str) -> float:
     return (time.perf_counter() - start) / n
 
 
+def without_handlers() -> None:
+    """Unregister the example's @event_handler functions (their work is not the endpoint's)."""
+    from django_fluvius.delivery.handlers import handlers
+
+    for spec in list(handlers):
+        handlers.unregister(spec.name)
+
+
+# -- --concurrency: gunicorn and wrk --------------------------------------------------------
+
+WRK_SCRIPT = """
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+wrk.headers["Accept"] = "application/json"
+wrk.body = '{"name": "Ann Smith", "email": "ann@example.com"}'
+"""
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wrk_rate(url: str, clients: int, seconds: float, script: str) -> float:
+    """Requests/s of ``wrk`` POSTing to ``url`` with ``clients`` connections; every answer must be a 201."""
+    import re
+    import subprocess
+
+    done = subprocess.run(["wrk", "-t", str(min(clients, 2)), "-c", str(clients), "-d", f"{max(1, round(seconds))}s",
+                           "-s", script, url], capture_output=True, text=True, check=True)
+    bad = re.search(r"Non-2xx or 3xx responses: (\d+)", done.stdout)
+    if bad:
+        raise SystemExit(f"{url}: {bad.group(1)} answers were not 201\n{done.stdout}")
+    return float(re.search(r"Requests/sec:\s+([\d.]+)", done.stdout).group(1))
+
+
+def concurrency(args, url: str) -> dict:
+    """gunicorn (2 sync workers) under ``wrk`` (``--concurrency`` clients), both paths interleaved."""
+    import os
+    import shutil
+    import statistics
+    import subprocess
+    import tempfile
+    import urllib.request
+    from pathlib import Path
+
+    from bench.common import ROOT
+
+    if shutil.which("wrk") is None:
+        raise SystemExit("--concurrency needs the wrk load generator (apt-get install wrk).")
+    seconds = 2 if args.quick else args.seconds
+    runs = 1 if args.quick else args.runs
+    port = free_port()
+    env = {**os.environ, "DATABASE_URL": url, "DJANGO_SETTINGS_MODULE": "bench.settings"}
+    gunicorn = Path(sys.executable).parent / "gunicorn"
+    server = subprocess.Popen([str(gunicorn), "--workers", "2", "--worker-class", "sync", "--bind",
+                               f"127.0.0.1:{port}", "--log-level", "warning", "bench.rest_wsgi:application"],
+                              cwd=ROOT, env=env)
+    base = f"http://127.0.0.1:{port}"
+    paths = {"command": "/api/app-user/create-user/", "plain": "/plain/users/"}
+    try:
+        for _ in range(200):
+            try:
+                urllib.request.urlopen(base + "/plain/users/?limit=1", timeout=1)
+                break
+            except Exception:  # noqa: BLE001 - not up yet
+                time.sleep(0.1)
+        with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as f:
+            f.write(WRK_SCRIPT)
+        for path in paths.values():  # warm up both workers, both paths
+            wrk_rate(base + path, args.concurrency, 1, f.name)
+        rates: dict[str, list[float]] = {"command": [], "plain": []}
+        for i in range(runs):
+            for name in (("command", "plain") if i % 2 == 0 else ("plain", "command")):
+                rates[name].append(wrk_rate(base + paths[name], args.concurrency, seconds, f.name))
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    command, plain = statistics.median(rates["command"]), statistics.median(rates["plain"])
+    return report("rest_create_concurrency", {
+        "command endpoint requests/s (median)": command,
+        "plain ModelViewSet create requests/s (median)": plain,
+        "command / plain cost per request (target <= 1.3)": plain / command,
+    }, lines=[
+        f"gunicorn, 2 sync workers; wrk, {args.concurrency} connections, {seconds} s per run, {runs} runs each, "
+        "interleaved; PostgreSQL, durable commits, persistent database connections",
+        "(gunicorn's sync workers close the HTTP connection after each response: wrk reconnects)",
+        "runs: command " + ", ".join(f"{r:,.0f}" for r in rates["command"])
+        + "; plain " + ", ".join(f"{r:,.0f}" for r in rates["plain"]),
+    ])
+
+
 def main(argv=None) -> dict:
     parser = arg_parser(__doc__)
     parser.add_argument("--requests", type=int, default=500, help="requests per run and path")
+    parser.add_argument("--concurrency", type=int, default=0,
+                        help="N concurrent clients (wrk) against gunicorn with 2 sync workers")
+    parser.add_argument("--seconds", type=int, default=10, help="--concurrency: seconds per run")
     args = parser.parse_args(argv)
     n = 20 if args.quick else args.requests
     runs = 1 if args.quick else args.runs
-    setup_django("fluvius_bench_rest", sqlite=args.sqlite)
+    url = setup_django("fluvius_bench_rest", sqlite=args.sqlite)
+    if args.concurrency:
+        if args.sqlite:
+            raise SystemExit("--concurrency runs on PostgreSQL.")
+        return concurrency(args, url)
 
     from django.conf import settings
     from django.core.handlers.wsgi import WSGIHandler
     from django.db import connection
     from django.urls import clear_url_caches
 
-    from django_fluvius.delivery.handlers import handlers
-
-    for spec in list(handlers):
-        handlers.unregister(spec.name)
+    without_handlers()
     settings.ROOT_URLCONF = build_urlconf()
     clear_url_caches()
     # Persistent connections, as in production: neither path pays a connect per request.

@@ -34,7 +34,7 @@ BENCH = ROOT / "bench"
 RESULTS = BENCH / "results"
 DOCS_PAGE = ROOT / "docs" / "benchmarks.md"
 DOCS_IMAGE = ROOT / "docs" / "img" / "benchmarks.png"
-NOT_BENCHMARKS = {"__init__", "__main__", "common", "settings", "run_all"}
+NOT_BENCHMARKS = {"__init__", "__main__", "common", "settings", "run_all", "rest_wsgi"}
 START, END = "<!-- bench-report:start -->", "<!-- bench-report:end -->"
 
 TARGET = re.compile(r"target\s*(<=|>=|<|>)\s*([\d,_.]+)")

@@ -37,6 +37,8 @@
 | fluvius.E082  | the stored subject keys do not unwrap with the configured KEK (db)  |
 | fluvius.E090  | a setting needs an optional extra that is not installed (names the extra) |
 | fluvius.E091  | ``FLUVIUS['HEALTH_MAX_DELIVERY_LAG']`` is not None or seconds > 0 |
+| fluvius.E095  | ``FLUVIUS['COMMAND_LOG']`` is not one of its choices          |
+| fluvius.E096  | ``FLUVIUS['PREPARED_STATEMENTS']`` is not None, True or False |
 | fluvius.E100  | the event store's database is a backend not supported (names the supported ones; events/databases.py) |
 | fluvius.E101  | the MariaDB / MySQL server is older than the minimum supported (db) |
 | fluvius.E102  | MariaDB / MySQL: the feed clock's trigger is missing (db)    |
@@ -338,6 +340,27 @@ def check_health_settings(app_configs: Any = None, **kwargs: Any) -> list[checks
                          id="fluvius.E091")]
 
 
+COMMAND_LOG_CHOICES = ("all", "failures")
+
+
+def check_write_settings(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
+    errors: list[checks.CheckMessage] = []
+    log = fluvius_settings.COMMAND_LOG
+    if log not in COMMAND_LOG_CHOICES:
+        errors.append(checks.Error(
+            f"FLUVIUS['COMMAND_LOG'] is {log!r}.",
+            hint="'all' (a row per command) or 'failures' (rows for rejected and failed commands only).",
+            id="fluvius.E095"))
+    prepared = fluvius_settings.PREPARED_STATEMENTS
+    if prepared not in (None, True, False) or isinstance(prepared, int) and not isinstance(prepared, bool):
+        errors.append(checks.Error(
+            f"FLUVIUS['PREPARED_STATEMENTS'] is {prepared!r}.",
+            hint="None (prepared unless OPTIONS has 'prepare_threshold': None), True, or False (behind PgBouncer "
+                 "in transaction mode).",
+            id="fluvius.E096"))
+    return errors
+
+
 # Every check of the package, by the id range it owns, with the tags it runs under.
 # The stored-keys check reads the event store, so it is tagged "database" only, as
 # Django's own database checks: Django 6 hands every alias to the checks a tag selects,
@@ -358,6 +381,7 @@ CHECKS: tuple[tuple[Callable[..., list[Any]], str], ...] = (
     (check_subject_keys, checks.Tags.database),       # E082: the KEK unwraps the stored keys
     (check_extras, "fluvius"),                        # E090: settings that need an optional extra
     (check_health_settings, "fluvius"),               # E091: the health endpoints' threshold (health.py)
+    (check_write_settings, "fluvius"),                # E095-E096: the command log, prepared statements
     (check_database_backends, "fluvius"),             # E100: a database backend not supported (events/databases.py)
     (check_database_versions, checks.Tags.database),  # E101: a MariaDB / MySQL server too old (asks it)
     (check_feed_clock, checks.Tags.database),         # E102: MariaDB / MySQL: the feed clock's trigger is gone

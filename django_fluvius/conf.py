@@ -95,6 +95,15 @@ DEFAULTS: dict[str, Any] = {
     # Folded aggregates kept per process so a command skips reading its stream
     # (see cache.py); 0 turns the cache off.
     "AGGREGATE_CACHE_SIZE": 1000,
+    # PostgreSQL (psycopg 3): the bus's write statement runs with server-side binding and is
+    # prepared on each connection (events/sql.py), whatever the database's OPTIONS say for the
+    # project's own queries. None = prepared unless OPTIONS has "prepare_threshold": None;
+    # False = never prepared (PgBouncer in transaction mode); True = always.
+    "PREPARED_STATEMENTS": None,
+    # The command log (CommandLog): "all" writes a row for every command, in the command's own
+    # write statement; "failures" only for rejected and failed commands (successful ones are
+    # still in the event log, with their command id and metadata).
+    "COMMAND_LOG": "all",
     # Multi-tenancy (tenancy.py): None = off; True or a dict of options (RESOLVER, USER_TENANT,
     # USER_TENANTS, HEADER, SUPERUSER_ALL_TENANTS) = every domain tenant-scoped unless it sets
     # __tenancy__ = False.

@@ -122,3 +122,80 @@ def test_serializer_keeps_docstring_and_explicit_serializer_wins():
         validate_payload(spec.serializer_class, {"value": 3})
     assert "value" in info.value.errors
     assert build_serializer(Typed.typed, "typed").__name__ == "TypedPayload"
+
+
+# -- the quick path (issue 15): same values and the very same errors as the serializer ----------
+
+
+def plain_action(self, name: str, count: int, flag: bool, note: str = "", label: str | None = None,
+                 size: int = 3, on: bool = False):
+    return {}
+
+
+PLAIN_PAYLOADS = [
+    {"name": "Ann", "count": 1, "flag": True},
+    {"name": "  Ann  ", "count": -7, "flag": False, "note": " x ", "label": None, "size": 0, "on": True},
+    {"name": "Ann", "count": 1, "flag": True, "label": "l"},
+    # refused or left to the serializer, each for its own reason:
+    {"name": "", "count": 1, "flag": True},
+    {"name": "   ", "count": 1, "flag": True},
+    {"name": "Ann", "count": 1, "flag": True, "note": ""},
+    {"name": "Ann", "count": 1, "flag": True, "note": "  "},
+    {"name": 5, "count": 1, "flag": True},
+    {"name": "Ann", "count": "7", "flag": "true"},
+    {"name": "Ann", "count": True, "flag": 1},
+    {"name": "Ann", "count": 1.0, "flag": True},
+    {"name": "Ann", "count": 10 ** 20, "flag": True},
+    {"name": None, "count": None, "flag": None},
+    {"name": "Ann", "flag": True},
+    {"name": "Ann", "count": 1, "flag": True, "surprise": 1},
+    {},
+    [],
+    "text",
+]
+
+
+def slow_validate(serializer_class, payload):
+    """The serializer alone (what validate_payload did before the quick path)."""
+    from django_fluvius.write.payload import _flatten, check_payload
+
+    check_payload(payload)
+    serializer = serializer_class(data=payload)
+    if not serializer.is_valid():
+        raise CommandValidationError(_flatten(serializer.errors))
+    return dict(serializer.validated_data)
+
+
+def outcome(validate, serializer_class, payload):
+    try:
+        value = validate(serializer_class, payload)
+    except CommandValidationError as exc:
+        return ("error", exc.errors, str(exc))
+    return ("ok", value, [type(v) for v in value.values()])
+
+
+@pytest.mark.parametrize("payload", PLAIN_PAYLOADS, ids=range(len(PLAIN_PAYLOADS)))
+def test_quick_path_gives_the_serializers_values_and_messages(payload):
+    from django_fluvius.write.payload import quick_validator
+
+    serializer_class = build_serializer(plain_action, "plain")
+    assert quick_validator(serializer_class) is not None  # a plain signature takes the quick path
+    assert outcome(validate_payload, serializer_class, payload) == outcome(slow_validate, serializer_class, payload)
+
+
+def test_quick_path_takes_plain_payloads_and_leaves_the_rest_to_the_serializer():
+    from django_fluvius.write.payload import quick_validator
+
+    quick = quick_validator(build_serializer(plain_action, "plain"))
+    assert quick({"name": " Ann ", "count": 2, "flag": True}) == {
+        "name": "Ann", "count": 2, "flag": True, "note": "", "label": None, "size": 3, "on": False}
+    assert quick({"name": "", "count": 2, "flag": True}) is None
+    assert quick({"name": "Ann", "count": 2}) is None
+    # Not for fields it does not know, nor for a project's own serializer.
+    assert quick_validator(build_serializer(Typed.typed, "typed")) is None
+    from rest_framework import serializers
+
+    class Own(serializers.Serializer):
+        name = serializers.CharField()
+
+    assert quick_validator(Own) is None

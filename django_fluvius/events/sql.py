@@ -15,16 +15,29 @@ one unique key (most projections), and otherwise falls back to two plain
 statements: ``UPDATE ... WHERE pk``, then ``INSERT`` when no row matched (Django
 connects with ``FOUND_ROWS``, so the count is of matched rows), which raises on a
 clash with another unique key just as PostgreSQL does.
+
+On PostgreSQL with psycopg 3 the bus's write statement (``WriteBatch``) runs on
+a cursor of its own over Django's connection (same transaction, same error
+wrapping and query logging): parameters bound on the server and the statement
+prepared (``FLUVIUS['PREPARED_STATEMENTS']``), whatever the database's
+``OPTIONS`` choose for the project's own queries. Values of the framework's
+plain field types go to psycopg as they are when they already have the type
+psycopg adapts (a ``str`` for a ``CharField``, an aware ``datetime`` ...);
+anything else still goes through the field's ``get_db_prep_save``.
 """
 
 from __future__ import annotations
 
+import datetime
+import uuid
 from collections.abc import Iterable
 from functools import cache
 from typing import Any
 
 from django.db import connections, models
 from django.db.models.expressions import DatabaseDefault
+
+from django_fluvius.conf import fluvius_settings
 
 
 @cache
@@ -190,7 +203,7 @@ class WriteBatch:
 
     def flush(self) -> None:
         connection = connections[self.using]
-        if connection.vendor == "postgresql" and len(self._inserts) + len(self._upserts) > 1:
+        if connection.vendor == "postgresql" and self._inserts:
             self._flush_as_one_statement(connection)
         else:
             for obj, stored in self._inserts:
@@ -201,6 +214,7 @@ class WriteBatch:
         self._upserts.clear()
 
     def _flush_as_one_statement(self, connection: Any) -> None:
+        json_text = _json_text_param()
         parts: list[str] = []
         params: list[Any] = []
         returning: list[tuple[int, models.Model]] = []
@@ -215,7 +229,20 @@ class WriteBatch:
             returning.append((len(parts), obj))
             parts.append(_insert_sql(model, tuple(f.column for f in fields), connection.vendor,
                                      connection.ops.quote_name, True))
-            params += [f.get_db_prep_save(_value(obj, f, stored), connection) for f in fields]
+            values = obj.__dict__
+            # JSON the bus serialized once already (``PRESERIALIZED``): sent as that text;
+            # ``stored`` (sealed personal data) wins over both.
+            texts = values.get(PRESERIALIZED) if json_text is not None else None
+            if stored is not None:
+                params += [f.get_db_prep_save(stored[f.attname], connection) if f.attname in stored
+                           else json_text(texts[f.attname]) if texts and f.attname in texts
+                           else _param(f, values[f.attname], connection)
+                           for f in fields]
+            elif texts:
+                params += [json_text(texts[f.attname]) if f.attname in texts else _param(f, values[f.attname], connection)
+                           for f in fields]
+            else:
+                params += [_param(f, values[f.attname], connection) for f in fields]
         for model, pk, values, update in self._upserts:
             sql_text, sql_params = _upsert_statement(model, pk, values, update, connection)
             parts.append(sql_text)
@@ -225,7 +252,7 @@ class WriteBatch:
             f"SELECT {i}, {connection.ops.quote_name(type(obj)._meta.pk.column)} FROM w{i}"
             for i, obj in returning
         ) or "SELECT NULL, NULL"
-        with connection.cursor() as cursor:
+        with hot_cursor(connection) as cursor:
             cursor.execute(f"WITH {ctes} {final}", params)
             pks = dict(cursor.fetchall())
         for i, obj in returning:
@@ -233,6 +260,120 @@ class WriteBatch:
             setattr(obj, pk_field.attname, pk_field.to_python(pks[i]))
             obj._state.adding = False
             obj._state.db = self.using
+
+
+# -- PostgreSQL: the hot statement's cursor and parameters --------------------------------
+
+# Field classes (exactly these, not subclasses that may convert differently) whose
+# value psycopg adapts as it is when it has one of these Python types. ``bool`` is
+# an ``int``: left to the field for integer columns.
+_PLAIN_TYPES: dict[type[models.Field], tuple[type, ...]] = {
+    models.CharField: (str,),
+    models.TextField: (str,),
+    models.UUIDField: (uuid.UUID,),
+    models.IntegerField: (int,),
+    models.BigIntegerField: (int,),
+    models.PositiveIntegerField: (int,),
+    models.PositiveSmallIntegerField: (int,),
+    models.SmallIntegerField: (int,),
+    models.FloatField: (float,),
+    models.BooleanField: (bool,),
+}
+
+
+def _param(field: models.Field, value: Any, connection: Any) -> Any:
+    """The value as psycopg gets it: as it is when that is what the field would give, else the field's own."""
+    if value is None:
+        return None
+    plain = _PLAIN_TYPES.get(type(field))
+    if plain is not None and type(value) in plain:
+        return value
+    if type(field) is models.DateTimeField and type(value) is datetime.datetime and value.tzinfo is not None:
+        return value
+    return field.get_db_prep_save(value, connection)
+
+
+# An instance attribute: {attname: JSON text} of JSON fields whose value the caller has
+# already serialized (with the field's encoder); the batch sends that text as it is.
+PRESERIALIZED = "_fluvius_json"
+
+
+@cache
+def _json_text_param() -> Any:
+    """psycopg 3: a function wrapping JSON text as a jsonb parameter (None elsewhere)."""
+    try:
+        from django.db.backends.postgresql.psycopg_any import is_psycopg3
+        from psycopg.types.json import Jsonb
+    except ImportError:
+        return None
+    if not is_psycopg3:
+        return None
+    return lambda text: Jsonb(text, dumps=str)
+
+
+def prepared_statements(connection: Any) -> bool:
+    """Prepare the bus's statements on this connection? ``FLUVIUS['PREPARED_STATEMENTS']``.
+
+    ``None`` (the default) prepares them unless the database's ``OPTIONS`` say
+    ``"prepare_threshold": None`` (no prepared statements: the setting for
+    PgBouncer in transaction mode).
+    """
+    setting = fluvius_settings.PREPARED_STATEMENTS
+    if setting is None:
+        options = connection.settings_dict.get("OPTIONS") or {}
+        return not ("prepare_threshold" in options and options["prepare_threshold"] is None)
+    return bool(setting)
+
+
+_NEVER_BY_COUNT = 2 ** 62
+
+
+@cache
+def _hot_cursor_class() -> type | None:
+    """A psycopg 3 cursor binding parameters on the server, preparing when told (None without psycopg 3)."""
+    try:
+        import psycopg
+    except ImportError:
+        return None
+
+    class HotCursor(psycopg.Cursor):
+        prepare_statements: bool = True
+
+        def execute(self, query: Any, params: Any = None, *, prepare: bool | None = None,
+                    binary: bool | None = None) -> Any:
+            if prepare is None:
+                prepare = self.prepare_statements
+            conn = self.connection
+            threshold = conn.prepare_threshold
+            if not prepare or threshold is not None:
+                return super().execute(query, params, prepare=prepare, binary=binary)
+            # Django's default OPTIONS leave the connection's threshold at None, which turns
+            # preparing off for every cursor: lift it for this statement only (a threshold
+            # no query reaches, so nothing else gets prepared), then put it back.
+            conn.prepare_threshold = _NEVER_BY_COUNT
+            try:
+                return super().execute(query, params, prepare=True, binary=binary)
+            finally:
+                conn.prepare_threshold = threshold
+
+    return HotCursor
+
+
+def hot_cursor(connection: Any) -> Any:
+    """A cursor for the bus's statements: server-side binding on psycopg 3, else Django's own."""
+    cursor_class = _hot_cursor_class()
+    if cursor_class is None or connection.vendor != "postgresql":
+        return connection.cursor()
+    connection.close_if_health_check_failed()
+    connection.ensure_connection()
+    raw = connection.connection
+    if not hasattr(raw, "pgconn"):  # psycopg2: its own cursor, client-side binding
+        return connection.cursor()
+    with connection.wrap_database_errors:
+        cursor = cursor_class(raw)
+    cursor.prepare_statements = prepared_statements(connection)
+    # Django's wrapper: its error translation (IntegrityError ...) and query logging.
+    return connection._prepare_cursor(cursor)
 
 
 def _upsert_statement(model: type[models.Model], pk: Any, values: dict[str, Any], update: tuple[str, ...],
@@ -247,13 +388,21 @@ def _upsert_statement(model: type[models.Model], pk: Any, values: dict[str, Any]
         sql_text = _mysql_upsert_sql(model, columns, update_columns, connection.ops.quote_name)
     else:
         sql_text = _upsert_sql(model, columns, update_columns, connection.vendor, connection.ops.quote_name)
-    params = [pk_field.get_db_prep_save(pk, connection)]
-    params += [_db_value(by_attname[n], values[n], connection) for n in names]
+    prep = _param if connection.vendor == "postgresql" else _prep_save
+    params = [prep(pk_field, pk, connection)]
+    for n in names:
+        field = by_attname[n]
+        value = values[n]
+        params.append(prep(field, field.to_python(value) if _needs_python(field) else value, connection))
     return sql_text, params
 
 
 def _db_value(field: models.Field, value: Any, connection: Any) -> Any:
     return field.get_db_prep_save(field.to_python(value) if _needs_python(field) else value, connection)
+
+
+def _prep_save(field: models.Field, value: Any, connection: Any) -> Any:
+    return field.get_db_prep_save(value, connection)
 
 
 def _needs_python(field: models.Field) -> bool:

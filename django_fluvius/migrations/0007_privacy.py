@@ -7,7 +7,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('django_fluvius', '0005_drop_outbox'),
+        ('django_fluvius', '0006_event_indexes_fit_readers'),
     ]
 
     operations = [

@@ -77,8 +77,10 @@ class Command:
     id: uuid.UUID = field(default_factory=uuid.uuid4)
     idempotency_key: str | None = None
     created: datetime.datetime = field(default_factory=timezone.now)
-    # The metadata of its events and log row, built once by the bus (CommandBus.metadata).
+    # The metadata of its events and log row, built once by the bus (CommandBus.metadata),
+    # and its JSON text (serialized once for all of them).
     _metadata: dict[str, Any] | None = field(default=None, init=False, repr=False)
+    _metadata_json: str | None = field(default=None, init=False, repr=False)
     # Checks run inside the transaction once the aggregate is loaded, before the action.
     guards: tuple[Guard, ...] = field(default=(), init=False, repr=False)
     # perf_counter() when the bus took the command (the command log's duration).
@@ -146,6 +148,12 @@ def event_as_dict(event: Event) -> dict[str, Any]:
 def to_json_value(value: Any) -> Any:
     """What the value reads back as from a JSON column, so fresh and reloaded state agree."""
     return json.loads(json.dumps(value, cls=DjangoJSONEncoder))
+
+
+def json_once(value: Any) -> tuple[Any, str]:
+    """(what the value reads back as from a JSON column, its JSON text): serialized once."""
+    text = json.dumps(value, cls=DjangoJSONEncoder)
+    return json.loads(text), text
 
 
 # Sent inside the command's transaction once its events are built and before the write batch
@@ -308,8 +316,10 @@ class CommandBus:
                     events=pending,
                     state=aggregate.state,
                 )
-                entry = self._log_entry(command, started, CommandLog.Status.DONE, result=result)
-                batch.insert(entry, None if seal is None else {"payload": seal.mapping(entry.payload)})
+                if fluvius_settings.COMMAND_LOG == "all":
+                    entry = self._log_entry(command, started, CommandLog.Status.DONE, result=result,
+                                            preserialize=True)
+                    batch.insert(entry, None if seal is None else {"payload": seal.mapping(entry.payload)})
                 self._cache_on_commit(aggregate, seal)
                 # Delivery (delivery/dispatch.py, connected at start-up) schedules its wake-up
                 # for the commit; it adds nothing to the batch (the event log is the outbox).
@@ -361,16 +371,23 @@ class CommandBus:
             metadata = command._metadata = self.domain.event_metadata(command)
         return metadata
 
+    def metadata_json(self, command: Command) -> str:
+        text = command._metadata_json
+        if text is None:
+            text = command._metadata_json = json.dumps(self.metadata(command), cls=DjangoJSONEncoder)
+        return text
+
     def new_event(self, command: Command, aggregate: Aggregate, payload: dict[str, Any]) -> Event:
         metadata = self.metadata(command)
-        return Event(
+        payload, payload_json = json_once(payload)
+        event = Event(
             namespace=command.namespace,
             resource=aggregate.resource,
             aggregate_id=aggregate.id,
             version=aggregate.version + 1,
             evt_key=command.spec.evt_key,
             schema_version=current_schema_version(command.namespace, command.spec.evt_key),
-            payload=to_json_value(payload),
+            payload=payload,
             metadata=metadata,
             command_id=command.id,
             correlation_id=metadata.get("correlation_id") or "",
@@ -380,17 +397,21 @@ class CommandBus:
             tenant=aggregate.tenant or "",
             created=timezone.now(),
         )
+        setattr(event, sql.PRESERIALIZED, {"payload": payload_json, "metadata": self.metadata_json(command)})
+        return event
 
     def _log_entry(self, command: Command, started: float, status: str, *,
-                   result: CommandResult | None = None, error: BaseException | None = None) -> CommandLog:
+                   result: CommandResult | None = None, error: BaseException | None = None,
+                   preserialize: bool = False) -> CommandLog:
         metadata = self.metadata(command)
+        payload, payload_json = json_once(command.payload)
         entry = CommandLog(
             command_id=command.id,
             namespace=command.namespace,
             command=command.key,
             resource=(result.resource if result else command.resource) or "",
             aggregate_id=result.aggregate_id if result else command.aggregate_id,
-            payload=to_json_value(command.payload),
+            payload=payload,
             status=status,
             version=result.version if result else None,
             user=metadata.get("user") or "",
@@ -401,6 +422,8 @@ class CommandBus:
             created=command.created,
             duration_ms=(perf_counter() - started) * 1000,
         )
+        if preserialize:  # written as is by the batch (the failure path cleans the values first)
+            setattr(entry, sql.PRESERIALIZED, {"payload": payload_json, "metadata": self.metadata_json(command)})
         if error is not None:
             entry.error_code = getattr(error, "code", None) or type(error).__name__
             entry.error_message = str(error)[:10_000]

@@ -16,6 +16,8 @@ first); 0 turns it off.
 from __future__ import annotations
 
 import copy
+import datetime
+import decimal
 import threading
 import uuid
 from collections import OrderedDict
@@ -23,6 +25,18 @@ from dataclasses import dataclass
 from typing import Any
 
 from django_fluvius.conf import fluvius_settings
+
+# Values no caller can change in place: a flat state of these is copied with dict().
+_IMMUTABLE = frozenset({str, int, float, bool, type(None), uuid.UUID, decimal.Decimal, datetime.datetime,
+                        datetime.date, datetime.time, datetime.timedelta})
+
+
+def private_copy(state: dict[str, Any]) -> dict[str, Any]:
+    """A copy no one can mutate the original through: shallow when every value is immutable."""
+    for value in state.values():
+        if type(value) not in _IMMUTABLE:
+            return copy.deepcopy(state)
+    return dict(state)
 
 
 @dataclass(frozen=True)
@@ -40,7 +54,7 @@ class CachedAggregate:
 
     @property
     def state(self) -> dict[str, Any]:
-        return copy.deepcopy(self.frozen_state)
+        return private_copy(self.frozen_state)
 
 
 class AggregateCache:
@@ -67,7 +81,7 @@ class AggregateCache:
         size = self.size
         if not size:
             return
-        entry = CachedAggregate(namespace, resource, version, copy.deepcopy(state),
+        entry = CachedAggregate(namespace, resource, version, private_copy(state),
                                 created, updated, tenant)
         key = (using, aggregate_id)
         with self._lock:
