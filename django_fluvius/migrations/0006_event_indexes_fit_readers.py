@@ -43,7 +43,8 @@ class Migration(migrations.Migration):
             name="created",
             field=models.DateTimeField(default=django.utils.timezone.now, verbose_name="created"),
         ),
-        migrations.RunPython(add_created_index, drop_created_index),
+        # atomic=False: MariaDB / MySQL cannot run DDL inside the transaction Django would force.
+        migrations.RunPython(add_created_index, drop_created_index, atomic=False),
         migrations.AddIndex(
             model_name="event",
             index=models.Index(condition=models.Q(("correlation_id", ""), _negated=True), fields=["correlation_id"],
