@@ -13,9 +13,10 @@ Waking the relay
     ``"inline"`` mode delivers at once in the committing process; ``"celery"``
     mode wakes this process's relay thread (the request never waits on the
     broker). Other processes hear of the commit through PostgreSQL
-    ``NOTIFY fluvius_events``, sent *after* commit by the relay thread, once per
-    round however many commits it covers (a ``NOTIFY`` inside the transaction
-    would take a global lock at commit and serialize writers). Long-running
+    ``NOTIFY fluvius_events``, sent *after* commit by the relay thread, at once for
+    a lone commit and at most once per ``RELAY_NOTIFY_INTERVAL`` however many
+    commits it covers (a ``NOTIFY`` inside the transaction would take a global lock
+    at commit and serialize writers). Long-running
     relays (``fluvius_relay --loop``, the one every Celery worker starts)
     ``LISTEN`` and also poll every ``RELAY_POLL`` seconds: the safety net, and
     the only mechanism on SQLite.
@@ -63,6 +64,7 @@ from datetime import timedelta
 from typing import Any
 
 from django.db import connections, transaction
+from django.db.models import Exists, OuterRef
 from django.db.models.signals import post_migrate
 from django.utils import timezone
 from django.utils.module_loading import import_string
@@ -529,11 +531,14 @@ class Dispatcher:
     delivers = True
 
     def advance(self, sub: subscriptions.Subscription, cp: Checkpoint, owner: str, using: str,
-                result: RelayResult, *, limit: int | None = None) -> bool:
-        """Move the subscription forward; True if the last write gave the lease up already."""
+                result: RelayResult, *, limit: int | None = None, upto: FeedKey | None = None) -> bool:
+        """Move the subscription forward (up to ``upto``, the round's feed bound); True if the last
+        write gave the lease up already."""
         raise NotImplementedError
 
-    def project(self, sub: subscriptions.Subscription, using: str, result: RelayResult) -> None:
+    def project(self, sub: subscriptions.Subscription, using: str, result: RelayResult, *,
+                behind: bool | None = None) -> None:
+        """Catch an async projection up (``behind``: whether the round saw events for it; None: unknown)."""
         raise NotImplementedError
 
     def redeliver(self, spec: HandlerSpec, position: int) -> None:
@@ -544,13 +549,13 @@ class InlineDispatcher(Dispatcher):
     """Run handlers in the relay's process, in feed order, one try each (no broker)."""
 
     def advance(self, sub: subscriptions.Subscription, cp: Checkpoint, owner: str, using: str,
-                result: RelayResult, *, limit: int | None = None) -> bool:
+                result: RelayResult, *, limit: int | None = None, upto: FeedKey | None = None) -> bool:
         spec: HandlerSpec = sub.subscriber
         feed = Feed(using)
         key = cp.key
         size = _batch_size()
         done = 0
-        upto = feed.bound()
+        upto = upto or feed.bound()
         while limit is None or done < limit:
             events = _read(feed, sub, key, upto, size)
             for raw in events:
@@ -577,7 +582,9 @@ class InlineDispatcher(Dispatcher):
             key = new
         return False
 
-    def project(self, sub: subscriptions.Subscription, using: str, result: RelayResult) -> None:
+    def project(self, sub: subscriptions.Subscription, using: str, result: RelayResult, *,
+                behind: bool | None = None) -> None:
+        # Run even when nothing is new: an idle batch moves the checkpoint past other keys' events.
         caught = sub.subscriber.run_inline(using)
         result.handed_over += getattr(caught, "applied", 0)
 
@@ -589,6 +596,10 @@ class InlineDispatcher(Dispatcher):
                                 "re-drive that one first.")
 
 
+# settle(first=_LOOK_UP): the first pending delivery is not known; ask the database.
+_LOOK_UP = object()
+
+
 def _in_chunks(values: Sequence[Any], size: int = 500) -> Iterable[Sequence[Any]]:
     for start in range(0, len(values), size):
         yield values[start:start + size]
@@ -598,7 +609,7 @@ class CeleryDispatcher(Dispatcher):
     """Hand deliveries to Celery workers (tasks.py), with pending receipts the checkpoint waits on."""
 
     def advance(self, sub: subscriptions.Subscription, cp: Checkpoint, owner: str, using: str,
-                result: RelayResult, *, limit: int | None = None) -> bool:
+                result: RelayResult, *, limit: int | None = None, upto: FeedKey | None = None) -> bool:
         spec: HandlerSpec = sub.subscriber
         receipts = HandlerReceipt.objects.using(handler_database(spec)).filter(handler=spec.name)
         feed = Feed(using)
@@ -616,10 +627,13 @@ class CeleryDispatcher(Dispatcher):
             result.redelivered += len(overdue)
         # 2. New events after the handed-over mark: pending receipts first, then the messages.
         sent = cp.sent_key
-        # Nothing handed over and unsettled: no pending receipt counts against the window.
-        in_flight = receipts.filter(status=PENDING).count() if sent > cp.key or overdue else 0
+        # Deliveries handed over earlier and not settled yet (then they count against the
+        # window, and the checkpoint must look for the first of them).
+        earlier = sent > cp.key or bool(overdue)
+        in_flight = receipts.filter(status=PENDING).count() if earlier else 0
+        first: FeedKey | None = None  # the first delivery this advance left pending, in feed order
         handed = 0
-        upto = feed.bound()
+        upto = upto or feed.bound()
         while in_flight < window and (limit is None or handed < limit):
             take = min(size * 10, window - in_flight)
             keys = feed.keys(sent, upto, evt_keys=sub.read_keys, namespace=sub.namespace, limit=take)
@@ -628,15 +642,20 @@ class CeleryDispatcher(Dispatcher):
                 self.publish(spec, [Attempt(spec.name, p) for _, p in keys if p in fresh], using)
                 handed += len(fresh)
                 in_flight += len(fresh)
+                if first is None:
+                    first = next((key for key in keys if key[1] in fresh), None)
             new = subscriptions.feed_max(keys[-1] if len(keys) >= take else upto, sent)
+            if len(keys) < take:
+                sent = new  # the last batch: settle() writes the mark with the checkpoint
+                break
+            # More to read: record the mark now (and renew the lease).
             if new != sent and not subscriptions.save_checkpoint(spec.name, owner, using, sent=new):
                 return True
             sent = new
-            if len(keys) < take:
-                break
         result.handed_over += handed
-        # 3. The checkpoint: up to the first delivery still pending, in feed order.
-        return self.settle(sub, cp, sent, owner, using)
+        # 3. The checkpoint: up to the first delivery still pending, in feed order. With nothing
+        #    handed over before, that is the first one this advance handed over: no query.
+        return self.settle(sub, cp, sent, owner, using, first=_LOOK_UP if earlier else first)
 
     @staticmethod
     def first_pending(spec: HandlerSpec, using: str) -> FeedKey | None:
@@ -666,17 +685,24 @@ class CeleryDispatcher(Dispatcher):
 
     @classmethod
     def settle(cls, sub: subscriptions.Subscription, cp: Checkpoint, sent: FeedKey, owner: str,
-               using: str) -> bool:
-        """Move the checkpoint (giving the lease up in the same write); True if it was written."""
-        first = cls.first_pending(sub.subscriber, using)
+               using: str, *, first: Any = _LOOK_UP) -> bool:
+        """Move the checkpoint and the handed-over mark, giving the lease up in the same write;
+        True if it was written. ``first``: the first pending delivery if known, else ``_LOOK_UP``."""
+        if first is _LOOK_UP:
+            first = cls.first_pending(sub.subscriber, using)
         key = sent if first is None else min(sent, (first[0], first[1] - 1))
-        if key > cp.key:
-            subscriptions.save_checkpoint(sub.name, owner, using, key=key, release=True)
+        moved = key > cp.key
+        if moved or sent != cp.sent_key:
+            subscriptions.save_checkpoint(sub.name, owner, using, key=key if moved else None, sent=sent,
+                                          release=True)
             return True
         return False
 
-    def project(self, sub: subscriptions.Subscription, using: str, result: RelayResult) -> None:
-        if sub.subscriber.behind(using):
+    def project(self, sub: subscriptions.Subscription, using: str, result: RelayResult, *,
+                behind: bool | None = None) -> None:
+        if behind is None:
+            behind = sub.subscriber.behind(using)
+        if behind:
             send(celery_app(), PROJECT_TASK, (sub.name, using), queue=fluvius_settings.CELERY_QUEUE)
             result.handed_over += 1
 
@@ -770,36 +796,48 @@ def deliver_pending(*, using: str | None = None, names: Iterable[str] | None = N
         return result
     wanted = set(names) if names is not None else None
     owner = relay_owner()
-    subs = [sub for sub in declared() if wanted is None or sub.name in wanted]
-    # Once per round, not per subscription: the feed's head, the checkpoints, and which
-    # handlers have deliveries past their due time. A subscription settled up to the head
-    # with nothing overdue has nothing to do.
-    feed = Feed(using)
-    head = feed.head()
-    checkpoints = {cp.name: cp for cp in Checkpoint.objects.using(using).filter(
-        name__in=[sub.name for sub in subs])}
-    overdue = _overdue_handlers(subs)
-    for sub in subs:
+    subs = []
+    for sub in declared():
+        if wanted is not None and sub.name not in wanted:
+            continue
         problem = subscriptions.start_problem(sub.start)
         if problem is not None:  # fluvius.E055 says so at start-up; never guess a start
             logger.error("Subscription %s is not delivered: %s.", sub.name, problem)
             continue
+        subs.append(sub)
+    if not subs:
+        return result
+    # Once per round, not per subscription (a round is a handful of statements, whatever
+    # the number of subscriptions): the feed's gap-safe bound, the checkpoints with which
+    # handlers have deliveries past their due time, and which subscriptions have events
+    # of their keys after their checkpoint. A subscription settled up to there with
+    # nothing overdue has nothing to do: no lease, no statement of its own.
+    feed = Feed(using)
+    upto = feed.bound()
+    checkpoints, overdue = _round_state(subs, using)
+    quiet = [(sub, checkpoints[sub.name]) for sub in subs if sub.name in checkpoints
+             and sub.name not in overdue and checkpoints[sub.name].sent_key <= checkpoints[sub.name].key]
+    busy = feed.nonempty([(cp.key, upto, sub.read_keys, sub.namespace) for sub, cp in quiet])
+    idle = {sub.name for index, (sub, _) in enumerate(quiet) if index not in busy}
+    for sub in subs:
         try:
             if sub.kind == subscriptions.PROJECTION:
-                dispatcher.project(sub, using, result)
+                dispatcher.project(sub, using, result,
+                                   behind=None if sub.name not in checkpoints else sub.name not in idle)
                 continue
-            cp = checkpoints.get(sub.name) or subscriptions.ensure(sub, using, hint=hint)
-            if (sub.name not in overdue and cp.sent_key <= cp.key
-                    and not feed.keys(cp.key, head, evt_keys=sub.read_keys, namespace=sub.namespace, limit=1)):
-                continue  # nothing in flight, nothing of its keys since: one short read, no lease
-            if not subscriptions.take_lease(sub.name, owner, using):
+            if sub.name in idle:
+                continue
+            if sub.name not in checkpoints:
+                subscriptions.ensure(sub, using, hint=hint)
+            cp = subscriptions.lead(sub.name, owner, using)
+            if cp is None:
                 result.busy += 1
                 continue
             released = False
             try:
-                cp = Checkpoint.objects.using(using).get(name=sub.name)
                 cp.overdue = sub.name in overdue  # type: ignore[attr-defined]  # known this round
-                released = dispatcher.advance(sub, cp, owner, using, result, limit=limit)
+                released = dispatcher.advance(sub, cp, owner, using, result, limit=limit,
+                                              upto=subscriptions.feed_max(upto, cp.key))
             finally:
                 if not released:
                     subscriptions.release_lease(sub.name, owner, using)
@@ -809,6 +847,28 @@ def deliver_pending(*, using: str | None = None, names: Iterable[str] | None = N
             logger.warning("Subscription %s could not move (%s: %s); its events wait for the next round.",
                            sub.name, type(exc).__name__, exc)
     return result
+
+
+def _round_state(subs: Sequence[subscriptions.Subscription], using: str) -> tuple[dict[str, Checkpoint], set[str]]:
+    """The subscriptions' checkpoints, and the handlers with a delivery past its due time.
+
+    One statement where the handlers' receipts live with the checkpoints (the usual
+    case); one more per other database.
+    """
+    now = timezone.now()
+    late = HandlerReceipt.objects.using(using).filter(handler=OuterRef("name"), status=PENDING, due__lt=now)
+    local = {sub.name for sub in subs if sub.kind == subscriptions.HANDLER
+             and handler_database(sub.subscriber) == using}
+    checkpoints: dict[str, Checkpoint] = {}
+    overdue: set[str] = set()
+    for cp in Checkpoint.objects.using(using).filter(name__in=[sub.name for sub in subs]).annotate(
+            late=Exists(late)):
+        checkpoints[cp.name] = cp
+        if cp.late and cp.name in local:
+            overdue.add(cp.name)
+    overdue |= _overdue_handlers([sub for sub in subs if sub.kind == subscriptions.HANDLER
+                                  and sub.name not in local])
+    return checkpoints, overdue
 
 
 def _overdue_handlers(subs: Sequence[subscriptions.Subscription]) -> set[str]:
@@ -908,11 +968,13 @@ class BackgroundRelay:
     """A daemon thread per process, woken by this process's commits.
 
     The on-commit callback only puts a note on a queue. The thread sends one
-    ``NOTIFY`` at once for everything that arrived (other processes' relays wake),
-    then, in Celery mode, moves this process's subscriptions forward. Rounds are
-    at least ``RELAY_LINGER`` seconds apart (commits during the pause get one more
-    ``NOTIFY``), so a busy process pays the broker and the feed queries once per
-    batch of commits, while a lone commit goes at once.
+    ``NOTIFY`` for everything that arrived (other processes' relays wake) at once,
+    then at most one every ``RELAY_NOTIFY_INTERVAL`` seconds while commits keep
+    coming: a lone commit is announced without delay, a busy process pays one
+    ``NOTIFY`` per interval, not per commit. In "thread" mode it also moves this
+    process's subscriptions forward, in rounds at least ``RELAY_LINGER`` seconds
+    apart (the broker and the feed queries once per batch of commits), announcing
+    the commits that arrive meanwhile on the ``NOTIFY`` schedule.
     """
 
     def __init__(self) -> None:
@@ -920,6 +982,7 @@ class BackgroundRelay:
         self._queue: queue.Queue | None = None
         self._pid: int | None = None
         self._last = 0.0
+        self._last_notify = 0.0
 
     def submit(self, using: str, hint: int | None, *, run: bool = True) -> None:
         self._ensure().put((using, hint, run))
@@ -951,40 +1014,50 @@ class BackgroundRelay:
             connections.close_all()
             first = q.get()
         taken = [first]
-        self._drain(q, taken)
-        # Other processes' relays first: one NOTIFY for everything queued so far, at once.
-        self._notify(taken)
-        notified = len(taken)
-        # Sleep rather than wait on the queue: a waiting thread would wake (and take the GIL
-        # from the request) at every commit.
-        pause = float(fluvius_settings.RELAY_LINGER) - (time.monotonic() - self._last)
-        if pause > 0:
-            time.sleep(pause)
-        self._drain(q, taken)
         try:
-            if len(taken) > notified:  # commits that came during the pause: one more NOTIFY
-                self._notify(taken[notified:])
-            rounds: dict[str, tuple[int | None, bool]] = {}
-            for entry in taken:
-                if entry is None:  # close_connections() asks for the connections back
-                    continue
-                using, hint, run = entry
-                old_hint, old_run = rounds.get(using, (hint, run))
-                hints = [h for h in (old_hint, hint) if h is not None]
-                rounds[using] = (min(hints) if hints else None, old_run or run)
-            for using, (hint, run) in rounds.items():
-                if run:
-                    try:
-                        relax_durability(using)
-                    except Exception:  # noqa: BLE001 - the round reports the database's state
-                        logger.debug("Could not relax durability on the relay connection.", exc_info=True)
-                    deliver_pending(using=using, hint=hint)
+            interval = float(fluvius_settings.RELAY_NOTIFY_INTERVAL)
+            # Sleep rather than wait on the queue: a waiting thread would wake (and take the
+            # GIL from the request) at every commit. Commits during the pause share the NOTIFY.
+            pause = interval - (time.monotonic() - self._last_notify)
+            if pause > 0:
+                time.sleep(pause)
+            self._drain(q, taken)
+            self._notify(taken)
+            notified = len(taken)
+            if any(entry is not None and entry[2] for entry in taken):
+                # "thread": this process hands over too, in rounds RELAY_LINGER apart; the
+                # commits arriving meanwhile are announced on the NOTIFY schedule.
+                end = self._last + float(fluvius_settings.RELAY_LINGER)
+                while (left := end - time.monotonic()) > 0:
+                    time.sleep(min(left, max(interval, 0.001)))
+                    self._drain(q, taken)
+                    if len(taken) > notified:
+                        self._notify(taken[notified:])
+                        notified = len(taken)
+                self._hand_over(taken)
             if None in taken:
                 connections.close_all()
         finally:
-            self._last = time.monotonic()
             for _ in taken:
                 q.task_done()
+
+    def _hand_over(self, taken: list[Any]) -> None:
+        rounds: dict[str, int | None] = {}
+        for entry in taken:
+            if entry is None or not entry[2]:  # None: close_connections() asks for the connections back
+                continue
+            using, hint, _ = entry
+            hints = [h for h in (rounds.get(using, hint), hint) if h is not None]
+            rounds[using] = min(hints) if hints else None
+        try:
+            for using, hint in rounds.items():
+                try:
+                    relax_durability(using)
+                except Exception:  # noqa: BLE001 - the round reports the database's state
+                    logger.debug("Could not relax durability on the relay connection.", exc_info=True)
+                deliver_pending(using=using, hint=hint)
+        finally:
+            self._last = time.monotonic()
 
     @staticmethod
     def _drain(q: queue.Queue, taken: list[Any]) -> None:
@@ -994,10 +1067,12 @@ class BackgroundRelay:
             except queue.Empty:
                 return
 
-    @staticmethod
-    def _notify(entries: Sequence[Any]) -> None:
+    def _notify(self, entries: Sequence[Any]) -> None:
+        self._last_notify = time.monotonic()
         for using in {entry[0] for entry in entries if entry is not None}:
             try:
+                # A NOTIFY commits a transaction of its own (with an id): no WAL flush for it.
+                relax_durability(using)
                 notify(using)
             except Exception:  # noqa: BLE001 - the others' poll catches up
                 logger.debug("Could not NOTIFY the other relays.", exc_info=True)
