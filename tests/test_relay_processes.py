@@ -98,6 +98,6 @@ def test_two_relay_processes_lead_each_subscription_one_at_a_time_and_deliver_ea
     assert processes == {process.pid for process in relays}, "both relay processes led batches"
     for name, calls in runs.items():
         calls.sort()
-        for (_, ended, pid), (started, _, other) in zip(calls, calls[1:]):
+        for (_, ended, pid), (started, _, other) in zip(calls, calls[1:], strict=False):
             if pid != other:
                 assert started >= ended, f"{name}: two relays ran its deliveries at the same time"
