@@ -52,7 +52,6 @@ from __future__ import annotations
 import atexit
 import logging
 import os
-import queue
 import random
 import threading
 import time
@@ -61,6 +60,7 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
+from functools import partial
 from typing import Any
 
 from django.db import connections, transaction
@@ -101,12 +101,15 @@ class Subscribers:
 
     def __init__(self) -> None:
         self._items: dict[str, Any] = {}
+        self.version = 0  # changes with every add or remove (the commit path compares it)
 
     def add(self, subscriber: Any) -> None:
         self._items[subscriber.name] = subscriber
+        self.version += 1
 
     def remove(self, name: str) -> None:
         self._items.pop(name, None)
+        self.version += 1
 
     def get(self, name: str) -> Any:
         return self._items.get(name)
@@ -885,6 +888,25 @@ def _overdue_handlers(subs: Sequence[subscriptions.Subscription]) -> set[str]:
     return found
 
 
+def notify_now(using: str) -> None:
+    """The relay thread's ``NOTIFY``: its own connection, no WAL flush, straight to the driver.
+
+    A ``NOTIFY`` is a transaction of its own (with an id): ``synchronous_commit=off``
+    spares it a WAL flush (a lost notification costs a poll interval, never an
+    event), and sending it on the driver's connection spares Django's cursor
+    machinery, at most once per ``RELAY_NOTIFY_INTERVAL``.
+    """
+    connection = connections[using]
+    if connection.vendor != "postgresql":
+        return
+    relax_durability(using)
+    try:
+        connection.connection.execute(f"NOTIFY {CHANNEL}")
+    except Exception:
+        connection.close()  # broken: opened again at the next one
+        raise
+
+
 def notify(using: str) -> None:
     """Wake other processes' relays (PostgreSQL ``NOTIFY``; nothing elsewhere). Call after commit."""
     connection = connections[using]
@@ -899,16 +921,20 @@ def dispatch_committed(events: Sequence[Any], using: str, batch: sql.WriteBatch 
     """Inside the command's transaction: nothing is written; a wake-up is scheduled for the commit.
 
     Connected to the bus's ``events_appending`` signal below (``AppConfig.ready``
-    imports this module).
+    imports this module). Runs for every command: a few attribute reads and one
+    ``on_commit`` callback, nothing more.
     """
     mode = fluvius_settings.DISPATCH
     if mode is None or mode == "off" or not events:
         return
-    _ensure_known(using)
-    transaction.on_commit(lambda: committed(events, using), using=using)
+    if _ensured_at.get(using) != (handlers.version, subscribers.version):
+        _ensure_known(using)
+    transaction.on_commit(partial(committed, events, using), using=using)
 
 
 _ensured: set[tuple[str, str]] = set()
+# database -> (handlers.version, subscribers.version) when every subscription was last ensured.
+_ensured_at: dict[str, tuple[int, int]] = {}
 
 
 def _ensure_known(using: str) -> None:
@@ -916,32 +942,34 @@ def _ensure_known(using: str) -> None:
 
     A ``start="now"`` subscription created by another process's relay a moment
     later would otherwise begin after the very events whose writer knew it. Done
-    once per subscription and process (a set lookup per command after that); the
-    relay round creates any that a rolled-back transaction took away.
+    once per subscription and process (the registries' versions say when one came);
+    the relay round creates any that a rolled-back transaction took away.
     """
-    names = [spec.name for spec in handlers] + [sub.name for sub in subscribers]
-    if all((using, name) in _ensured for name in names):
-        return
+    versions = (handlers.version, subscribers.version)
     missing = [sub for sub in declared() if (using, sub.name) not in _ensured]
     for sub in missing:
         if subscriptions.start_problem(sub.start) is None:
             subscriptions.ensure(sub, using)
         _ensured.add((using, sub.name))
+    _ensured_at[using] = versions
+
+
+def _first_position(events: Sequence[Any]) -> int | None:
+    """The position just before the batch (where a new ``start="now"`` subscription begins)."""
+    positions = [e.position for e in events if e.position is not None]
+    return min(positions) - 1 if positions else None
 
 
 def committed(events: Sequence[Any], using: str) -> None:
     """After commit: inline mode delivers here and now; every mode wakes the relay thread."""
-    # Positions are known once the batch is written: a new "now" subscription starts before them.
-    positions = [e.position for e in events if e.position is not None]
-    hint = min(positions) - 1 if positions else None
     try:
         if fluvius_settings.DISPATCH == "inline":
             names = {sub.name for event in events for sub in handlers.for_event(event)}
             names.update(s.name for event in events for s in subscribers.wanting(event))
             if names:
-                deliver_pending(using=using, names=names, hint=hint)
-            if connections[using].vendor == "postgresql":
-                relay.submit(using, hint, run=False)  # the NOTIFY, off the request path
+                deliver_pending(using=using, names=names, hint=_first_position(events))
+            if _vendor(using) == "postgresql":
+                relay.submit(using, None, run=False)  # the NOTIFY, off the request path
             return
         mode = fluvius_settings.RELAY
         runner = RELAY_MODES.get(mode)
@@ -949,7 +977,7 @@ def committed(events: Sequence[Any], using: str) -> None:
             logger.error("FLUVIUS['RELAY'] is %r; expected one of %s. The events wait for the periodic relay.",
                          mode, sorted(RELAY_MODES))
             return
-        runner(using, hint)
+        runner(using, events)
     except Exception:  # noqa: BLE001 - the command committed; the relay delivers later
         logger.exception("Delivery after commit failed; the subscriptions catch up at the next relay round.")
 
@@ -959,6 +987,7 @@ events_appending.connect(dispatch_committed, dispatch_uid="django_fluvius.delive
 
 def _forget_ensured(**kwargs: Any) -> None:
     _ensured.clear()  # the tables were (re)made or flushed: checkpoints may be gone
+    _ensured_at.clear()
 
 
 post_migrate.connect(_forget_ensured, dispatch_uid="django_fluvius.delivery.dispatch.ensured")
@@ -967,90 +996,121 @@ post_migrate.connect(_forget_ensured, dispatch_uid="django_fluvius.delivery.disp
 class BackgroundRelay:
     """A daemon thread per process, woken by this process's commits.
 
-    The on-commit callback only puts a note on a queue. The thread sends one
-    ``NOTIFY`` for everything that arrived (other processes' relays wake) at once,
-    then at most one every ``RELAY_NOTIFY_INTERVAL`` seconds while commits keep
-    coming: a lone commit is announced without delay, a busy process pays one
-    ``NOTIFY`` per interval, not per commit. In "thread" mode it also moves this
-    process's subscriptions forward, in rounds at least ``RELAY_LINGER`` seconds
-    apart (the broker and the feed queries once per batch of commits), announcing
-    the commits that arrive meanwhile on the ``NOTIFY`` schedule.
+    A commit only leaves a note (per database: the lowest hint, whether to hand
+    over); commits while a note waits just update it, so the thread wakes once per
+    batch of commits, not per commit. The thread sends one ``NOTIFY`` for
+    everything noted (other processes' relays wake) at once, then at most one every
+    ``RELAY_NOTIFY_INTERVAL`` seconds while commits keep coming: a lone commit is
+    announced without delay, a busy process pays one ``NOTIFY`` per interval. In
+    "thread" mode it also moves this process's subscriptions forward, in rounds at
+    least ``RELAY_LINGER`` seconds apart (the broker and the feed queries once per
+    batch of commits), announcing the commits that arrive meanwhile on the
+    ``NOTIFY`` schedule.
     """
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._queue: queue.Queue | None = None
-        self._pid: int | None = None
+        self._start_lock = threading.Lock()
+        self._reset()
+        os.register_at_fork(after_in_child=self._reset)  # a forked child inherits no thread
+
+    def _reset(self) -> None:
+        self._cond = threading.Condition(threading.Lock())
+        self._notes: dict[str, list[Any]] = {}  # database -> [lowest hint, hand over?]
+        self._active = 0  # rounds in progress (flush waits for them)
+        self._close = False  # close_connections() asks for the connections back
+        self._started = False
         self._last = 0.0
         self._last_notify = 0.0
 
     def submit(self, using: str, hint: int | None, *, run: bool = True) -> None:
-        self._ensure().put((using, hint, run))
+        if not self._started:
+            self._start()
+        with self._cond:
+            note = self._notes.get(using)
+            if note is None:
+                self._notes[using] = [hint, run]
+                self._cond.notify()
+            else:
+                if hint is not None and (note[0] is None or hint < note[0]):
+                    note[0] = hint
+                note[1] = note[1] or run
 
-    def _ensure(self) -> queue.Queue:
-        # A forked child (Celery prefork, gunicorn) inherits no thread: start its own.
-        if self._queue is None or self._pid != os.getpid():
-            with self._lock:
-                if self._queue is None or self._pid != os.getpid():
-                    self._queue = queue.Queue()
-                    self._pid = os.getpid()
-                    thread = threading.Thread(target=self._run, args=(self._queue,), name="fluvius-relay",
-                                              daemon=True)
-                    thread.start()
-        return self._queue
+    def _start(self) -> None:
+        with self._start_lock:
+            if not self._started:
+                threading.Thread(target=self._run, name="fluvius-relay", daemon=True).start()
+                self._started = True
 
-    def _run(self, q: queue.Queue) -> None:
+    def _run(self) -> None:
         while True:
             try:
-                self._round(q)
+                self._round()
             except Exception:  # noqa: BLE001 - the thread must outlive any one round
                 logger.exception("The relay thread failed a round; the periodic relay catches up.")
 
-    def _round(self, q: queue.Queue) -> None:
-        try:
-            first = q.get(timeout=1.0)
-        except queue.Empty:
+    def _take(self, *, wait: bool, timeout: float | None = None) -> tuple[dict[str, list[Any]], bool]:
+        """The notes left so far (waiting for some, up to ``timeout``, if ``wait``), and whether to
+        close the connections."""
+        with self._cond:
+            if wait:
+                while not self._notes and not self._close:
+                    if not self._cond.wait(timeout) and timeout is not None:
+                        break
+                if not self._notes and not self._close:
+                    return {}, False
+                self._active += 1
+            notes, self._notes = self._notes, {}
+            close, self._close = self._close, False
+            return notes, close
+
+    @staticmethod
+    def _merge(into: dict[str, list[Any]], notes: dict[str, list[Any]]) -> None:
+        for using, (hint, run) in notes.items():
+            note = into.setdefault(using, [hint, run])
+            if hint is not None and (note[0] is None or hint < note[0]):
+                note[0] = hint
+            note[1] = note[1] or run
+
+    def _round(self) -> None:
+        notes, close = self._take(wait=True, timeout=1.0)
+        if not notes and not close:
             # Idle: give the connection back (test databases are dropped at the end).
             connections.close_all()
-            first = q.get()
-        taken = [first]
+            notes, close = self._take(wait=True)
         try:
             interval = float(fluvius_settings.RELAY_NOTIFY_INTERVAL)
-            # Sleep rather than wait on the queue: a waiting thread would wake (and take the
-            # GIL from the request) at every commit. Commits during the pause share the NOTIFY.
+            # Sleep rather than wait for notes: commits during the pause share the NOTIFY.
             pause = interval - (time.monotonic() - self._last_notify)
             if pause > 0:
                 time.sleep(pause)
-            self._drain(q, taken)
-            self._notify(taken)
-            notified = len(taken)
-            if any(entry is not None and entry[2] for entry in taken):
+                more, closing = self._take(wait=False)
+                self._merge(notes, more)
+                close = close or closing
+            self._notify(notes)
+            if any(run for _, run in notes.values()):
                 # "thread": this process hands over too, in rounds RELAY_LINGER apart; the
-                # commits arriving meanwhile are announced on the NOTIFY schedule.
+                # commits noted meanwhile are announced on the NOTIFY schedule.
                 end = self._last + float(fluvius_settings.RELAY_LINGER)
                 while (left := end - time.monotonic()) > 0:
                     time.sleep(min(left, max(interval, 0.001)))
-                    self._drain(q, taken)
-                    if len(taken) > notified:
-                        self._notify(taken[notified:])
-                        notified = len(taken)
-                self._hand_over(taken)
-            if None in taken:
+                    more, closing = self._take(wait=False)
+                    close = close or closing
+                    if more:
+                        self._notify(more)
+                        self._merge(notes, more)
+                self._hand_over(notes)
+            if close:
                 connections.close_all()
         finally:
-            for _ in taken:
-                q.task_done()
+            with self._cond:
+                self._active -= 1
+                self._cond.notify_all()
 
-    def _hand_over(self, taken: list[Any]) -> None:
-        rounds: dict[str, int | None] = {}
-        for entry in taken:
-            if entry is None or not entry[2]:  # None: close_connections() asks for the connections back
-                continue
-            using, hint, _ = entry
-            hints = [h for h in (rounds.get(using, hint), hint) if h is not None]
-            rounds[using] = min(hints) if hints else None
+    def _hand_over(self, notes: dict[str, list[Any]]) -> None:
         try:
-            for using, hint in rounds.items():
+            for using, (hint, run) in notes.items():
+                if not run:
+                    continue
                 try:
                     relax_durability(using)
                 except Exception:  # noqa: BLE001 - the round reports the database's state
@@ -1059,43 +1119,34 @@ class BackgroundRelay:
         finally:
             self._last = time.monotonic()
 
-    @staticmethod
-    def _drain(q: queue.Queue, taken: list[Any]) -> None:
-        while True:
-            try:
-                taken.append(q.get_nowait())
-            except queue.Empty:
-                return
-
-    def _notify(self, entries: Sequence[Any]) -> None:
+    def _notify(self, notes: dict[str, list[Any]]) -> None:
         self._last_notify = time.monotonic()
-        for using in {entry[0] for entry in entries if entry is not None}:
+        for using in notes:
             try:
-                # A NOTIFY commits a transaction of its own (with an id): no WAL flush for it.
-                relax_durability(using)
-                notify(using)
+                notify_now(using)
             except Exception:  # noqa: BLE001 - the others' poll catches up
                 logger.debug("Could not NOTIFY the other relays.", exc_info=True)
 
     def close_connections(self, timeout: float = 10.0) -> bool:
-        """Finish what is queued, then close the thread's database connections."""
-        if self._queue is None or self._pid != os.getpid():
+        """Finish what is noted, then close the thread's database connections."""
+        if not self._started:
             return True
-        self._queue.put(None)
+        with self._cond:
+            self._close = True
+            self._cond.notify()
         return self.flush(timeout)
 
     def flush(self, timeout: float = 10.0) -> bool:
         """Wait until everything submitted so far is handed over (or failed); False on timeout."""
-        q = self._queue
-        if q is None or self._pid != os.getpid():
+        if not self._started:
             return True
         end = time.monotonic() + timeout
-        with q.all_tasks_done:
-            while q.unfinished_tasks:
+        with self._cond:
+            while self._notes or self._close or self._active:
                 remaining = end - time.monotonic()
                 if remaining <= 0:
                     return False
-                q.all_tasks_done.wait(remaining)
+                self._cond.wait(remaining)
         return True
 
 
@@ -1123,23 +1174,37 @@ def relax_durability(using: str) -> None:
         connection._fluvius_relaxed = raw  # type: ignore[attr-defined]  # our mark on Django's wrapper
 
 
-def _relay_in_thread(using: str, hint: int | None) -> None:
-    relay.submit(using, hint)
+def _relay_in_thread(using: str, events: Sequence[Any]) -> None:
+    relay.submit(using, _first_position(events))
 
 
-def _relay_now(using: str, hint: int | None) -> None:
-    deliver_pending(using=using, hint=hint)
+def _relay_now(using: str, events: Sequence[Any]) -> None:
+    deliver_pending(using=using, hint=_first_position(events))
     notify(using)
 
 
-def _notify_only(using: str, hint: int | None) -> None:
+# database alias -> vendor, so the commit path does not look the connection up each time.
+_vendors: dict[str, str] = {}
+
+
+def _vendor(using: str) -> str:
+    vendor = _vendors.get(using)
+    if vendor is None:
+        vendor = _vendors[using] = connections[using].vendor
+    return vendor
+
+
+def _notify_only(using: str, events: Sequence[Any]) -> None:
     # PostgreSQL: announce the commit (from the thread, coalesced) and leave the hand-over to
     # the listening relays (every Celery worker runs one). Elsewhere nobody listens: relay here.
-    relay.submit(using, hint, run=connections[using].vendor != "postgresql")
+    if _vendor(using) == "postgresql":
+        relay.submit(using, None, run=False)
+    else:
+        relay.submit(using, _first_position(events))
 
 
-# How a commit wakes delivery in "celery" mode (FLUVIUS['RELAY']).
-RELAY_MODES: dict[str, Callable[[str, int | None], None]] = {
+# How a commit wakes delivery in "celery" mode (FLUVIUS['RELAY']): (database, the events).
+RELAY_MODES: dict[str, Callable[[str, Sequence[Any]], None]] = {
     "notify": _notify_only,   # web processes announce; workers' relays hand over
     "thread": _relay_in_thread,  # announce, and hand over this process's subscriptions too
     "sync": _relay_now,       # hand over in the on-commit callback (scripts, tests)
