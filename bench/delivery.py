@@ -135,6 +135,7 @@ def throughput(users: int, runs: int) -> tuple[dict[str, float], list[str]]:
         redis.Redis.from_url(BROKER).delete(queue)
         app.close()
     commands = users * (1 + RENAMES)
+    COMMAND_SECONDS.append(timings["baseline"] / commands)
     with_rate = commands / timings["subject"]
     off_rate = commands / timings["baseline"]
     figures = {
@@ -152,6 +153,67 @@ def throughput(users: int, runs: int) -> tuple[dict[str, float], list[str]]:
              f"the workers' relays hand over), then RELAY='thread' ({max(3, runs // 2)} runs each); "
              f"{pending} deliveries handed over by the thread runs ({published} Celery messages)"]
     return figures, lines
+
+
+def instructions(users: int, *, sqlite: bool = False) -> tuple[dict[str, float], list[str]]:
+    """The command path's cost in instructions (callgrind), robust against the machine's load.
+
+    Each side runs ``users`` x 5 commands in a process of its own under callgrind, per
+    thread. The request thread's count is the commands' own; the relay thread's
+    (the NOTIFYs) is counted per NOTIFY and charged at the most the interval lets
+    through at the commands' native speed — under callgrind commands run ~50x
+    slower, so nearly every commit gets a NOTIFY of its own there.
+    """
+    import json
+    import shutil
+    import subprocess
+    import sys
+
+    from django.db import connections
+
+    from django_fluvius.conf import fluvius_settings
+
+    if shutil.which("valgrind") is None:
+        return {}, ["instruction counts skipped: valgrind is not installed"]
+    connections.close_all()
+    counts: dict[str, dict[str, float]] = {}
+    with tempfile.TemporaryDirectory(prefix="fluvius-cg-") as scratch:
+        for mode in ("off", "celery"):
+            out = Path(scratch) / f"{mode}.json"
+            subprocess.run(
+                ["valgrind", "--tool=callgrind", "--instr-atstart=no", "--separate-threads=yes",
+                 f"--callgrind-out-file={scratch}/{mode}.%p", sys.executable, "-m", "bench.delivery_cg", mode,
+                 str(users), str(out)],
+                check=True, capture_output=True, env={**os.environ, "FLUVIUS_BENCH_CG_SQLITE": "1" if sqlite else ""})
+            threads = []
+            for path in sorted(Path(scratch).glob(f"{mode}.*-*")):
+                totals = [line for line in path.read_text().splitlines() if line.startswith("totals:")]
+                threads.append(int(totals[0].split()[1]) if totals else 0)
+            counts[mode] = {"main": threads[0], "relay": sum(threads[1:]),
+                            "notifies": json.loads(out.read_text())["notifies"]}
+    commands = users * (1 + RENAMES)
+    main_ratio = counts["celery"]["main"] / counts["off"]["main"]
+    per_notify = counts["celery"]["relay"] / max(1, counts["celery"]["notifies"])
+    # At native speed (the dispatch-off median of the throughput part, else 1 ms a command) the
+    # relay thread sends at most one NOTIFY per RELAY_NOTIFY_INTERVAL.
+    seconds = COMMAND_SECONDS[0] if COMMAND_SECONDS else 0.001
+    notifies = min(commands, commands * seconds / float(fluvius_settings.RELAY_NOTIFY_INTERVAL) + 1)
+    total_ratio = (counts["celery"]["main"] + per_notify * notifies) / counts["off"]["main"]
+    figures = {
+        "instructions per command, dispatch off": counts["off"]["main"] / commands,
+        "instructions per command, request thread, subscribed + celery": counts["celery"]["main"] / commands,
+        "request thread: celery / off (instructions)": main_ratio,
+        "relay thread instructions per NOTIFY": per_notify,
+        "with the relay thread at native speed: celery / off (target <= 1.03)": total_ratio,
+    }
+    lines = [f"callgrind, {commands} commands a side; the relay thread charged {notifies:.0f} NOTIFYs "
+             f"(one per {fluvius_settings.RELAY_NOTIFY_INTERVAL} s at {seconds * 1000:.2f} ms a command); "
+             f"under callgrind it sent {counts['celery']['notifies']}"]
+    return figures, lines
+
+
+# The dispatch-off seconds per command of the throughput part (for the instruction count).
+COMMAND_SECONDS: list[float] = []
 
 
 # -- 2. latency from commit to handler start ------------------------------------------------------
@@ -486,8 +548,8 @@ def main(argv=None) -> dict:
     parser.add_argument("--users", type=int, default=100, help="users per throughput run")
     parser.add_argument("--events", type=int, default=100_000, help="events the subscription catches up on")
     parser.add_argument("--samples", type=int, default=200, help="commits per latency measurement")
-    parser.add_argument("--parts", default="throughput,catch-up,latency",
-                        help="comma-separated parts to run: throughput, catch-up, latency")
+    parser.add_argument("--parts", default="throughput,instructions,catch-up,latency",
+                        help="comma-separated parts to run: throughput, instructions, catch-up, latency")
     args = parser.parse_args(argv)
     users = 5 if args.quick else args.users
     events = 2_000 if args.quick else args.events
@@ -499,6 +561,10 @@ def main(argv=None) -> dict:
     lines: list[str] = []
     if "throughput" in parts:
         more, more_lines = throughput(users, runs)
+        figures.update(more)
+        lines += more_lines
+    if "instructions" in parts:
+        more, more_lines = instructions(2 if args.quick else 30, sqlite=args.sqlite)
         figures.update(more)
         lines += more_lines
     if "catch-up" in parts:

@@ -1021,6 +1021,7 @@ class BackgroundRelay:
         self._started = False
         self._last = 0.0
         self._last_notify = 0.0
+        self.notified = 0  # NOTIFY rounds sent (what coalescing saved: commits / this)
 
     def submit(self, using: str, hint: int | None, *, run: bool = True) -> None:
         if not self._started:
@@ -1121,6 +1122,7 @@ class BackgroundRelay:
 
     def _notify(self, notes: dict[str, list[Any]]) -> None:
         self._last_notify = time.monotonic()
+        self.notified += 1
         for using in notes:
             try:
                 notify_now(using)
