@@ -15,6 +15,7 @@ import json
 import os
 import subprocess
 import sys
+import uuid
 
 from bench.common import setup_django
 
@@ -26,10 +27,7 @@ def main() -> None:
                  migrate=False)
     from celery import Celery
     from django.conf import settings
-    from django.test import override_settings
 
-    from bench.delivery import command_run
-    from django_fluvius.delivery.dispatch import relay
     from django_fluvius.delivery.handlers import HandlerRegistry, event_handler, handlers
 
     app = Celery("bench-delivery-cg", broker=os.environ.get("BENCH_BROKER", "redis://127.0.0.1:6379/14"),
@@ -41,8 +39,24 @@ def main() -> None:
         return None
 
     handlers.register(audit.handler_spec)
-    fluvius = {**settings.FLUVIUS, "CELERY_APP": app, "DISPATCH": None if mode == "off" else mode,
-               "RELAY": "notify"}
+    queue = f"fluvius-bench-cg-{uuid.uuid4().hex[:8]}"  # SQLite relays here too: a queue of its own
+    fluvius = {**settings.FLUVIUS, "CELERY_APP": app, "CELERY_QUEUE": queue,
+               "DISPATCH": None if mode == "off" else mode, "RELAY": "notify"}
+    try:
+        run(fluvius, users, out)
+    finally:
+        import redis
+
+        redis.Redis.from_url(app.conf.broker_url).delete(queue)
+        app.close()
+
+
+def run(fluvius: dict, users: int, out: str) -> None:
+    from django.test import override_settings
+
+    from bench.delivery import command_run
+    from django_fluvius.delivery.dispatch import relay
+
     with override_settings(FLUVIUS=fluvius):
         command_run(3)  # warm-up: imports, connections, the relay thread
         assert relay.flush(30)
