@@ -262,7 +262,19 @@ def insert_pending(spec: HandlerSpec, positions: Sequence[int]) -> set[int]:
     due = connection.ops.adapt_datetimefield_value(timezone.now() + redeliver_after())
     fresh: set[int] = set()
     with connection.cursor() as cursor:
-        for chunk in _in_chunks(positions):
+        if connection.vendor == "postgresql":
+            # The positions as one array: five parameters, not six per row for the driver to adapt.
+            cursor.execute(
+                f"INSERT INTO {table} ({q('handler')}, {q('position')}, {q('status')}, {q('created')}, "
+                f"{q('attempts')}, {q('due')}, {q('last_error')}) "
+                f"SELECT %s, p, %s, %s, 1, %s, '' FROM unnest(%s::bigint[]) AS p "
+                f"ON CONFLICT ({q('handler')}, {q('position')}) DO NOTHING RETURNING {q('position')}",
+                [spec.name, PENDING, now, due, list(positions)])
+            fresh.update(row[0] for row in cursor.fetchall())
+            positions_left: Sequence[Any] = ()
+        else:
+            positions_left = positions
+        for chunk in _in_chunks(positions_left):
             rows = ", ".join(["(%s, %s, %s, %s, 1, %s, '')"] * len(chunk))
             params: list[Any] = []
             for position in chunk:
