@@ -20,7 +20,7 @@ import uuid
 from bench.common import setup_django
 
 
-def main() -> None:
+def side() -> None:
     mode, users, out = sys.argv[1], int(sys.argv[2]), sys.argv[3]
     # bench.delivery's database, made and migrated by it.
     setup_django("fluvius_bench_delivery", sqlite=os.environ.get("FLUVIUS_BENCH_CG_SQLITE") == "1", drop=False,
@@ -70,4 +70,4 @@ def run(fluvius: dict, users: int, out: str) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    side()
