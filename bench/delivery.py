@@ -43,15 +43,23 @@ from bench.common import arg_parser, interleaved, median_of, report, setup_djang
 BROKER = os.environ.get("BENCH_BROKER", "redis://127.0.0.1:6379/14")
 RENAMES = 4
 EVENTS_PER_NOTE = 5
+# Events per catch-up batch (the projection's batch_size, and the plain loop's): a rebuild from
+# zero reads big batches (docs/handlers.md, "Async projections").
+CATCH_UP_BATCH = 2000
 
 
 # -- 1. command throughput -----------------------------------------------------------------
+
+
+# Process CPU seconds (every thread: the relay thread's work counts) of each command_run.
+CPU: list[float] = []
 
 
 def command_run(users: int) -> float:
     from example_project.users.domain import UserDomain
 
     domain = UserDomain()
+    cpu = time.process_time()
     start = time.perf_counter()
     for i in range(users):
         result = domain.process_command(
@@ -59,7 +67,9 @@ def command_run(users: int) -> float:
         for n in range(RENAMES):
             domain.process_command(domain.create_command("rename-user", {"name": f"user {i} v{n}"},
                                                          aggregate_id=result.aggregate_id))
-    return time.perf_counter() - start
+    elapsed = time.perf_counter() - start
+    CPU.append(time.process_time() - cpu)
+    return elapsed
 
 
 def throughput(users: int, runs: int) -> tuple[dict[str, float], list[str]]:
@@ -86,22 +96,35 @@ def throughput(users: int, runs: int) -> tuple[dict[str, float], list[str]]:
     drains: list[float] = []
     relay_mode = {"RELAY": "notify"}
 
+    cpu: dict[str, list[float]] = {"with": [], "without": []}
+
     def with_dispatch() -> float:
         with override_settings(FLUVIUS={**base, "DISPATCH": "celery", **relay_mode}):
             elapsed = command_run(users)
             started = time.perf_counter()
+            cpu_started = time.process_time()
             assert relay.flush(120), "the relay did not finish"
             drains.append(time.perf_counter() - started)
+            # The relay thread's work after the last command is the commands' cost too.
+            cpu["with"].append(CPU[-1] + time.process_time() - cpu_started)
         return elapsed
 
     def without() -> float:
         with override_settings(FLUVIUS={**base, "DISPATCH": None}):
-            return command_run(users)
+            elapsed = command_run(users)
+            cpu["without"].append(CPU[-1])
+            return elapsed
 
     try:
         with_dispatch()  # warm up: imports, connections, the relay thread, the broker connection
         without()
+        cpu["with"].clear()
+        cpu["without"].clear()
         timings = interleaved(with_dispatch, without, runs)
+        cpu_ratio = statistics.median(cpu["with"]) / statistics.median(cpu["without"])
+        # Each run against its neighbour of the other kind: drifting load cancels out.
+        pairs = statistics.median(w / o for w, o in zip(timings["subject_runs"], timings["baseline_runs"],
+                                                          strict=True))
         relay_mode["RELAY"] = "thread"  # the web process hands over too
         with_dispatch()
         threaded = interleaved(with_dispatch, without, max(3, runs // 2))
@@ -115,6 +138,7 @@ def throughput(users: int, runs: int) -> tuple[dict[str, float], list[str]]:
         redis.Redis.from_url(BROKER).delete(queue)
         app.close()
     commands = users * (1 + RENAMES)
+    COMMAND_SECONDS.append(timings["baseline"] / commands)
     with_rate = commands / timings["subject"]
     off_rate = commands / timings["baseline"]
     figures = {
@@ -122,6 +146,8 @@ def throughput(users: int, runs: int) -> tuple[dict[str, float], list[str]]:
         "subscribed + celery commands/s (median)": with_rate,
         "dispatch off commands/s (median)": off_rate,
         "slowdown with dispatch (target <= 0.03)": 1 - with_rate / off_rate,
+        "slowdown, median of the runs' pairwise ratios": pairs - 1,
+        "process CPU per run, dispatch / off (medians)": cpu_ratio,
         "RELAY=thread: slowdown (the web process hands over too)": 1 - threaded["baseline"] / threaded["subject"],
         "relay drain after the last commit (s, median)": sorted(drains)[len(drains) // 2],
     }
@@ -130,6 +156,67 @@ def throughput(users: int, runs: int) -> tuple[dict[str, float], list[str]]:
              f"the workers' relays hand over), then RELAY='thread' ({max(3, runs // 2)} runs each); "
              f"{pending} deliveries handed over by the thread runs ({published} Celery messages)"]
     return figures, lines
+
+
+def instructions(users: int, *, sqlite: bool = False) -> tuple[dict[str, float], list[str]]:
+    """The command path's cost in instructions (callgrind), robust against the machine's load.
+
+    Each side runs ``users`` x 5 commands in a process of its own under callgrind, per
+    thread. The request thread's count is the commands' own; the relay thread's
+    (the NOTIFYs) is counted per NOTIFY and charged at the most the interval lets
+    through at the commands' native speed — under callgrind commands run ~50x
+    slower, so nearly every commit gets a NOTIFY of its own there.
+    """
+    import json
+    import shutil
+    import subprocess
+    import sys
+
+    from django.db import connections
+
+    from django_fluvius.conf import fluvius_settings
+
+    if shutil.which("valgrind") is None:
+        return {}, ["instruction counts skipped: valgrind is not installed"]
+    connections.close_all()
+    counts: dict[str, dict[str, float]] = {}
+    with tempfile.TemporaryDirectory(prefix="fluvius-cg-") as scratch:
+        for mode in ("off", "celery"):
+            out = Path(scratch) / f"{mode}.json"
+            subprocess.run(
+                ["valgrind", "--tool=callgrind", "--instr-atstart=no", "--separate-threads=yes",
+                 f"--callgrind-out-file={scratch}/{mode}.%p", sys.executable, "-m", "bench.delivery_cg", mode,
+                 str(users), str(out)],
+                check=True, capture_output=True, env={**os.environ, "FLUVIUS_BENCH_CG_SQLITE": "1" if sqlite else ""})
+            threads = []
+            for path in sorted(Path(scratch).glob(f"{mode}.*-*")):
+                totals = [line for line in path.read_text().splitlines() if line.startswith("totals:")]
+                threads.append(int(totals[0].split()[1]) if totals else 0)
+            counts[mode] = {"main": threads[0], "relay": sum(threads[1:]),
+                            "notifies": json.loads(out.read_text())["notifies"]}
+    commands = users * (1 + RENAMES)
+    main_ratio = counts["celery"]["main"] / counts["off"]["main"]
+    per_notify = counts["celery"]["relay"] / max(1, counts["celery"]["notifies"])
+    # At native speed (the dispatch-off median of the throughput part, else 1 ms a command) the
+    # relay thread sends at most one NOTIFY per RELAY_NOTIFY_INTERVAL.
+    seconds = COMMAND_SECONDS[0] if COMMAND_SECONDS else 0.001
+    notifies = min(commands, commands * seconds / float(fluvius_settings.RELAY_NOTIFY_INTERVAL) + 1)
+    total_ratio = (counts["celery"]["main"] + per_notify * notifies) / counts["off"]["main"]
+    figures = {
+        "instructions per command, dispatch off": counts["off"]["main"] / commands,
+        "instructions per command, request thread, subscribed + celery": counts["celery"]["main"] / commands,
+        "request thread: celery / off (instructions)": main_ratio,
+        "relay thread instructions per NOTIFY": per_notify,
+        "with the relay thread at native speed: celery / off (target <= 1.03)": total_ratio,
+    }
+    lines = [f"callgrind, {commands} commands a side; the relay thread charged {notifies:.0f} NOTIFYs "
+             f"(one per {fluvius_settings.RELAY_NOTIFY_INTERVAL} s at {seconds * 1000:.2f} ms a command); "
+             f"under callgrind it sent {counts['celery']['notifies']}"]
+    return figures, lines
+
+
+# The dispatch-off seconds per command of the throughput part (for the instruction count).
+COMMAND_SECONDS: list[float] = []
 
 
 # -- 2. latency from commit to handler start ------------------------------------------------------
@@ -198,16 +285,19 @@ def celery_latency(samples: int) -> tuple[list[float], list[float]]:
     from tests.dispatch_support import QUEUE, Worker
 
     out = Path(tempfile.mkdtemp(prefix="fluvius-latency-"))
+    # The worker as the docs configure one: prefork, prefetch multiplier 1, late acks, the
+    # default relay poll (2 s; LISTEN wakes it) and REDELIVER_AFTER.
     os.environ.update({"FLUVIUS_BENCH_LATENCY_DIR": str(out), "FLUVIUS_TEST_INSTALL_HANDLERS": "0",
                        "FLUVIUS_TEST_EXTRA_HANDLERS": "bench.delivery_handlers",
-                       "FLUVIUS_TEST_REDELIVER_AFTER": "300"})
+                       "FLUVIUS_TEST_REDELIVER_AFTER": "300", "FLUVIUS_TEST_RELAY_POLL": "2.0"})
     app = Celery("bench-latency", broker=BROKER, set_as_current=False)
     worker = Worker(connection.settings_dict["NAME"], out, out, concurrency=2, broker=BROKER).start()
     values: list[float] = []
     pings: list[float] = []
     try:
+        # The web process as the docs configure it: RELAY="notify" (the default).
         with override_settings(FLUVIUS={**settings_fluvius(), "DISPATCH": "celery", "CELERY_APP": app,
-                                        "CELERY_QUEUE": QUEUE, "RELAY": "thread"}):
+                                        "CELERY_QUEUE": QUEUE, "RELAY": "notify"}):
             deadline = time.time() + 30
             while time.time() < deadline and not _subscribed("bench.latency"):
                 time.sleep(0.1)
@@ -281,7 +371,12 @@ def summarize(events) -> list[tuple]:
 
 
 def write_rows(rows: list[tuple], using: str) -> None:
-    """One set-based upsert per batch: counts add up, the rest is replaced."""
+    """One set-based upsert per batch: counts add up, the rest is replaced.
+
+    On PostgreSQL the rows go as five arrays (``unnest``), not 5 x 1000 placeholders:
+    the driver then has five parameters to adapt rather than a long query to split,
+    which is what a projection writing batches should do.
+    """
     from django.db import connections
 
     from tests.testapp.models import NoteActivity
@@ -291,17 +386,23 @@ def write_rows(rows: list[tuple], using: str) -> None:
     connection = connections[using]
     table = NoteActivity._meta.db_table
     pk = NoteActivity._meta.pk
-    marks = ", ".join(["(%s, %s, %s, %s, %s)"] * len(rows))
-    params = [value for row in rows
-              for value in (pk.get_db_prep_value(row[0], connection), row[1] or "", row[2], row[3], row[4])]
+    upsert = (f"ON CONFLICT (id) DO UPDATE SET events = {table}.events + EXCLUDED.events, "
+              f"title = CASE WHEN EXCLUDED.title <> '' THEN EXCLUDED.title ELSE {table}.title END, "
+              f"last_version = EXCLUDED.last_version, last_position = EXCLUDED.last_position")
     with connection.cursor() as cursor:
-        cursor.execute(
-            f"INSERT INTO {table} (id, title, events, last_version, last_position) VALUES {marks} "
-            f"ON CONFLICT (id) DO UPDATE SET events = {table}.events + EXCLUDED.events, "
-            f"title = CASE WHEN EXCLUDED.title <> '' THEN EXCLUDED.title ELSE {table}.title END, "
-            f"last_version = EXCLUDED.last_version, last_position = EXCLUDED.last_position",
-            params,
-        )
+        if connection.vendor == "postgresql":
+            columns = list(zip(*rows, strict=True))
+            cursor.execute(
+                f"INSERT INTO {table} (id, title, events, last_version, last_position) "
+                f"SELECT * FROM unnest(%s::uuid[], %s::text[], %s::int[], %s::int[], %s::bigint[]) {upsert}",
+                [list(columns[0]), [title or "" for title in columns[1]], list(columns[2]), list(columns[3]),
+                 list(columns[4])])
+            return
+        marks = ", ".join(["(%s, %s, %s, %s, %s)"] * len(rows))
+        params = [value for row in rows
+                  for value in (pk.get_db_prep_value(row[0], connection), row[1] or "", row[2], row[3], row[4])]
+        cursor.execute(f"INSERT INTO {table} (id, title, events, last_version, last_position) VALUES {marks} "
+                       f"{upsert}", params)
 
 
 def make_projection():
@@ -318,7 +419,7 @@ def make_projection():
         namespace = "test-notes"
         evt_keys = ["note-created", "note-edited"]
         models = [NoteActivity]
-        batch_size = 1000
+        batch_size = CATCH_UP_BATCH
 
         def apply_batch(self, events):
             write_rows(summarize(events), self.using)
@@ -374,7 +475,7 @@ def catch_up(events: int, runs: int) -> tuple[dict[str, float], list[str]]:
             with transaction.atomic():
                 batch = list(Event.objects.filter(position__gt=position, namespace="test-notes",
                                                   evt_key__in=["note-created", "note-edited"])
-                             .order_by("position")[:1000])
+                             .order_by("position")[:CATCH_UP_BATCH])
                 if not batch:
                     break
                 write_rows(summarize(batch), "default")
@@ -390,7 +491,8 @@ def catch_up(events: int, runs: int) -> tuple[dict[str, float], list[str]]:
         "plain QuerySet loop events/s (median)": seeded / timings["baseline"],
         "worker / plain loop": timings["baseline"] / timings["subject"],
     }
-    lines = [f"{seeded:,} events ({seeded // EVENTS_PER_NOTE:,} notes x {EVENTS_PER_NOTE}), batches of 1000, "
+    lines = [f"{seeded:,} events ({seeded // EVENTS_PER_NOTE:,} notes x {EVENTS_PER_NOTE}), batches of "
+             f"{CATCH_UP_BATCH} (both sides), "
              f"{runs} runs each, from zero"]
     return figures, lines
 
@@ -450,18 +552,35 @@ def main(argv=None) -> dict:
     parser.add_argument("--users", type=int, default=100, help="users per throughput run")
     parser.add_argument("--events", type=int, default=100_000, help="events the subscription catches up on")
     parser.add_argument("--samples", type=int, default=200, help="commits per latency measurement")
+    parser.add_argument("--parts", default="throughput,instructions,catch-up,latency",
+                        help="comma-separated parts to run: throughput, instructions, catch-up, latency")
     args = parser.parse_args(argv)
     users = 5 if args.quick else args.users
     events = 2_000 if args.quick else args.events
     runs = 1 if args.quick else args.runs
     samples = 10 if args.quick else args.samples
+    parts = {part.strip() for part in args.parts.split(",")}
     setup_django("fluvius_bench_delivery", sqlite=args.sqlite)
-    figures, lines = throughput(users, runs)
-    more, more_lines = catch_up(events, 1 if args.quick else min(runs, 3))
-    handed, handed_lines = handler_catch_up(events)
-    lat, lat_lines = latency(samples)  # last: its notes would add to the catch-up's events
-    return report("delivery", {**figures, **lat, **more, **handed}, lines=lines + lat_lines + more_lines
-                  + handed_lines)
+    figures: dict[str, float] = {}
+    lines: list[str] = []
+    if "throughput" in parts:
+        more, more_lines = throughput(users, runs)
+        figures.update(more)
+        lines += more_lines
+    if "instructions" in parts:
+        more, more_lines = instructions(2 if args.quick else 30, sqlite=args.sqlite)
+        figures.update(more)
+        lines += more_lines
+    if "catch-up" in parts:
+        more, more_lines = catch_up(events, 1 if args.quick else min(runs, 3))
+        handed, handed_lines = handler_catch_up(events)
+        figures.update({**more, **handed})
+        lines += more_lines + handed_lines
+    if "latency" in parts:
+        lat, lat_lines = latency(samples)  # last: its notes would add to the catch-up's events
+        figures.update(lat)
+        lines += lat_lines
+    return report("delivery", figures, lines=lines)
 
 
 __all__ = ["main", "median_of"]

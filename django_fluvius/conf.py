@@ -59,6 +59,9 @@ DEFAULTS: dict[str, Any] = {
     # The relay thread's rounds are at least this many seconds apart (a lone commit goes at
     # once; a busy process batches): longer means less work beside the requests.
     "RELAY_LINGER": 0.2,
+    # The relay thread sends at most one NOTIFY per this many seconds (a lone commit's at
+    # once; commits closer together share one): the most a busy process adds to the latency.
+    "RELAY_NOTIFY_INTERVAL": 0.02,
     # Deliveries per Celery message; events per inline batch (one checkpoint write each).
     "RELAY_BATCH_SIZE": 100,
     # Long-running relays (fluvius_relay --loop, the Celery worker's) poll this often (seconds)

@@ -3,6 +3,7 @@ Speed itself is judged by the full run (bench/delivery.py on PostgreSQL), not he
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -34,3 +35,5 @@ def test_delivery_benchmark_quick_run():
     assert figures["handler subscription hand-over events/s (from zero)"] > 0
     assert figures["inline commit->handler ms (median)"] > 0
     assert figures["celery commit->handler ms (median)"] > 0
+    if shutil.which("valgrind"):
+        assert figures["request thread: celery / off (instructions)"] > 0

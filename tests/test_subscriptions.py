@@ -378,3 +378,63 @@ def test_a_long_running_relay_wakes_on_notify_or_polls(declare):
             dispatch.notify("default")
         thread.join(35)
     assert not thread.is_alive()
+
+
+def test_a_relay_round_costs_a_few_statements_whatever_the_number_of_subscriptions(declare):
+    """The round's questions are asked once for all subscriptions; only one with new events
+    of its keys is led, read, handed over and settled (the mark with the checkpoint)."""
+    from django.test.utils import CaptureQueriesContext
+
+    for i in range(8):
+        declare(f"tests.sub.quiet{i}", keys=("note-archived",))  # never written here
+    declare("tests.sub.busy")
+    create_notes(1)  # the subscriptions start
+    connection = connections["default"]
+    with override_settings(FLUVIUS=fluvius(DISPATCH="celery")):
+        Recording.sent = []
+        deliver_pending(dispatcher=Recording())
+        with CaptureQueriesContext(connection) as idle:
+            deliver_pending(dispatcher=Recording())
+        with override_settings(FLUVIUS=fluvius(DISPATCH=None)):
+            (note,) = create_notes(1, "counted")
+        with CaptureQueriesContext(connection) as busy:
+            deliver_pending(dispatcher=Recording())
+    assert Recording.sent == [("tests.sub.busy", note.events[0].position)]
+    # bound, checkpoints (+ overdue), which subscriptions have work: nothing else.
+    assert len(idle.captured_queries) == 3, [q["sql"] for q in idle.captured_queries]
+    # + lease and checkpoint read, keys, pending receipts, checkpoint and mark (and the lease given up).
+    assert len(busy.captured_queries) == 7, [q["sql"] for q in busy.captured_queries]
+    cp = Checkpoint.objects.get(name="tests.sub.busy")
+    assert cp.sent_position == note.events[0].position and cp.position < note.events[0].position
+    assert cp.lease_owner == "", "the settling write gave the lease up"
+
+
+@pytest.mark.postgres
+def test_the_relay_thread_announces_each_lone_commit_at_once_not_after_its_linger(declare):
+    """A NOTIFY waits neither for RELAY_LINGER nor for a previous round: only for the
+    short RELAY_NOTIFY_INTERVAL, and commits closer together share one."""
+    import time as clock
+
+    wrapper = connections["default"]
+    listener = wrapper.get_new_connection(wrapper.get_connection_params())
+    listener.autocommit = True
+    listener.execute(f"LISTEN {dispatch.CHANNEL}")
+    heard = []
+    try:
+        with override_settings(FLUVIUS=fluvius(DISPATCH="celery", RELAY="notify", RELAY_LINGER=30.0,
+                                               RELAY_NOTIFY_INTERVAL=0.05)):
+            for i in range(3):
+                create_notes(1, f"lone {i}")
+                sent = clock.monotonic()
+                for _ in listener.notifies(timeout=5, stop_after=1):
+                    heard.append(clock.monotonic() - sent)
+                clock.sleep(0.2)
+            burst = len(heard)
+            create_notes(20, "burst")
+            assert dispatch.relay.flush(10)
+            clock.sleep(0.2)
+            later = sum(1 for _ in listener.notifies(timeout=0.5))
+    finally:
+        listener.close()
+    assert burst == 3 and max(heard) < 2.0, f"each lone commit announced at once: {heard}"
+    assert 1 <= later < 20, f"a burst of 20 commits shares NOTIFYs ({later})"

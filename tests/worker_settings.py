@@ -26,7 +26,7 @@ FLUVIUS = {
     "RELAY": "sync",
     # The worker's own relay polls often; what is handed over and not settled in 30 s is handed
     # over again (the broker-loss test sets 2 s: it flushes the broker).
-    "RELAY_POLL": 0.3,
+    "RELAY_POLL": float(os.environ.get("FLUVIUS_TEST_RELAY_POLL", "0.3")),
     "REDELIVER_AFTER": float(os.environ.get("FLUVIUS_TEST_REDELIVER_AFTER", "30.0")),
     # The test run's own queue (tests/dispatch_support.py).
     "CELERY_QUEUE": os.environ.get("FLUVIUS_TEST_QUEUE") or None,

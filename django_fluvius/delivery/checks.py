@@ -120,6 +120,7 @@ _NUMBERS = {
     "RETRY_BACKOFF": (float, 0),
     "RETRY_BACKOFF_MAX": (float, 0),
     "RELAY_LINGER": (float, 0),
+    "RELAY_NOTIFY_INTERVAL": (float, 0),
     "RELAY_BATCH_SIZE": (int, 1),
     "RELAY_POLL": (float, 0.01),
     "REDELIVER_AFTER": (float, 0),

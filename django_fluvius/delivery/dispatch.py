@@ -13,9 +13,10 @@ Waking the relay
     ``"inline"`` mode delivers at once in the committing process; ``"celery"``
     mode wakes this process's relay thread (the request never waits on the
     broker). Other processes hear of the commit through PostgreSQL
-    ``NOTIFY fluvius_events``, sent *after* commit by the relay thread, once per
-    round however many commits it covers (a ``NOTIFY`` inside the transaction
-    would take a global lock at commit and serialize writers). Long-running
+    ``NOTIFY fluvius_events``, sent *after* commit by the relay thread, at once for
+    a lone commit and at most once per ``RELAY_NOTIFY_INTERVAL`` however many
+    commits it covers (a ``NOTIFY`` inside the transaction would take a global lock
+    at commit and serialize writers). Long-running
     relays (``fluvius_relay --loop``, the one every Celery worker starts)
     ``LISTEN`` and also poll every ``RELAY_POLL`` seconds: the safety net, and
     the only mechanism on SQLite.
@@ -51,7 +52,6 @@ from __future__ import annotations
 import atexit
 import logging
 import os
-import queue
 import random
 import threading
 import time
@@ -60,9 +60,11 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
+from functools import partial
 from typing import Any
 
 from django.db import IntegrityError, connections, transaction
+from django.db.models import Exists, OuterRef
 from django.db.models.signals import post_migrate
 from django.utils import timezone
 from django.utils.module_loading import import_string
@@ -100,12 +102,15 @@ class Subscribers:
 
     def __init__(self) -> None:
         self._items: dict[str, Any] = {}
+        self.version = 0  # changes with every add or remove (the commit path compares it)
 
     def add(self, subscriber: Any) -> None:
         self._items[subscriber.name] = subscriber
+        self.version += 1
 
     def remove(self, name: str) -> None:
         self._items.pop(name, None)
+        self.version += 1
 
     def get(self, name: str) -> Any:
         return self._items.get(name)
@@ -284,7 +289,19 @@ def insert_pending(spec: HandlerSpec, positions: Sequence[int]) -> set[int]:
     due = connection.ops.adapt_datetimefield_value(timezone.now() + redeliver_after())
     fresh: set[int] = set()
     with connection.cursor() as cursor:
-        for chunk in _in_chunks(positions):
+        if connection.vendor == "postgresql":
+            # The positions as one array: five parameters, not six per row for the driver to adapt.
+            cursor.execute(
+                f"INSERT INTO {table} ({q('handler')}, {q('position')}, {q('status')}, {q('created')}, "
+                f"{q('attempts')}, {q('due')}, {q('last_error')}) "
+                f"SELECT %s, p, %s, %s, 1, %s, '' FROM unnest(%s::bigint[]) AS p "
+                f"ON CONFLICT ({q('handler')}, {q('position')}) DO NOTHING RETURNING {q('position')}",
+                [spec.name, PENDING, now, due, list(positions)])
+            fresh.update(row[0] for row in cursor.fetchall())
+            positions_left: Sequence[Any] = ()
+        else:
+            positions_left = positions
+        for chunk in _in_chunks(positions_left):
             if connection.vendor == "mysql":
                 # No RETURNING of inserted rows only: insert what is missing (the no-op update
                 # keeps existing receipts as they are); the pending ones are found below.
@@ -572,11 +589,14 @@ class Dispatcher:
     delivers = True
 
     def advance(self, sub: subscriptions.Subscription, cp: Checkpoint, owner: str, using: str,
-                result: RelayResult, *, limit: int | None = None) -> bool:
-        """Move the subscription forward; True if the last write gave the lease up already."""
+                result: RelayResult, *, limit: int | None = None, upto: FeedKey | None = None) -> bool:
+        """Move the subscription forward (up to ``upto``, the round's feed bound); True if the last
+        write gave the lease up already."""
         raise NotImplementedError
 
-    def project(self, sub: subscriptions.Subscription, using: str, result: RelayResult) -> None:
+    def project(self, sub: subscriptions.Subscription, using: str, result: RelayResult, *,
+                behind: bool | None = None) -> None:
+        """Catch an async projection up (``behind``: whether the round saw events for it; None: unknown)."""
         raise NotImplementedError
 
     def redeliver(self, spec: HandlerSpec, position: int) -> None:
@@ -587,13 +607,13 @@ class InlineDispatcher(Dispatcher):
     """Run handlers in the relay's process, in feed order, one try each (no broker)."""
 
     def advance(self, sub: subscriptions.Subscription, cp: Checkpoint, owner: str, using: str,
-                result: RelayResult, *, limit: int | None = None) -> bool:
+                result: RelayResult, *, limit: int | None = None, upto: FeedKey | None = None) -> bool:
         spec: HandlerSpec = sub.subscriber
         feed = Feed(using)
         key = cp.key
         size = _batch_size()
         done = 0
-        upto = feed.bound()
+        upto = upto or feed.bound()
         while limit is None or done < limit:
             events = _read(feed, sub, key, upto, size)
             for raw in events:
@@ -620,7 +640,9 @@ class InlineDispatcher(Dispatcher):
             key = new
         return False
 
-    def project(self, sub: subscriptions.Subscription, using: str, result: RelayResult) -> None:
+    def project(self, sub: subscriptions.Subscription, using: str, result: RelayResult, *,
+                behind: bool | None = None) -> None:
+        # Run even when nothing is new: an idle batch moves the checkpoint past other keys' events.
         caught = sub.subscriber.run_inline(using)
         result.handed_over += getattr(caught, "applied", 0)
 
@@ -632,6 +654,10 @@ class InlineDispatcher(Dispatcher):
                                 "re-drive that one first.")
 
 
+# settle(first=_LOOK_UP): the first pending delivery is not known; ask the database.
+_LOOK_UP = object()
+
+
 def _in_chunks(values: Sequence[Any], size: int = 500) -> Iterable[Sequence[Any]]:
     for start in range(0, len(values), size):
         yield values[start:start + size]
@@ -641,7 +667,7 @@ class CeleryDispatcher(Dispatcher):
     """Hand deliveries to Celery workers (tasks.py), with pending receipts the checkpoint waits on."""
 
     def advance(self, sub: subscriptions.Subscription, cp: Checkpoint, owner: str, using: str,
-                result: RelayResult, *, limit: int | None = None) -> bool:
+                result: RelayResult, *, limit: int | None = None, upto: FeedKey | None = None) -> bool:
         spec: HandlerSpec = sub.subscriber
         receipts = HandlerReceipt.objects.using(handler_database(spec)).filter(handler=spec.name)
         feed = Feed(using)
@@ -659,10 +685,13 @@ class CeleryDispatcher(Dispatcher):
             result.redelivered += len(overdue)
         # 2. New events after the handed-over mark: pending receipts first, then the messages.
         sent = cp.sent_key
-        # Nothing handed over and unsettled: no pending receipt counts against the window.
-        in_flight = receipts.filter(status=PENDING).count() if sent > cp.key or overdue else 0
+        # Deliveries handed over earlier and not settled yet (then they count against the
+        # window, and the checkpoint must look for the first of them).
+        earlier = sent > cp.key or bool(overdue)
+        in_flight = receipts.filter(status=PENDING).count() if earlier else 0
+        first: FeedKey | None = None  # the first delivery this advance left pending, in feed order
         handed = 0
-        upto = feed.bound()
+        upto = upto or feed.bound()
         while in_flight < window and (limit is None or handed < limit):
             take = min(size * 10, window - in_flight)
             keys = feed.keys(sent, upto, evt_keys=sub.read_keys, namespace=sub.namespace, limit=take)
@@ -671,15 +700,20 @@ class CeleryDispatcher(Dispatcher):
                 self.publish(spec, [Attempt(spec.name, p) for _, p in keys if p in fresh], using)
                 handed += len(fresh)
                 in_flight += len(fresh)
+                if first is None:
+                    first = next((key for key in keys if key[1] in fresh), None)
             new = subscriptions.feed_max(keys[-1] if len(keys) >= take else upto, sent)
+            if len(keys) < take:
+                sent = new  # the last batch: settle() writes the mark with the checkpoint
+                break
+            # More to read: record the mark now (and renew the lease).
             if new != sent and not subscriptions.save_checkpoint(spec.name, owner, using, sent=new):
                 return True
             sent = new
-            if len(keys) < take:
-                break
         result.handed_over += handed
-        # 3. The checkpoint: up to the first delivery still pending, in feed order.
-        return self.settle(sub, cp, sent, owner, using)
+        # 3. The checkpoint: up to the first delivery still pending, in feed order. With nothing
+        #    handed over before, that is the first one this advance handed over: no query.
+        return self.settle(sub, cp, sent, owner, using, first=_LOOK_UP if earlier else first)
 
     @staticmethod
     def first_pending(spec: HandlerSpec, using: str) -> FeedKey | None:
@@ -709,17 +743,24 @@ class CeleryDispatcher(Dispatcher):
 
     @classmethod
     def settle(cls, sub: subscriptions.Subscription, cp: Checkpoint, sent: FeedKey, owner: str,
-               using: str) -> bool:
-        """Move the checkpoint (giving the lease up in the same write); True if it was written."""
-        first = cls.first_pending(sub.subscriber, using)
+               using: str, *, first: Any = _LOOK_UP) -> bool:
+        """Move the checkpoint and the handed-over mark, giving the lease up in the same write;
+        True if it was written. ``first``: the first pending delivery if known, else ``_LOOK_UP``."""
+        if first is _LOOK_UP:
+            first = cls.first_pending(sub.subscriber, using)
         key = sent if first is None else min(sent, (first[0], first[1] - 1))
-        if key > cp.key:
-            subscriptions.save_checkpoint(sub.name, owner, using, key=key, release=True)
+        moved = key > cp.key
+        if moved or sent != cp.sent_key:
+            subscriptions.save_checkpoint(sub.name, owner, using, key=key if moved else None, sent=sent,
+                                          release=True)
             return True
         return False
 
-    def project(self, sub: subscriptions.Subscription, using: str, result: RelayResult) -> None:
-        if sub.subscriber.behind(using):
+    def project(self, sub: subscriptions.Subscription, using: str, result: RelayResult, *,
+                behind: bool | None = None) -> None:
+        if behind is None:
+            behind = sub.subscriber.behind(using)
+        if behind:
             send(celery_app(), PROJECT_TASK, (sub.name, using), queue=fluvius_settings.CELERY_QUEUE)
             result.handed_over += 1
 
@@ -813,36 +854,48 @@ def deliver_pending(*, using: str | None = None, names: Iterable[str] | None = N
         return result
     wanted = set(names) if names is not None else None
     owner = relay_owner()
-    subs = [sub for sub in declared() if wanted is None or sub.name in wanted]
-    # Once per round, not per subscription: the feed's head, the checkpoints, and which
-    # handlers have deliveries past their due time. A subscription settled up to the head
-    # with nothing overdue has nothing to do.
-    feed = Feed(using)
-    head = feed.head()
-    checkpoints = {cp.name: cp for cp in Checkpoint.objects.using(using).filter(
-        name__in=[sub.name for sub in subs])}
-    overdue = _overdue_handlers(subs)
-    for sub in subs:
+    subs = []
+    for sub in declared():
+        if wanted is not None and sub.name not in wanted:
+            continue
         problem = subscriptions.start_problem(sub.start)
         if problem is not None:  # fluvius.E055 says so at start-up; never guess a start
             logger.error("Subscription %s is not delivered: %s.", sub.name, problem)
             continue
+        subs.append(sub)
+    if not subs:
+        return result
+    # Once per round, not per subscription (a round is a handful of statements, whatever
+    # the number of subscriptions): the feed's gap-safe bound, the checkpoints with which
+    # handlers have deliveries past their due time, and which subscriptions have events
+    # of their keys after their checkpoint. A subscription settled up to there with
+    # nothing overdue has nothing to do: no lease, no statement of its own.
+    feed = Feed(using)
+    upto = feed.bound()
+    checkpoints, overdue = _round_state(subs, using)
+    quiet = [(sub, checkpoints[sub.name]) for sub in subs if sub.name in checkpoints
+             and sub.name not in overdue and checkpoints[sub.name].sent_key <= checkpoints[sub.name].key]
+    busy = feed.nonempty([(cp.key, upto, sub.read_keys, sub.namespace) for sub, cp in quiet])
+    idle = {sub.name for index, (sub, _) in enumerate(quiet) if index not in busy}
+    for sub in subs:
         try:
             if sub.kind == subscriptions.PROJECTION:
-                dispatcher.project(sub, using, result)
+                dispatcher.project(sub, using, result,
+                                   behind=None if sub.name not in checkpoints else sub.name not in idle)
                 continue
-            cp = checkpoints.get(sub.name) or subscriptions.ensure(sub, using, hint=hint)
-            if (sub.name not in overdue and cp.sent_key <= cp.key
-                    and not feed.keys(cp.key, head, evt_keys=sub.read_keys, namespace=sub.namespace, limit=1)):
-                continue  # nothing in flight, nothing of its keys since: one short read, no lease
-            if not subscriptions.take_lease(sub.name, owner, using):
+            if sub.name in idle:
+                continue
+            if sub.name not in checkpoints:
+                subscriptions.ensure(sub, using, hint=hint)
+            cp = subscriptions.lead(sub.name, owner, using)
+            if cp is None:
                 result.busy += 1
                 continue
             released = False
             try:
-                cp = Checkpoint.objects.using(using).get(name=sub.name)
                 cp.overdue = sub.name in overdue  # type: ignore[attr-defined]  # known this round
-                released = dispatcher.advance(sub, cp, owner, using, result, limit=limit)
+                released = dispatcher.advance(sub, cp, owner, using, result, limit=limit,
+                                              upto=subscriptions.feed_max(upto, cp.key))
             finally:
                 if not released:
                     subscriptions.release_lease(sub.name, owner, using)
@@ -852,6 +905,28 @@ def deliver_pending(*, using: str | None = None, names: Iterable[str] | None = N
             logger.warning("Subscription %s could not move (%s: %s); its events wait for the next round.",
                            sub.name, type(exc).__name__, exc)
     return result
+
+
+def _round_state(subs: Sequence[subscriptions.Subscription], using: str) -> tuple[dict[str, Checkpoint], set[str]]:
+    """The subscriptions' checkpoints, and the handlers with a delivery past its due time.
+
+    One statement where the handlers' receipts live with the checkpoints (the usual
+    case); one more per other database.
+    """
+    now = timezone.now()
+    late = HandlerReceipt.objects.using(using).filter(handler=OuterRef("name"), status=PENDING, due__lt=now)
+    local = {sub.name for sub in subs if sub.kind == subscriptions.HANDLER
+             and handler_database(sub.subscriber) == using}
+    checkpoints: dict[str, Checkpoint] = {}
+    overdue: set[str] = set()
+    for cp in Checkpoint.objects.using(using).filter(name__in=[sub.name for sub in subs]).annotate(
+            late=Exists(late)):
+        checkpoints[cp.name] = cp
+        if cp.late and cp.name in local:
+            overdue.add(cp.name)
+    overdue |= _overdue_handlers([sub for sub in subs if sub.kind == subscriptions.HANDLER
+                                  and sub.name not in local])
+    return checkpoints, overdue
 
 
 def _overdue_handlers(subs: Sequence[subscriptions.Subscription]) -> set[str]:
@@ -868,6 +943,25 @@ def _overdue_handlers(subs: Sequence[subscriptions.Subscription]) -> set[str]:
     return found
 
 
+def notify_now(using: str) -> None:
+    """The relay thread's ``NOTIFY``: its own connection, no WAL flush, straight to the driver.
+
+    A ``NOTIFY`` is a transaction of its own (with an id): ``synchronous_commit=off``
+    spares it a WAL flush (a lost notification costs a poll interval, never an
+    event), and sending it on the driver's connection spares Django's cursor
+    machinery, at most once per ``RELAY_NOTIFY_INTERVAL``.
+    """
+    connection = connections[using]
+    if connection.vendor != "postgresql":
+        return
+    relax_durability(using)
+    try:
+        connection.connection.execute(f"NOTIFY {CHANNEL}")
+    except Exception:
+        connection.close()  # broken: opened again at the next one
+        raise
+
+
 def notify(using: str) -> None:
     """Wake other processes' relays (PostgreSQL ``NOTIFY``; nothing elsewhere). Call after commit."""
     connection = connections[using]
@@ -882,16 +976,20 @@ def dispatch_committed(events: Sequence[Any], using: str, batch: sql.WriteBatch 
     """Inside the command's transaction: nothing is written; a wake-up is scheduled for the commit.
 
     Connected to the bus's ``events_appending`` signal below (``AppConfig.ready``
-    imports this module).
+    imports this module). Runs for every command: a few attribute reads and one
+    ``on_commit`` callback, nothing more.
     """
     mode = fluvius_settings.DISPATCH
     if mode is None or mode == "off" or not events:
         return
-    _ensure_known(using)
-    transaction.on_commit(lambda: committed(events, using), using=using)
+    if _ensured_at.get(using) != (handlers.version, subscribers.version):
+        _ensure_known(using)
+    transaction.on_commit(partial(committed, events, using), using=using)
 
 
 _ensured: set[tuple[str, str]] = set()
+# database -> (handlers.version, subscribers.version) when every subscription was last ensured.
+_ensured_at: dict[str, tuple[int, int]] = {}
 
 
 def _ensure_known(using: str) -> None:
@@ -899,32 +997,34 @@ def _ensure_known(using: str) -> None:
 
     A ``start="now"`` subscription created by another process's relay a moment
     later would otherwise begin after the very events whose writer knew it. Done
-    once per subscription and process (a set lookup per command after that); the
-    relay round creates any that a rolled-back transaction took away.
+    once per subscription and process (the registries' versions say when one came);
+    the relay round creates any that a rolled-back transaction took away.
     """
-    names = [spec.name for spec in handlers] + [sub.name for sub in subscribers]
-    if all((using, name) in _ensured for name in names):
-        return
+    versions = (handlers.version, subscribers.version)
     missing = [sub for sub in declared() if (using, sub.name) not in _ensured]
     for sub in missing:
         if subscriptions.start_problem(sub.start) is None:
             subscriptions.ensure(sub, using)
         _ensured.add((using, sub.name))
+    _ensured_at[using] = versions
+
+
+def _first_position(events: Sequence[Any]) -> int | None:
+    """The position just before the batch (where a new ``start="now"`` subscription begins)."""
+    positions = [e.position for e in events if e.position is not None]
+    return min(positions) - 1 if positions else None
 
 
 def committed(events: Sequence[Any], using: str) -> None:
     """After commit: inline mode delivers here and now; every mode wakes the relay thread."""
-    # Positions are known once the batch is written: a new "now" subscription starts before them.
-    positions = [e.position for e in events if e.position is not None]
-    hint = min(positions) - 1 if positions else None
     try:
         if fluvius_settings.DISPATCH == "inline":
             names = {sub.name for event in events for sub in handlers.for_event(event)}
             names.update(s.name for event in events for s in subscribers.wanting(event))
             if names:
-                deliver_pending(using=using, names=names, hint=hint)
-            if connections[using].vendor == "postgresql":
-                relay.submit(using, hint, run=False)  # the NOTIFY, off the request path
+                deliver_pending(using=using, names=names, hint=_first_position(events))
+            if _vendor(using) == "postgresql":
+                relay.submit(using, None, run=False)  # the NOTIFY, off the request path
             return
         mode = fluvius_settings.RELAY
         runner = RELAY_MODES.get(mode)
@@ -932,7 +1032,7 @@ def committed(events: Sequence[Any], using: str) -> None:
             logger.error("FLUVIUS['RELAY'] is %r; expected one of %s. The events wait for the periodic relay.",
                          mode, sorted(RELAY_MODES))
             return
-        runner(using, hint)
+        runner(using, events)
     except Exception:  # noqa: BLE001 - the command committed; the relay delivers later
         logger.exception("Delivery after commit failed; the subscriptions catch up at the next relay round.")
 
@@ -942,6 +1042,7 @@ events_appending.connect(dispatch_committed, dispatch_uid="django_fluvius.delive
 
 def _forget_ensured(**kwargs: Any) -> None:
     _ensured.clear()  # the tables were (re)made or flushed: checkpoints may be gone
+    _ensured_at.clear()
 
 
 post_migrate.connect(_forget_ensured, dispatch_uid="django_fluvius.delivery.dispatch.ensured")
@@ -950,120 +1051,159 @@ post_migrate.connect(_forget_ensured, dispatch_uid="django_fluvius.delivery.disp
 class BackgroundRelay:
     """A daemon thread per process, woken by this process's commits.
 
-    The on-commit callback only puts a note on a queue. The thread sends one
-    ``NOTIFY`` at once for everything that arrived (other processes' relays wake),
-    then, in Celery mode, moves this process's subscriptions forward. Rounds are
-    at least ``RELAY_LINGER`` seconds apart (commits during the pause get one more
-    ``NOTIFY``), so a busy process pays the broker and the feed queries once per
-    batch of commits, while a lone commit goes at once.
+    A commit only leaves a note (per database: the lowest hint, whether to hand
+    over); commits while a note waits just update it, so the thread wakes once per
+    batch of commits, not per commit. The thread sends one ``NOTIFY`` for
+    everything noted (other processes' relays wake) at once, then at most one every
+    ``RELAY_NOTIFY_INTERVAL`` seconds while commits keep coming: a lone commit is
+    announced without delay, a busy process pays one ``NOTIFY`` per interval. In
+    "thread" mode it also moves this process's subscriptions forward, in rounds at
+    least ``RELAY_LINGER`` seconds apart (the broker and the feed queries once per
+    batch of commits), announcing the commits that arrive meanwhile on the
+    ``NOTIFY`` schedule.
     """
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._queue: queue.Queue | None = None
-        self._pid: int | None = None
+        self._start_lock = threading.Lock()
+        self._reset()
+        os.register_at_fork(after_in_child=self._reset)  # a forked child inherits no thread
+
+    def _reset(self) -> None:
+        self._cond = threading.Condition(threading.Lock())
+        self._notes: dict[str, list[Any]] = {}  # database -> [lowest hint, hand over?]
+        self._active = 0  # rounds in progress (flush waits for them)
+        self._close = False  # close_connections() asks for the connections back
+        self._started = False
         self._last = 0.0
+        self._last_notify = 0.0
+        self.notified = 0  # NOTIFY rounds sent (what coalescing saved: commits / this)
 
     def submit(self, using: str, hint: int | None, *, run: bool = True) -> None:
-        self._ensure().put((using, hint, run))
+        if not self._started:
+            self._start()
+        with self._cond:
+            note = self._notes.get(using)
+            if note is None:
+                self._notes[using] = [hint, run]
+                self._cond.notify()
+            else:
+                if hint is not None and (note[0] is None or hint < note[0]):
+                    note[0] = hint
+                note[1] = note[1] or run
 
-    def _ensure(self) -> queue.Queue:
-        # A forked child (Celery prefork, gunicorn) inherits no thread: start its own.
-        if self._queue is None or self._pid != os.getpid():
-            with self._lock:
-                if self._queue is None or self._pid != os.getpid():
-                    self._queue = queue.Queue()
-                    self._pid = os.getpid()
-                    thread = threading.Thread(target=self._run, args=(self._queue,), name="fluvius-relay",
-                                              daemon=True)
-                    thread.start()
-        return self._queue
+    def _start(self) -> None:
+        with self._start_lock:
+            if not self._started:
+                threading.Thread(target=self._run, name="fluvius-relay", daemon=True).start()
+                self._started = True
 
-    def _run(self, q: queue.Queue) -> None:
+    def _run(self) -> None:
         while True:
             try:
-                self._round(q)
+                self._round()
             except Exception:  # noqa: BLE001 - the thread must outlive any one round
                 logger.exception("The relay thread failed a round; the periodic relay catches up.")
 
-    def _round(self, q: queue.Queue) -> None:
-        try:
-            first = q.get(timeout=1.0)
-        except queue.Empty:
+    def _take(self, *, wait: bool, timeout: float | None = None) -> tuple[dict[str, list[Any]], bool]:
+        """The notes left so far (waiting for some, up to ``timeout``, if ``wait``), and whether to
+        close the connections."""
+        with self._cond:
+            if wait:
+                while not self._notes and not self._close:
+                    if not self._cond.wait(timeout) and timeout is not None:
+                        break
+                if not self._notes and not self._close:
+                    return {}, False
+                self._active += 1
+            notes, self._notes = self._notes, {}
+            close, self._close = self._close, False
+            return notes, close
+
+    @staticmethod
+    def _merge(into: dict[str, list[Any]], notes: dict[str, list[Any]]) -> None:
+        for using, (hint, run) in notes.items():
+            note = into.setdefault(using, [hint, run])
+            if hint is not None and (note[0] is None or hint < note[0]):
+                note[0] = hint
+            note[1] = note[1] or run
+
+    def _round(self) -> None:
+        notes, close = self._take(wait=True, timeout=1.0)
+        if not notes and not close:
             # Idle: give the connection back (test databases are dropped at the end).
             connections.close_all()
-            first = q.get()
-        taken = [first]
-        self._drain(q, taken)
-        # Other processes' relays first: one NOTIFY for everything queued so far, at once.
-        self._notify(taken)
-        notified = len(taken)
-        # Sleep rather than wait on the queue: a waiting thread would wake (and take the GIL
-        # from the request) at every commit.
-        pause = float(fluvius_settings.RELAY_LINGER) - (time.monotonic() - self._last)
-        if pause > 0:
-            time.sleep(pause)
-        self._drain(q, taken)
+            notes, close = self._take(wait=True)
         try:
-            if len(taken) > notified:  # commits that came during the pause: one more NOTIFY
-                self._notify(taken[notified:])
-            rounds: dict[str, tuple[int | None, bool]] = {}
-            for entry in taken:
-                if entry is None:  # close_connections() asks for the connections back
-                    continue
-                using, hint, run = entry
-                old_hint, old_run = rounds.get(using, (hint, run))
-                hints = [h for h in (old_hint, hint) if h is not None]
-                rounds[using] = (min(hints) if hints else None, old_run or run)
-            for using, (hint, run) in rounds.items():
-                if run:
-                    try:
-                        relax_durability(using)
-                    except Exception:  # noqa: BLE001 - the round reports the database's state
-                        logger.debug("Could not relax durability on the relay connection.", exc_info=True)
-                    deliver_pending(using=using, hint=hint)
-            if None in taken:
+            interval = float(fluvius_settings.RELAY_NOTIFY_INTERVAL)
+            # Sleep rather than wait for notes: commits during the pause share the NOTIFY.
+            pause = interval - (time.monotonic() - self._last_notify)
+            if pause > 0:
+                time.sleep(pause)
+                more, closing = self._take(wait=False)
+                self._merge(notes, more)
+                close = close or closing
+            self._notify(notes)
+            if any(run for _, run in notes.values()):
+                # "thread": this process hands over too, in rounds RELAY_LINGER apart; the
+                # commits noted meanwhile are announced on the NOTIFY schedule.
+                end = self._last + float(fluvius_settings.RELAY_LINGER)
+                while (left := end - time.monotonic()) > 0:
+                    time.sleep(min(left, max(interval, 0.001)))
+                    more, closing = self._take(wait=False)
+                    close = close or closing
+                    if more:
+                        self._notify(more)
+                        self._merge(notes, more)
+                self._hand_over(notes)
+            if close:
                 connections.close_all()
         finally:
+            with self._cond:
+                self._active -= 1
+                self._cond.notify_all()
+
+    def _hand_over(self, notes: dict[str, list[Any]]) -> None:
+        try:
+            for using, (hint, run) in notes.items():
+                if not run:
+                    continue
+                try:
+                    relax_durability(using)
+                except Exception:  # noqa: BLE001 - the round reports the database's state
+                    logger.debug("Could not relax durability on the relay connection.", exc_info=True)
+                deliver_pending(using=using, hint=hint)
+        finally:
             self._last = time.monotonic()
-            for _ in taken:
-                q.task_done()
 
-    @staticmethod
-    def _drain(q: queue.Queue, taken: list[Any]) -> None:
-        while True:
+    def _notify(self, notes: dict[str, list[Any]]) -> None:
+        self._last_notify = time.monotonic()
+        self.notified += 1
+        for using in notes:
             try:
-                taken.append(q.get_nowait())
-            except queue.Empty:
-                return
-
-    @staticmethod
-    def _notify(entries: Sequence[Any]) -> None:
-        for using in {entry[0] for entry in entries if entry is not None}:
-            try:
-                notify(using)
+                notify_now(using)
             except Exception:  # noqa: BLE001 - the others' poll catches up
                 logger.debug("Could not NOTIFY the other relays.", exc_info=True)
 
     def close_connections(self, timeout: float = 10.0) -> bool:
-        """Finish what is queued, then close the thread's database connections."""
-        if self._queue is None or self._pid != os.getpid():
+        """Finish what is noted, then close the thread's database connections."""
+        if not self._started:
             return True
-        self._queue.put(None)
+        with self._cond:
+            self._close = True
+            self._cond.notify()
         return self.flush(timeout)
 
     def flush(self, timeout: float = 10.0) -> bool:
         """Wait until everything submitted so far is handed over (or failed); False on timeout."""
-        q = self._queue
-        if q is None or self._pid != os.getpid():
+        if not self._started:
             return True
         end = time.monotonic() + timeout
-        with q.all_tasks_done:
-            while q.unfinished_tasks:
+        with self._cond:
+            while self._notes or self._close or self._active:
                 remaining = end - time.monotonic()
                 if remaining <= 0:
                     return False
-                q.all_tasks_done.wait(remaining)
+                self._cond.wait(remaining)
         return True
 
 
@@ -1091,23 +1231,37 @@ def relax_durability(using: str) -> None:
         connection._fluvius_relaxed = raw  # type: ignore[attr-defined]  # our mark on Django's wrapper
 
 
-def _relay_in_thread(using: str, hint: int | None) -> None:
-    relay.submit(using, hint)
+def _relay_in_thread(using: str, events: Sequence[Any]) -> None:
+    relay.submit(using, _first_position(events))
 
 
-def _relay_now(using: str, hint: int | None) -> None:
-    deliver_pending(using=using, hint=hint)
+def _relay_now(using: str, events: Sequence[Any]) -> None:
+    deliver_pending(using=using, hint=_first_position(events))
     notify(using)
 
 
-def _notify_only(using: str, hint: int | None) -> None:
+# database alias -> vendor, so the commit path does not look the connection up each time.
+_vendors: dict[str, str] = {}
+
+
+def _vendor(using: str) -> str:
+    vendor = _vendors.get(using)
+    if vendor is None:
+        vendor = _vendors[using] = connections[using].vendor
+    return vendor
+
+
+def _notify_only(using: str, events: Sequence[Any]) -> None:
     # PostgreSQL: announce the commit (from the thread, coalesced) and leave the hand-over to
     # the listening relays (every Celery worker runs one). Elsewhere nobody listens: relay here.
-    relay.submit(using, hint, run=connections[using].vendor != "postgresql")
+    if _vendor(using) == "postgresql":
+        relay.submit(using, None, run=False)
+    else:
+        relay.submit(using, _first_position(events))
 
 
-# How a commit wakes delivery in "celery" mode (FLUVIUS['RELAY']).
-RELAY_MODES: dict[str, Callable[[str, int | None], None]] = {
+# How a commit wakes delivery in "celery" mode (FLUVIUS['RELAY']): (database, the events).
+RELAY_MODES: dict[str, Callable[[str, Sequence[Any]], None]] = {
     "notify": _notify_only,   # web processes announce; workers' relays hand over
     "thread": _relay_in_thread,  # announce, and hand over this process's subscriptions too
     "sync": _relay_now,       # hand over in the on-commit callback (scripts, tests)

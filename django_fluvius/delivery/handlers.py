@@ -64,6 +64,7 @@ class HandlerSpec:
 class HandlerRegistry:
     def __init__(self) -> None:
         self._handlers: dict[str, HandlerSpec] = {}
+        self.version = 0  # changes with every (un)registration (the commit path compares it)
 
     def register(self, spec: HandlerSpec) -> HandlerSpec:
         existing = self._handlers.get(spec.name)
@@ -73,10 +74,12 @@ class HandlerRegistry:
             if getattr(existing.func, "__code__", None) is not getattr(spec.func, "__code__", None):
                 raise ImproperlyConfigured(f"An event handler named {spec.name!r} is already registered.")
         self._handlers[spec.name] = spec
+        self.version += 1
         return spec
 
     def unregister(self, name: str) -> None:
         self._handlers.pop(name, None)
+        self.version += 1
 
     def get(self, name: str) -> HandlerSpec:
         return self._handlers[name]

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from django.core.exceptions import ImproperlyConfigured
-from django.db import OperationalError, transaction
+from django.db import OperationalError, connections, transaction
 from django.utils import timezone
 
 from django_fluvius.conf import fluvius_settings
@@ -238,11 +238,16 @@ class AsyncProjection:
         return subscriptions.ensure(subscriptions.of_projection(_ProjectionSubscriber(type(self))), self.using)
 
     def _lock(self, wait: bool) -> Checkpoint:
-        self.checkpoint()
+        """The checkpoint row, locked for the caller's transaction (every caller is in one)."""
+        locked = Checkpoint.objects.using(self.using).select_for_update(nowait=not wait).filter(name=self.name)
         try:
-            with transaction.atomic(using=self.using):
-                return (Checkpoint.objects.using(self.using).select_for_update(nowait=not wait)
-                        .get(name=self.name))
+            # No savepoint of its own: a NOWAIT refusal ends the caller's transaction anyway.
+            with transaction.atomic(using=self.using, savepoint=False):
+                cp = locked.first()
+                if cp is None:  # the first run: create it at its start (its own savepoint), then lock it
+                    self.checkpoint()
+                    cp = locked.get()
+                return cp
         except OperationalError as exc:  # NOWAIT: another worker holds it
             raise _Busy() from exc
 
@@ -283,10 +288,12 @@ class AsyncProjection:
     def run_batch(self, *, wait: bool = True, limit: int | None = None) -> BatchResult:
         """Read and apply one batch after the checkpoint, and save the checkpoint, in one transaction."""
         limit = limit or self.batch_size or int(fluvius_settings.PROJECTION_BATCH_SIZE)
+        # A transaction of our own (not one of the caller's) has read no server statistics yet.
+        own = not connections[self.using].in_atomic_block
         try:
             with transaction.atomic(using=self.using):
                 cp = self._lock(wait)
-                upto = self.feed.bound()
+                upto = self.feed.bound(fresh_transaction=own)
                 events = self.feed.read(cp.key, upto, evt_keys=self.read_keys(), namespace=self.namespace,
                                         limit=limit)
                 if not events:

@@ -40,7 +40,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connections, transaction
 from django.db.models import Max, Q
 from django.utils import timezone
 
@@ -150,6 +150,37 @@ def take_lease(name: str, owner: str, using: str) -> bool:
     free = Q(lease_until__isnull=True) | Q(lease_until__lt=now) | Q(lease_owner=owner)
     return bool(Checkpoint.objects.using(using).filter(free, name=name).update(
         lease_owner=owner, lease_until=now + timedelta(seconds=float(fluvius_settings.SUBSCRIPTION_LEASE))))
+
+
+# Vendors whose UPDATE can return the row it changed: taking the lease and reading the
+# checkpoint are then one statement.
+UPDATE_RETURNING = frozenset({"postgresql", "sqlite"})
+_LEAD_FIELDS = ("id", "name", "kind", "txid", "position", "sent_txid", "sent_position")
+
+
+def lead(name: str, owner: str, using: str) -> Checkpoint | None:
+    """Take the lease (``take_lease``) and read the checkpoint it holds; None if another relay leads.
+
+    One ``UPDATE … RETURNING`` where the database has it. The checkpoint comes
+    back with the fields a relay moves (the others are loaded if touched).
+    """
+    connection = connections[using]
+    if connection.vendor not in UPDATE_RETURNING:
+        if not take_lease(name, owner, using):
+            return None
+        return Checkpoint.objects.using(using).get(name=name)
+    q = connection.ops.quote_name
+    now = timezone.now()
+    until = now + timedelta(seconds=float(fluvius_settings.SUBSCRIPTION_LEASE))
+    adapt = connection.ops.adapt_datetimefield_value
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"UPDATE {q(Checkpoint._meta.db_table)} SET {q('lease_owner')} = %s, {q('lease_until')} = %s "
+            f"WHERE {q('name')} = %s AND ({q('lease_until')} IS NULL OR {q('lease_until')} < %s "
+            f"OR {q('lease_owner')} = %s) RETURNING {', '.join(q(f) for f in _LEAD_FIELDS)}",
+            [owner, adapt(until), name, adapt(now), owner])
+        row = cursor.fetchone()
+    return Checkpoint.from_db(using, list(_LEAD_FIELDS), row) if row is not None else None
 
 
 def release_lease(name: str, owner: str, using: str) -> None:

@@ -60,52 +60,64 @@ from django_fluvius.models import Event
 FeedKey = tuple[int, int]
 ORIGIN: FeedKey = (0, 0)
 
-_XID_SPACE = 1 << 32
-
-# Transactions of this database still running, as 32-bit ids; and whether any
-# session is hidden from us (then their ids are unknown).
-_IN_FLIGHT_SQL = """
-SELECT backend_xid::text::bigint, query = '<insufficient privilege>'
-  FROM pg_stat_activity
- WHERE datname = current_database() AND pid <> pg_backend_pid()
-   AND (backend_xid IS NOT NULL OR query = '<insufficient privilege>')
-UNION ALL
-SELECT transaction::text::bigint, false FROM pg_prepared_xacts WHERE database = current_database()
+# The horizon in one statement. The statement's snapshot (``pg_current_snapshot()``)
+# is taken before it runs, so its upper bound is read before ``pg_stat_activity``
+# is scanned: a transaction that gets an id after that point gets one at or above
+# the upper bound, so missing it in the scan is harmless. The running sessions'
+# 32-bit ids are widened against ``xmax`` (one seen shortly after it is never more
+# than 2**31 behind); one newer than ``xmax`` is no blocker. If any session is
+# hidden from us (its ids unknown), the server-wide snapshot xmin stands in: just as
+# safe.
+HORIZON_SQL = """
+SELECT CASE WHEN bool_or(r.hidden)
+            THEN LEAST(s.upper, pg_snapshot_xmin(pg_current_snapshot())::text::bigint)
+            ELSE LEAST(s.upper, min(s.xmax - mod(mod(s.xmax - r.xid32, 4294967296) + 4294967296, 4294967296))
+                 FILTER (WHERE mod(mod(s.xmax - r.xid32, 4294967296) + 4294967296, 4294967296) <= 2147483648))
+       END
+  FROM (SELECT x.xmax, CASE WHEN x.own IS NULL THEN x.xmax ELSE GREATEST(x.xmax, x.own + 1) END AS upper
+          FROM (SELECT pg_snapshot_xmax(pg_current_snapshot())::text::bigint AS xmax,
+                       pg_current_xact_id_if_assigned()::text::bigint AS own) AS x) AS s
+  LEFT JOIN (SELECT backend_xid::text::bigint AS xid32, query = '<insufficient privilege>' AS hidden
+               FROM pg_stat_activity
+              WHERE datname = current_database() AND pid <> pg_backend_pid()
+                AND (backend_xid IS NOT NULL OR query = '<insufficient privilege>')
+             UNION ALL
+             SELECT transaction::text::bigint, false FROM pg_prepared_xacts
+              WHERE database = current_database()) AS r ON true
+ GROUP BY s.xmax, s.upper
 """
 
 
-def _full_xid(xid32: int, reference: int) -> int | None:
-    """The 64-bit id of a 32-bit id seen shortly after ``reference`` (None if it is newer)."""
-    behind = (reference - xid32) % _XID_SPACE
-    if behind > _XID_SPACE // 2:  # assigned after the reference was read: not a blocker
-        return None
-    return reference - behind
+def _stats_cached(connection: Any) -> bool:
+    """Whether ``pg_stat_activity`` may be a copy read earlier in this transaction.
+
+    PostgreSQL reads it once per transaction and keeps that copy until the
+    transaction ends. A statement outside a transaction (autocommit: the relays)
+    is a transaction of its own and always reads it live.
+    """
+    return connection.in_atomic_block or not connection.get_autocommit()
+
+
+def _clear_stats(connection: Any) -> None:
+    if _stats_cached(connection):
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_stat_clear_snapshot()")
 
 
 def postgres_horizon(connection: Any) -> int:
     """The lowest transaction id that may still commit events in this database."""
+    _clear_stats(connection)
     with connection.cursor() as cursor:
-        # Read the upper bound first: a transaction that gets an id after this
-        # point gets one at or above it, so missing it below is harmless.
-        cursor.execute(
-            "SELECT pg_snapshot_xmax(pg_current_snapshot())::text::bigint,"
-            " pg_current_xact_id_if_assigned()::text::bigint"
-        )
-        xmax, own = cursor.fetchone()
-        upper = max(xmax, own + 1) if own is not None else xmax
-        # pg_stat_activity is cached per transaction: drop the cache to read it live.
-        cursor.execute("SELECT pg_stat_clear_snapshot()")
-        cursor.execute(_IN_FLIGHT_SQL)
-        rows = cursor.fetchall()
-        if any(hidden for _, hidden in rows):
-            cursor.execute("SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint")
-            return min(cursor.fetchone()[0], upper)
-    horizon = upper
-    for xid32, _ in rows:
-        full = _full_xid(xid32, xmax)
-        if full is not None and full < horizon:
-            horizon = full
-    return horizon
+        cursor.execute(HORIZON_SQL)
+        return int(cursor.fetchone()[0])
+
+
+def postgres_below_horizon(connection: Any, fresh_transaction: bool = False) -> RawSQL:
+    """``txid < horizon`` as SQL, so a read and its horizon take one round trip."""
+    if not fresh_transaction:
+        _clear_stats(connection)
+    quote = connection.ops.quote_name
+    return RawSQL(f"{quote('txid')} < ({HORIZON_SQL})", [], output_field=BooleanField())
 
 
 def postgres_own_xid(connection: Any) -> int | None:
@@ -135,6 +147,9 @@ def mysql_own_tick(connection: Any) -> None:
 HORIZONS: dict[str, Callable[[Any], int]] = {
     "postgresql": postgres_horizon,
     "mysql": mysql_horizon,
+}
+BELOW_HORIZON: dict[str, Callable[[Any, bool], RawSQL]] = {
+    "postgresql": postgres_below_horizon,
 }
 OWN_XIDS: dict[str, Callable[[Any], int | None]] = {
     "postgresql": postgres_own_xid,
@@ -176,12 +191,16 @@ class Feed:
             qs = qs.filter(evt_key__in=upcasting.registry.stored_keys(evt_keys, namespace))
         return qs
 
-    def bound(self) -> FeedKey:
-        """The key of the last event no still-running transaction can precede."""
+    def bound(self, *, fresh_transaction: bool = False) -> FeedKey:
+        """The key of the last event no still-running transaction can precede.
+
+        ``fresh_transaction``: the caller's transaction has read no server
+        statistics before (it began just now), so their copy is live.
+        """
         qs = self.store.events
-        horizon = HORIZONS.get(self.connection.vendor)
-        if horizon is not None:
-            qs = qs.filter(txid__lt=horizon(self.connection))
+        below = BELOW_HORIZON.get(self.connection.vendor)
+        if below is not None:
+            qs = qs.filter(below(self.connection, fresh_transaction))  # one statement: the horizon is a subquery
         row = qs.order_by("-txid", "-position").values_list("txid", "position").first()
         return (row[0] or 0, row[1]) if row else ORIGIN
 
@@ -209,6 +228,28 @@ class Feed:
                             evt_keys, namespace)
         return [(txid or 0, position) for txid, position in
                 qs.order_by("txid", "position").values_list("txid", "position")[:limit]]
+
+    def nonempty(self, reads: Sequence[tuple[FeedKey, FeedKey, Sequence[str] | None, str | None]]) -> set[int]:
+        """Which of these reads ``(after, upto, evt_keys, namespace)`` would return an event.
+
+        One statement for all of them (a relay round asks it of every subscription).
+        """
+        found: set[int] = set()
+        parts: list[tuple[str, list[Any]]] = []
+        for index, (after, upto, evt_keys, namespace) in enumerate(reads):
+            if tuple(after) >= tuple(upto):
+                continue
+            qs = self._filtered(self.store.events.filter(self._after(after)).filter(self._upto(upto)),
+                                evt_keys, namespace).values("position")
+            inner, params = qs.query.get_compiler(self.using).as_sql()
+            parts.append((f"SELECT {int(index)} FROM (SELECT 1 AS one) AS one WHERE EXISTS ({inner})", list(params)))
+        for start in range(0, len(parts), 100):  # SQLite caps a compound SELECT at 500 terms
+            chunk = parts[start:start + 100]
+            with self.connection.cursor() as cursor:
+                cursor.execute(" UNION ALL ".join(sql for sql, _ in chunk),
+                               [param for _, params in chunk for param in params])
+                found.update(row[0] for row in cursor.fetchall())
+        return found
 
     def count(self, after: FeedKey, upto: FeedKey | None = None, *, evt_keys: Sequence[str] | None = None,
               namespace: str | None = None) -> int:
