@@ -402,8 +402,11 @@ def test_a_relay_round_costs_a_few_statements_whatever_the_number_of_subscriptio
     assert Recording.sent == [("tests.sub.busy", note.events[0].position)]
     # bound, checkpoints (+ overdue), which subscriptions have work: nothing else.
     assert len(idle.captured_queries) == 3, [q["sql"] for q in idle.captured_queries]
-    # + lease and checkpoint read, keys, pending receipts, checkpoint and mark (and the lease given up).
-    assert len(busy.captured_queries) == 7, [q["sql"] for q in busy.captured_queries]
+    # + lease and checkpoint read, keys, pending receipts, checkpoint and mark (and the lease given up);
+    # MariaDB has no UPDATE ... RETURNING: the lease and the checkpoint read are two statements there,
+    # and its receipts' insert finds the pending ones with a second one.
+    expected = 9 if connection.vendor == "mysql" else 7
+    assert len(busy.captured_queries) == expected, [q["sql"] for q in busy.captured_queries]
     cp = Checkpoint.objects.get(name="tests.sub.busy")
     assert cp.sent_position == note.events[0].position and cp.position < note.events[0].position
     assert cp.lease_owner == "", "the settling write gave the lease up"
