@@ -7,7 +7,8 @@ A read that names a minimum position (``Fluvius-Min-Position``,
 resource has processed that position:
 
 * rows kept by **inline projections** commit with the events: they are current
-  as soon as the command's response is sent, so nothing waits;
+  as soon as the command's response is sent, so a client never waits for a
+  position it was given (only for one beyond the head: nothing has it yet);
 * rows kept by **async projections** (``delivery/projections.py``, which
   register here as *feeders* of the models in their ``models``) are current for
   position *n* once the projection's checkpoint has passed every event it reads
@@ -115,12 +116,6 @@ def forget(model: type | None = None) -> None:
                 del _reached[key]
 
 
-def needs_waiting(model: type) -> bool:
-    """Can a read of this model lag behind the events (async projections, or a replica)?"""
-    alias = read_alias()
-    return bool(feeders.of(model)) or bool(alias and alias != write_alias())
-
-
 def _target(position: int) -> FeedKey | None:
     """The feed key up to which the read models must be: the event at ``position`` (on the primary).
 
@@ -152,25 +147,23 @@ def _feeder_reached(feeder: Feeder, key: FeedKey, alias: str) -> bool:
 
 
 def reached(model: type, position: int) -> bool:
-    """Has every read model of ``model`` processed ``position``? (One look, no waiting.)"""
+    """Has every read model of ``model`` processed ``position``? (One look, no waiting.)
+
+    Answered from memory for a position at or below one already seen reached.
+    """
     alias = read_alias() or write_alias()
-    if position <= _reached.get((alias, model), -1):
-        return True
-    found = feeders.of(model)
-    replica = alias != write_alias()
-    if not found and not replica:
-        return True  # inline projections only: current once the command answered
-    if position == 0:
+    if position <= _reached.get((alias, model), 0):
         return True
     key = _target(position)
     if key is None:
-        return False
-    if replica and key[1] and not Event.objects.using(alias).filter(position=key[1]).exists():
-        return False
-    if not all(_feeder_reached(feeder, key, alias) for feeder in found):
+        return False  # beyond the head: nothing has that position yet
+    if alias != write_alias() and key[1] and not Event.objects.using(alias).filter(position=key[1]).exists():
+        return False  # the replica has not replayed it
+    # Inline projections commit with the events: current once the event exists.
+    if not all(_feeder_reached(feeder, key, alias) for feeder in feeders.of(model)):
         return False
     with _lock:
-        if position > _reached.get((alias, model), -1):
+        if position > _reached.get((alias, model), 0):
             _reached[(alias, model)] = position
     return True
 
