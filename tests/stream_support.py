@@ -5,6 +5,7 @@ from __future__ import annotations
 import http.client
 import json
 import queue
+import socket
 import threading
 from dataclasses import dataclass, field
 from typing import Any
@@ -103,8 +104,8 @@ class LiveStream:
                     for message in parse("\n".join(block) + "\n\n"):
                         self.messages.put(message)
                     block = []
-        except (OSError, ValueError, http.client.HTTPException):
-            pass  # closed by the test
+        except Exception:  # noqa: BLE001 - closed by the test under the reading thread
+            pass
         self.messages.put(None)
 
     def next_event(self, timeout: float = 10.0) -> Message:
@@ -120,7 +121,14 @@ class LiveStream:
         return [self.next_event(timeout) for _ in range(count)]
 
     def close(self) -> None:
-        try:
-            self.response.close()
-        finally:
-            self.connection.close()
+        """Hang up (the server sees the client go), then let the reading thread finish."""
+        sock = self.connection.sock
+        if sock is not None:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+        thread = getattr(self, "thread", None)
+        if thread is not None:
+            thread.join(5)
+        self.connection.close()
