@@ -165,7 +165,9 @@ def test_a_client_follows_commits_live_and_resumes_with_last_event_id(server):
                 assert (int(got.id), got.json["payload"]["title"]) == (note.events[0].position, title)
         finally:
             note_stream.close()
-        last_seen = max(int(m.id) for m in received)
+        # What a browser keeps: the id of the last message (feed order is commit order on
+        # PostgreSQL, which may differ from position order).
+        last_seen = int(received[-1].id)
     finally:
         reader.close()
 
@@ -264,3 +266,24 @@ def test_a_browser_event_source_shows_events_live(server):
             assert positions == sorted(positions) and all(p > 0 for p in positions)
         finally:
             browser.close()
+
+
+def test_connected_clients_hold_no_database_connection_each(server):
+    """Under ASGI a waiting client costs a coroutine: not a thread, nor a database connection."""
+    if connection.vendor != "postgresql":
+        pytest.skip("counts the server's PostgreSQL connections")
+
+    def server_connections() -> int:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                           "AND pid <> pg_backend_pid()")
+            return cursor.fetchone()[0]
+
+    streams = [opened(f"{server}/api/app-user/_stream/") for _ in range(12)]
+    try:
+        _, position = create_user(server, "Many")
+        assert all(int(s.next_event().id) == position for s in streams)
+        assert server_connections() <= 4  # the feed reader, its LISTEN, the command's: not 12
+    finally:
+        for stream in streams:
+            stream.close()

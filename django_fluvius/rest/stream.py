@@ -41,6 +41,7 @@ How it is served
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import json
 import logging
 import threading
@@ -173,7 +174,10 @@ class FeedTail:
         if self.task is None or self.task.done():
             self.loop = asyncio.get_running_loop()
             self.ready = asyncio.Event()
-            self.task = asyncio.create_task(self._run(), name=f"fluvius-feed-tail-{self.using}")
+            # A context of its own: not the first client's request (whose thread and database
+            # connection go when that client does).
+            self.task = self.loop.create_task(self._run(), name=f"fluvius-feed-tail-{self.using}",
+                                              context=contextvars.Context())
         await self.ready.wait()
         return self
 
@@ -198,10 +202,7 @@ class FeedTail:
     # -- the reader --
 
     def _bound(self) -> FeedKey:
-        try:
-            return Feed(self.using).bound()
-        finally:
-            connections[self.using].close_if_unusable_or_obsolete()
+        return Feed(self.using).bound()
 
     def _read(self, after: FeedKey) -> tuple[list[Event], FeedKey]:
         feed = Feed(self.using)
@@ -214,7 +215,7 @@ class FeedTail:
     async def _run(self) -> None:
         listener = None
         try:
-            self.start = self.key = await sync_to_async(self._bound)()
+            self.start = self.key = await sync_to_async(self._bound, thread_sensitive=False)()
             self.events.clear()
             self.frames.clear()
             self.ready.set()
@@ -226,7 +227,7 @@ class FeedTail:
                 more = True
                 while more:
                     try:
-                        events, upto = await sync_to_async(self._read)(self.key)
+                        events, upto = await sync_to_async(self._read, thread_sensitive=False)(self.key)
                     except Exception:  # noqa: BLE001 - the database is away: try at the next wake-up
                         logger.warning("The event stream could not read the feed.", exc_info=True)
                         await asyncio.sleep(poll)
@@ -329,15 +330,18 @@ events_appending.connect(_wake_on_commit, dispatch_uid="django_fluvius.rest.stre
 
 async def stream_async(stream: StreamFilter, after: FeedKey, using: str) -> AsyncIterator[bytes]:
     """The SSE messages of one client under ASGI: from memory when close to the head, else the database."""
+    # The request's database connection is not needed while streaming: give it back now
+    # (a hundred idle clients must not hold a hundred connections).
+    await sync_to_async(connections.close_all)()
     tail = await tails.get(using).attach()
     heartbeat = float(fluvius_settings.STREAM_HEARTBEAT)
-    scoped = sync_to_async(stream.scoped) if stream.row_scope is not None else None
+    scoped = sync_to_async(closing(stream.scoped)) if stream.row_scope is not None else None
     try:
         yield b"retry: 2000\n\n"
         key = after
         while True:
             if not tail.covers(key):
-                events, upto = await sync_to_async(_read_db)(using, key, tail.start)
+                events, upto = await sync_to_async(closing(_read_db))(using, key, tail.start)
                 wanted = [e for e in events if stream.wants(e)]
                 if scoped is not None:
                     wanted = await scoped(wanted)
@@ -363,6 +367,18 @@ async def stream_async(stream: StreamFilter, after: FeedKey, using: str) -> Asyn
                 yield HEARTBEAT
     finally:
         tail.detach()
+
+
+def closing(func: Callable[..., Any]) -> Callable[..., Any]:
+    """``func``, then this context's database connections closed (a stream reads now and then)."""
+
+    def run(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        finally:
+            connections.close_all()
+
+    return run
 
 
 def _read_db(using: str, after: FeedKey, upto: FeedKey) -> tuple[list[Event], FeedKey]:
@@ -434,13 +450,13 @@ class StreamView(FluviusAPIMixin, APIView):
     def get_authenticators(self) -> list[Any]:
         if self.read_views:
             return [auth() for auth in self.read_views[0].authentication_classes]
-        return super().get_authenticators()
+        return list(super().get_authenticators())
 
     def get_permissions(self) -> list[Any]:
         if self.read_views:
             classes = dict.fromkeys(p for view in self.read_views for p in view.permission_classes)
             return [permission() for permission in classes]
-        return super().get_permissions()
+        return list(super().get_permissions())
 
     def get_view_name(self) -> str:
         return f"{self.namespace}: event stream"
