@@ -132,6 +132,15 @@ def test_bad_input_is_a_json_error(path, headers, status, code):
     assert response["Content-Type"] == "application/json"
 
 
+def test_head_answers_the_headers_without_a_body():
+    note("a")
+    response = APIClient().head("/api/test-notes/_stream/?after=0", **SSE)
+    assert response.status_code == 200 and response["Content-Type"].startswith("text/event-stream")
+    assert not response.streaming and response.content == b""
+    bad = APIClient().head("/api/test-notes/_stream/?after=x", **SSE)
+    assert bad.status_code == 400
+
+
 def test_an_event_committed_late_is_sent_in_feed_order_never_skipped():
     """PostgreSQL: positions are taken at insert, not commit. A transaction that took a lower
     position and commits later holds the stream back; both events come, in feed order."""

@@ -46,9 +46,10 @@ from collections.abc import Callable
 from typing import Any
 
 from django.core.handlers.asgi import ASGIRequest
-from django.http import StreamingHttpResponse
+from django.http import HttpResponse, StreamingHttpResponse
 from rest_framework.exceptions import NotAcceptable
 from rest_framework.renderers import BaseRenderer, JSONRenderer
+from rest_framework.response import Response
 from rest_framework.utils.encoders import JSONEncoder
 from rest_framework.views import APIView
 
@@ -61,6 +62,8 @@ from django_fluvius.read.consistency import parse_position
 from django_fluvius.rest.sse import StreamFilter, stream_async, stream_sync
 from django_fluvius.rest.views import FluviusAPIMixin, metadata_filter
 from django_fluvius.security import tenancy
+
+STREAM_TYPE = "text/event-stream; charset=utf-8"
 
 
 class EventStreamRenderer(BaseRenderer):
@@ -121,7 +124,7 @@ class StreamView(FluviusAPIMixin, APIView):
         return f"{self.namespace}: event stream"
 
     def finalize_response(self, request: Any, response: Any, *args: Any, **kwargs: Any) -> Any:
-        if not isinstance(response, StreamingHttpResponse):
+        if isinstance(response, Response):
             # Errors are the usual JSON body, whatever the client accepted.
             request.accepted_renderer, request.accepted_media_type = JSONRenderer(), "application/json"
         return super().finalize_response(request, response, *args, **kwargs)
@@ -132,11 +135,16 @@ class StreamView(FluviusAPIMixin, APIView):
         stream = self.stream_filter(request)
         using = fluvius_settings.DATABASE
         after = self.start_key(request, using)
+        if request.method == "HEAD":  # the headers a GET would have; no endless body to throw away
+            return self.stream_headers(HttpResponse(content_type=STREAM_TYPE))
         if isinstance(request._request, ASGIRequest):
             content: Any = stream_async(stream, after, using)
         else:
             content = stream_sync(stream, after, using)
-        response = StreamingHttpResponse(content, content_type="text/event-stream; charset=utf-8")
+        return self.stream_headers(StreamingHttpResponse(content, content_type=STREAM_TYPE))
+
+    @staticmethod
+    def stream_headers(response: Any) -> Any:
         response["Cache-Control"] = "no-cache"
         response["X-Accel-Buffering"] = "no"  # nginx: pass every message on at once
         return response
