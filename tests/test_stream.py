@@ -171,3 +171,32 @@ def test_an_event_committed_late_is_sent_in_feed_order_never_skipped():
     sent = stream(api, f"/api/test-notes/_stream/?after={start}")
     assert [m.json["payload"]["title"] for m in sent] == ["late", "quick"]
     assert uuid.UUID(sent[0].json["aggregate_id"]) == late[0].aggregate_id
+
+
+def test_commits_while_the_relay_lingers_are_announced_at_once():
+    """PostgreSQL: the relay thread lingers RELAY_LINGER seconds between rounds; the commits
+    that come meanwhile are announced (NOTIFY, what wakes streams and relays of other
+    processes) within NOTIFY_EVERY, not when the linger ends."""
+    if connection.vendor != "postgresql":
+        pytest.skip("NOTIFY is PostgreSQL's")
+    import time
+
+    from django_fluvius.delivery.dispatch import CHANNEL, relay
+
+    wrapper = connection
+    listener = wrapper.get_new_connection(wrapper.get_connection_params())
+    listener.autocommit = True
+    listener.execute(f"LISTEN {CHANNEL}")
+    try:
+        with fluvius_with(DISPATCH="inline", RELAY_LINGER=5.0):
+            for title in ("first", "second"):  # a round each: the second one's lingers 5 s
+                note(title)
+                assert list(listener.notifies(timeout=3, stop_after=1)), f"the {title} commit is announced"
+                time.sleep(0.1)
+            note("third")
+            started = time.monotonic()
+            assert list(listener.notifies(timeout=3, stop_after=1)), "announced during the linger"
+            assert time.monotonic() - started < 3
+            assert relay.flush(10)
+    finally:
+        listener.close()

@@ -84,6 +84,9 @@ PROJECT_TASK = "fluvius.project"
 RELAY_TASK = "fluvius.relay"
 # The PostgreSQL notification channel a commit wakes other processes' relays on.
 CHANNEL = "fluvius_events"
+# While the relay thread lingers between rounds, it announces new commits this often
+# (seconds): at most this many NOTIFYs a second per busy process, at most this late.
+NOTIFY_EVERY = 0.02
 
 
 # -- subscribers besides handlers (async projections register here) ---------------------------
@@ -910,8 +913,8 @@ class BackgroundRelay:
     The on-commit callback only puts a note on a queue. The thread sends one
     ``NOTIFY`` at once for everything that arrived (other processes' relays wake),
     then, in Celery mode, moves this process's subscriptions forward. Rounds are
-    at least ``RELAY_LINGER`` seconds apart (commits during the pause get one more
-    ``NOTIFY``), so a busy process pays the broker and the feed queries once per
+    at least ``RELAY_LINGER`` seconds apart (commits during the pause are announced
+    within ``NOTIFY_EVERY``), so a busy process pays the broker and the feed queries once per
     batch of commits, while a lone commit goes at once.
     """
 
@@ -956,10 +959,16 @@ class BackgroundRelay:
         self._notify(taken)
         notified = len(taken)
         # Sleep rather than wait on the queue: a waiting thread would wake (and take the GIL
-        # from the request) at every commit.
-        pause = float(fluvius_settings.RELAY_LINGER) - (time.monotonic() - self._last)
-        if pause > 0:
-            time.sleep(pause)
+        # from the request) at every commit. It wakes every NOTIFY_EVERY seconds of the pause
+        # instead, and announces the commits that came meanwhile (event streams and other
+        # relays hear of them within that, however long the hand-over lingers).
+        end = self._last + float(fluvius_settings.RELAY_LINGER)
+        while (pause := end - time.monotonic()) > 0:
+            time.sleep(min(pause, NOTIFY_EVERY))
+            self._drain(q, taken)
+            if len(taken) > notified:
+                self._notify(taken[notified:])
+                notified = len(taken)
         self._drain(q, taken)
         try:
             if len(taken) > notified:  # commits that came during the pause: one more NOTIFY
