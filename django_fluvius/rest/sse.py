@@ -125,7 +125,15 @@ class FeedTail:
             # connection go when that client does).
             self.task = self.loop.create_task(self._run(), name=f"fluvius-feed-tail-{self.using}",
                                               context=contextvars.Context())
-        await self.ready.wait()
+        task = self.task
+        waiter = asyncio.ensure_future(self.ready.wait())
+        try:
+            await asyncio.wait([waiter, task], return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            waiter.cancel()
+        if not self.ready.is_set():  # the reader could not start (the database is away)
+            self.detach()
+            task.result()  # raises its error: this stream ends, the client reconnects later
         return self
 
     def detach(self) -> None:
@@ -161,15 +169,22 @@ class FeedTail:
 
     async def _run(self) -> None:
         listener = None
+        hearing: asyncio.Task | None = None
         try:
             self.start = self.key = await sync_to_async(self._bound, thread_sensitive=False)()
             self.events.clear()
             self.frames.clear()
             self.ready.set()
             listener = await _listen(self.using)
+            if listener is not None:
+                # Read the notifications all the time (none is lost while the feed is read).
+                hearing = asyncio.create_task(self._hear(listener))
             poll = float(fluvius_settings.STREAM_POLL)
             while True:
-                await self._wait(listener, poll)
+                try:
+                    await asyncio.wait_for(self.wake.wait(), poll)
+                except TimeoutError:
+                    pass  # the poll: SQLite, other processes without NOTIFY, a lost LISTEN
                 self.wake.clear()
                 more = True
                 while more:
@@ -182,20 +197,19 @@ class FeedTail:
                     more = len(events) >= int(fluvius_settings.STREAM_BATCH_SIZE)
                     self._extend(events, upto)
         finally:
+            if hearing is not None:
+                hearing.cancel()
             if listener is not None:
                 await listener.close()
 
-    async def _wait(self, listener: Any, poll: float) -> None:
-        if self.wake.is_set():
-            return
-        waits: list[asyncio.Future[Any]] = [asyncio.ensure_future(self.wake.wait())]
-        if listener is not None:
-            waits.append(asyncio.ensure_future(_next_notify(listener)))
+    async def _hear(self, listener: Any) -> None:
+        """Wake the reader at every ``NOTIFY``; on a lost connection, leave it to the poll."""
         try:
-            await asyncio.wait(waits, timeout=poll, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for waiting in waits:
-                waiting.cancel()
+            async for _ in listener.notifies():
+                self.wake.set()
+        except Exception:  # noqa: BLE001 - the poll stands in
+            logger.warning("The event stream lost its LISTEN connection; it polls every %ss.",
+                           fluvius_settings.STREAM_POLL, exc_info=True)
 
     def _extend(self, events: list[Event], upto: FeedKey) -> None:
         feed_key = Feed.key
@@ -231,11 +245,6 @@ async def _listen(using: str) -> Any:
         logger.warning("The event stream could not LISTEN; it polls every %ss.", fluvius_settings.STREAM_POLL,
                        exc_info=True)
         return None
-
-
-async def _next_notify(listener: Any) -> None:
-    async for _ in listener.notifies(stop_after=1):
-        return
 
 
 class Tails:
