@@ -186,6 +186,7 @@ def test_a_replica_is_checked_for_the_position(projection):
         assert api.get(f"/api/test-notes/note/{note_id}/?min_position={position + 50}").status_code == 503
 
 
+@pytest.mark.urls("example_project.urls")
 def test_the_schema_documents_the_headers():
     out = io.StringIO()
     call_command("spectacular", "--validate", "--fail-on-warn", stdout=out)
