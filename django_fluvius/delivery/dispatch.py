@@ -1007,6 +1007,9 @@ class BackgroundRelay:
     def _notify(entries: Sequence[Any]) -> None:
         for using in {entry[0] for entry in entries if entry is not None}:
             try:
+                # A NOTIFY commits a transaction of its own: no WAL flush to wait for (one lost
+                # in a crash costs a poll's delay), however often the linger announces.
+                relax_durability(using)
                 notify(using)
             except Exception:  # noqa: BLE001 - the others' poll catches up
                 logger.debug("Could not NOTIFY the other relays.", exc_info=True)
