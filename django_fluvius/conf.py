@@ -127,6 +127,17 @@ DEFAULTS: dict[str, Any] = {
     # EVENT_METADATA_PERMISSION see. None shows every key to every reader.
     "EXPOSED_METADATA": ["correlation_id", "causation_id", "command_id", "command", "source"],
     "EVENT_METADATA_PERMISSION": "django_fluvius.view_event",
+    # -- consistent and live reads (read/consistency.py, rest/stream.py; docs/consistency.md) --
+    # Seconds a read with a minimum position (Fluvius-Min-Position, ?min_position=) waits for
+    # the async projections (and the replica) feeding its resource; then a 503 with Retry-After.
+    "MIN_POSITION_TIMEOUT": 5.0,
+    # Seconds between the comment lines an idle event stream (_stream/) sends to keep it open.
+    "STREAM_HEARTBEAT": 5.0,
+    # Seconds between an event stream's looks at the feed when no NOTIFY wakes it (SQLite,
+    # or a lost LISTEN connection); on PostgreSQL commits wake it at once.
+    "STREAM_POLL": 0.25,
+    # Events read from the database per query of a stream catching up.
+    "STREAM_BATCH_SIZE": 200,
     # -- media (media.py, rest/media.py) --
     # Where uploads go: an alias of Django's STORAGES, a strategy instance
     # (media.LocalStorage(path=...), media.S3Storage(bucket=...)) or its dotted path, or a dict

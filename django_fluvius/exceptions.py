@@ -262,6 +262,24 @@ class InvalidRequest(FluviusError):
         super().__init__(message, **kw)
 
 
+class InvalidPosition(InvalidRequest):
+    """A position sent by a client (``Fluvius-Min-Position``, ``?min_position=``, ``?after=``,
+    ``Last-Event-ID``) is not an event position."""
+
+    status_code = 400
+    default_code = "invalid_position"
+    default_message = _("An event position must be an integer >= 0.")
+
+
+class PositionNotReached(FluviusError):
+    """A read asked for a minimum position its read models had not processed within
+    ``FLUVIUS['MIN_POSITION_TIMEOUT']`` (HTTP: 503 with ``Retry-After``)."""
+
+    status_code = 503
+    default_code = "position_not_reached"
+    default_message = _("The read models have not caught up with the position asked for yet.")
+
+
 class PreconditionFailed(ConcurrencyConflict):
     """``If-Match`` named a version the aggregate is no longer (or not yet) at."""
 

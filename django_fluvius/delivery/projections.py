@@ -29,6 +29,7 @@ from django_fluvius.delivery.handlers import ALL_EVENTS
 from django_fluvius.events.feed import Feed, FeedKey
 from django_fluvius.exceptions import UnknownProjection
 from django_fluvius.models import Checkpoint, DeadLetter
+from django_fluvius.read import consistency
 from django_fluvius.registry import resolve_model
 
 if TYPE_CHECKING:
@@ -74,11 +75,14 @@ class ProjectionRegistry:
             )
         self._classes[cls.name] = cls
         subscribers.add(_ProjectionSubscriber(cls))
+        # Reads asking for a minimum position wait for it (read/consistency.py).
+        consistency.register_feeder(cls.name, cls.models, cls.read_keys(), cls.namespace)
         return cls
 
     def unregister(self, name: str) -> None:
         self._classes.pop(name, None)
         subscribers.remove(name)
+        consistency.feeders.remove(name)
 
     def get(self, name: str) -> type[AsyncProjection]:
         try:
@@ -267,7 +271,8 @@ class AsyncProjection:
             cp.txid, cp.position = self.feed.key_before(position)
             cp.failures, cp.last_error, cp.updated = 0, "", timezone.now()
             cp.save()
-            return cp
+        consistency.forget()  # reached positions may be reached no more
+        return cp
 
     def reset(self, position: int = 0) -> Checkpoint:
         """Empty the read models and start again from ``position`` (0: the beginning), atomically."""
@@ -277,7 +282,8 @@ class AsyncProjection:
             cp.txid, cp.position = self.feed.key_before(position)
             cp.events_applied, cp.failures, cp.last_error, cp.updated = 0, 0, "", timezone.now()
             cp.save()
-            return cp
+        consistency.forget()
+        return cp
 
     def lag(self) -> int:
         """Committed events this projection has still to read."""

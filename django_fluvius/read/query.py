@@ -27,7 +27,7 @@ from django.core.exceptions import FieldDoesNotExist
 from django.db.models import Q, QuerySet
 
 from django_fluvius.exceptions import InvalidQuery
-from django_fluvius.read import keyset
+from django_fluvius.read import consistency, keyset
 from django_fluvius.read.search import apply_search
 from django_fluvius.read.surface import BadValue, QuerySurface, resolve_field, surface_for
 from django_fluvius.registry import domains
@@ -89,6 +89,7 @@ class QueryBuilder:
         self._cursor: str | None = None
         self._only: tuple[str, ...] = ()
         self._want_count = False
+        self._min_position: int | None = None
 
     @classmethod
     def from_params(cls, resource: str, params: Any, *, context: Any = None, domain: Any = None,
@@ -163,6 +164,11 @@ class QueryBuilder:
 
     cursor = after
 
+    def min_position(self, position: int | None) -> QueryBuilder:
+        """Read only once the resource's read models have processed event ``position``
+        (read/consistency.py); ``PositionNotReached`` past ``MIN_POSITION_TIMEOUT``."""
+        return self._clone(_min_position=None if position is None else consistency.parse_position(position))
+
     def apply_params(self, params: Any, *, ignore: Any = ()) -> QueryBuilder:
         """Add untrusted parameters, each checked against the query surface.
 
@@ -210,7 +216,10 @@ class QueryBuilder:
     # -- turning it into SQL ----------------------------------------------------
 
     def base_queryset(self) -> QuerySet:
-        """The resource's scoped QuerySet on the read database, before this builder's filters."""
+        """The resource's scoped QuerySet on the read database, before this builder's filters
+        (once the read models have reached ``min_position``, when one is set)."""
+        if self._min_position:
+            consistency.wait_for(self.surface.model, self._min_position)
         if self._base is not None:
             return self._base.all()
         return self.domain.statemgr.queryset(self.resource)
@@ -261,10 +270,16 @@ class QueryBuilder:
 
     # -- running it ---------------------------------------------------------------
 
+    async def _await_position(self) -> None:
+        # Wait on the event loop, not in the worker thread the query then runs in.
+        if self._min_position:
+            await consistency.await_for(self.surface.model, self._min_position)
+
     def execute(self) -> list[Any]:
         return list(self.queryset)
 
     async def aexecute(self) -> list[Any]:
+        await self._await_position()
         return await sync_to_async(self.execute)()
 
     def count(self) -> int:
@@ -272,6 +287,7 @@ class QueryBuilder:
         return self.filtered().count()
 
     async def acount(self) -> int:
+        await self._await_position()
         return await sync_to_async(self.count)()
 
     def exists(self) -> bool:
@@ -279,6 +295,7 @@ class QueryBuilder:
         return self.filtered().exists()
 
     async def aexists(self) -> bool:
+        await self._await_position()
         return await sync_to_async(self.exists)()
 
     def first(self) -> Any | None:
@@ -287,6 +304,7 @@ class QueryBuilder:
         return rows[0] if rows else None
 
     async def afirst(self) -> Any | None:
+        await self._await_position()
         return await sync_to_async(self.first)()
 
     def __iter__(self) -> Iterator[Any]:

@@ -19,6 +19,7 @@ from asgiref.sync import sync_to_async
 from django.core.exceptions import ObjectDoesNotExist
 
 from django_fluvius.exceptions import AggregateNotFound
+from django_fluvius.read import consistency
 from django_fluvius.read.replicas import read_alias
 from django_fluvius.read.surface import surface_for
 
@@ -77,19 +78,44 @@ class StateManager:
         qs = self.domain.scope_queryset(resource, qs)
         return surface_for(self.domain, resource).scope(qs, self.domain.context)
 
-    def fetch(self, resource: str, aggregate_id: Any) -> Model:
+    def wait(self, resource: str, position: int | None, *, timeout: float | None = None) -> None:
+        """Return once the read models of ``resource`` have processed event ``position``.
+
+        Inline projections are always current (no wait, no query); async projections
+        feeding the resource's model, and a read replica, are waited for up to
+        ``timeout`` (default ``FLUVIUS['MIN_POSITION_TIMEOUT']``), then
+        ``PositionNotReached`` (read/consistency.py).
+        """
+        if position is not None:
+            position = consistency.parse_position(position)
+        consistency.wait_for(self.model(resource), position, timeout=timeout)
+
+    async def await_position(self, resource: str, position: int | None, *, timeout: float | None = None) -> None:
+        """``wait`` for async code: sleeps on the event loop between looks."""
+        if position is not None:
+            position = consistency.parse_position(position)
+        await consistency.await_for(self.model(resource), position, timeout=timeout)
+
+    def fetch(self, resource: str, aggregate_id: Any, *, min_position: int | None = None) -> Model:
+        """One row by aggregate id (``min_position``: not before the read models processed it)."""
         pk = parse_aggregate_id(aggregate_id)
+        self.wait(resource, min_position)
         try:
             return self.queryset(resource).get(pk=pk)
         except ObjectDoesNotExist:  # the model's DoesNotExist
             raise AggregateNotFound(f"No {resource} with id {pk}.") from None
 
-    def find(self, resource: str, *args: Any, **filters: Any) -> QuerySet:
+    def find(self, resource: str, *args: Any, min_position: int | None = None, **filters: Any) -> QuerySet:
+        """The rows matching ``filters`` (``min_position``: waited for before the QuerySet is built)."""
+        self.wait(resource, min_position)
         return self.queryset(resource).filter(*args, **filters)
 
-    async def afetch(self, resource: str, aggregate_id: Any) -> Model:
+    async def afetch(self, resource: str, aggregate_id: Any, *, min_position: int | None = None) -> Model:
+        await self.await_position(resource, min_position)
         return await sync_to_async(self.fetch)(resource, aggregate_id)
 
-    async def afind(self, resource: str, *args: Any, **filters: Any) -> list[Model]:
+    async def afind(self, resource: str, *args: Any, min_position: int | None = None,
+                    **filters: Any) -> list[Model]:
         """The rows as a list: a lazy QuerySet cannot cross into async code unevaluated."""
+        await self.await_position(resource, min_position)
         return await sync_to_async(lambda: list(self.find(resource, *args, **filters)))()

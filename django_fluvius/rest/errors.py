@@ -36,7 +36,8 @@ ErrorBody = tuple[int, dict[str, Any], dict[str, str]]  # status, body, headers
 
 
 def _from_fluvius(exc: FluviusError) -> ErrorBody:
-    return exc.status_code, exc.as_dict(), {}
+    retry_after = exc.details.get("retry_after")  # PositionNotReached: when to ask again
+    return exc.status_code, exc.as_dict(), {"Retry-After": str(int(retry_after))} if retry_after else {}
 
 
 def _drf_code(exc: drf_exceptions.APIException) -> str:

@@ -37,7 +37,7 @@ REPLAY_HEADER = "Idempotent-Replayed"
 _META = "HTTP_IDEMPOTENCY_KEY"
 _VALID_KEY = re.compile(r"^[\x21-\x7e]{1,255}$")  # printable ASCII, no spaces
 # Response headers worth replaying (the correlation id is the retry's own).
-REPLAYED_HEADERS = ("ETag", "Location")
+REPLAYED_HEADERS = ("ETag", "Location", "Fluvius-Position")
 
 
 def idempotency_key(request: Any) -> str | None:

@@ -11,6 +11,7 @@ gives, for the namespace ``app-user``:
 | method | path                                  | view                            | URL name                      |
 |--------|---------------------------------------|---------------------------------|-------------------------------|
 | GET    | ``app-user/_meta/``                   | ``MetaView``                    | ``app-user-meta``             |
+| GET    | ``app-user/_stream/``                 | ``StreamView`` (SSE)            | ``app-user-stream``           |
 | POST   | ``app-user/<create command>/``        | ``CommandViewSet.run`` (201)    | ``app-user-<command>``        |
 | POST   | ``app-user/<command>/<aggregate_id>/``| ``CommandViewSet.run`` (200)    | ``app-user-<command>-aggregate`` |
 | GET    | ``app-user/<resource>/``              | ``ResourceViewSet.list``        | ``app-user-<resource>-list``  |
@@ -47,6 +48,7 @@ from rest_framework.views import APIView
 from django_fluvius.domain import Domain
 from django_fluvius.exceptions import RouteNotFound, UnknownCommand, UnknownDomain, UnknownResource
 from django_fluvius.rest.media import MediaViewSet
+from django_fluvius.rest.stream import StreamView
 from django_fluvius.rest.views import (
     CommandViewSet,
     FluviusAPIMixin,
@@ -56,6 +58,7 @@ from django_fluvius.rest.views import (
 )
 
 META = "_meta"
+STREAM = "_stream"
 # Names that become one path segment: letters, digits, "-", "_", "."; not "_"-first
 # (the router's own routes start with "_").
 URL_SAFE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
@@ -130,6 +133,9 @@ class DomainRouter:
     command_viewset_class: ViewClass = CommandViewSet
     resource_viewset_class: ViewClass = ResourceViewSet
     meta_view_class: ViewClass = MetaView
+    # GET <namespace>/_stream/: the committed events as Server-Sent Events (rest/stream.py);
+    # None: no stream routes.
+    stream_view_class: ViewClass | None = StreamView
     # Uploads/downloads under <resource>/<id>/media/ (rest/media.py); None: no media routes.
     media_viewset_class: ViewClass | None = MediaViewSet
 
@@ -194,6 +200,11 @@ class DomainRouter:
                                                         resource_views=dict(reg.resource_views)),
                  name=url_name(ns, "meta")),
         ]
+        if self.stream_view_class is not None:
+            # The stream reads what the resource endpoints read: it asks for their permissions.
+            read_views = list(dict.fromkeys(reg.resource_views.values()))
+            patterns.append(path(f"{ns}/{STREAM}/", self.stream_view_class.as_view(
+                domain_class=domain, read_views=read_views), name=url_name(ns, "stream")))
         for name, spec in domain.commands().items():
             view = reg.command_views[name]
             if spec.create:
@@ -297,6 +308,10 @@ class NotFoundView(RouterView):
         raise self.not_found(unmatched, request)
 
     get = post = put = patch = delete = options = http_method_not_allowed = answer
+
+    def perform_content_negotiation(self, request: Any, force: bool = False) -> Any:
+        # The 404 is JSON whatever was asked for (an EventSource asks for text/event-stream).
+        return super().perform_content_negotiation(request, force=True)
 
     def not_found(self, unmatched: str, request: Any) -> Exception:
         if not request.path.endswith("/"):

@@ -135,6 +135,8 @@ ERRORS: dict[int, OpenApiResponse] = {
     422: _error("A business rule refused the command, or the Idempotency-Key was used for "
                 "another request."),
     429: _error("Throttled."),
+    503: _error("The read models had not processed Fluvius-Min-Position within MIN_POSITION_TIMEOUT "
+                "(code position_not_reached; Retry-After says when to ask again)."),
 }
 # Versions are parsed from at most 18 digits (they must fit a database integer).
 MAX_VERSION = 10**18 - 1
@@ -156,6 +158,21 @@ CORRELATION_OUT = OpenApiParameter(
 ETAG_OUT = OpenApiParameter(
     "ETag", str, OpenApiParameter.HEADER, response=[200, 201],
     description='The aggregate\'s version, quoted: "3".',
+)
+POSITION_OUT = OpenApiParameter(
+    "Fluvius-Position", {"type": "integer", "minimum": 0}, OpenApiParameter.HEADER, response=[200, 201],
+    description="The event position of the last event shown: send it as Fluvius-Min-Position to read "
+                "your own write (docs/consistency.md).",
+)
+MIN_POSITION_IN = OpenApiParameter(
+    "Fluvius-Min-Position", {"type": "integer", "minimum": 0}, OpenApiParameter.HEADER, required=False,
+    description="Answer only once the read models of this resource have processed this event position "
+                "(a command's Fluvius-Position); 503 with Retry-After if they have not within "
+                "MIN_POSITION_TIMEOUT. Inline projections never wait.",
+)
+MIN_POSITION_QUERY = OpenApiParameter(
+    "min_position", {"type": "integer", "minimum": 0}, OpenApiParameter.QUERY, required=False,
+    description="As the Fluvius-Min-Position header.",
 )
 IF_MATCH = OpenApiParameter(
     "If-Match", str, OpenApiParameter.HEADER, required=False, pattern=r'^(\*|"[0-9]{1,18}"|[0-9]{1,18})$',
@@ -204,7 +221,7 @@ class CommandSchema(FluviusAutoSchema):
         return self.spec.description or f"Run the {self.spec.name} command."
 
     def get_override_parameters(self) -> list[Any]:
-        params = [IDEMPOTENCY_KEY, CORRELATION_IN, CORRELATION_OUT, ETAG_OUT]
+        params = [IDEMPOTENCY_KEY, CORRELATION_IN, CORRELATION_OUT, ETAG_OUT, POSITION_OUT]
         if self.view.on_aggregate:
             params = [AGGREGATE_ID, IF_MATCH, *params]
         return params
@@ -255,10 +272,12 @@ class ResourceSchema(FluviusAutoSchema):
     def get_override_parameters(self) -> list[Any]:
         action = self.view_action
         if action == "list":
-            return [CORRELATION_IN, CORRELATION_OUT]
+            return [CORRELATION_IN, CORRELATION_OUT, MIN_POSITION_IN, MIN_POSITION_QUERY]
         params = [AGGREGATE_ID, CORRELATION_IN, CORRELATION_OUT]
         if action == "retrieve":
             params += [
+                MIN_POSITION_IN,
+                MIN_POSITION_QUERY,
                 OpenApiParameter("version", {"type": "integer", "minimum": 1, "maximum": MAX_VERSION},
                                  OpenApiParameter.QUERY, required=False,
                                  description="Time travel: the item as it was at this version."),
@@ -272,7 +291,14 @@ class ResourceSchema(FluviusAutoSchema):
             params.append(OpenApiParameter(
                 "after_version", {"type": "integer", "minimum": 0, "maximum": MAX_VERSION},
                 OpenApiParameter.QUERY, required=False, description="Only events after this version."))
+            params.append(POSITION_OUT)
         return params
+
+    def errors(self) -> dict[int, OpenApiResponse]:
+        found = super().errors()
+        if self.view_action in ("list", "retrieve"):
+            found[503] = ERRORS[503]
+        return found
 
     def _is_list_view(self, serializer: Any = None) -> bool:
         return self.view_action in ("list", "events")

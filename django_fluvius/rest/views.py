@@ -45,6 +45,7 @@ from django_fluvius.exceptions import (
 )
 from django_fluvius.middleware import CORRELATION_HEADER, context_from_request, correlation_id
 from django_fluvius.ops.catalog import first_paragraph, label
+from django_fluvius.read import consistency
 from django_fluvius.read.projections import row_values
 from django_fluvius.read.state import parse_aggregate_id
 from django_fluvius.rest.errors import exception_handler
@@ -57,6 +58,12 @@ from django_fluvius.rest.serializers import EventSerializer, resource_serializer
 from django_fluvius.write.aggregate import ActionSpec
 from django_fluvius.write.bus import CommandResult
 from django_fluvius.write.payload import check_payload
+
+# The feed position of the last event a response shows (commands, events endpoints), and
+# the position a read must reflect (read/consistency.py; docs/consistency.md).
+POSITION_HEADER = "Fluvius-Position"
+MIN_POSITION_HEADER = "Fluvius-Min-Position"
+MIN_POSITION_PARAM = "min_position"
 
 # A strong ETag of this API: a quoted version, "3". A bare 3 is accepted too.
 _ETAG = re.compile(r'^\s*(?:"(\d{1,18})"|(\d{1,18}))\s*$')
@@ -329,6 +336,9 @@ class CommandViewSet(FluviusAPIMixin, GenericViewSet):
         body["events"] = with_visible_metadata(body["events"], self.request)
         response = Response(body, status=201 if created else 200)
         response["ETag"] = etag(result.version)
+        positions = [e.position for e in result.events if e.position is not None]
+        if positions:
+            response[POSITION_HEADER] = str(max(positions))
         if created:
             location = self.reverse_route(url_name(self.namespace, result.resource, "detail"),
                                           aggregate_id=result.aggregate_id)
@@ -367,6 +377,15 @@ class StrictLimitOffsetPagination(LimitOffsetPagination):
 
 class EventPagination(StrictLimitOffsetPagination):
     """Pages of an aggregate's event stream, oldest first."""
+
+
+def min_position(request: Any) -> int | None:
+    """The position a read must reflect: ``Fluvius-Min-Position`` or ``?min_position=`` (the
+    larger if both); None if neither. ``InvalidPosition`` (400) for anything but an integer >= 0."""
+    found = [consistency.parse_position(raw, name) for name, raw in (
+        (MIN_POSITION_HEADER, request.META.get("HTTP_FLUVIUS_MIN_POSITION")),
+        (MIN_POSITION_PARAM, request.query_params.get(MIN_POSITION_PARAM))) if raw is not None]
+    return max(found) if found else None
 
 
 def _non_negative_int(request: Any, name: str, *, minimum: int = 0) -> int | None:
@@ -427,6 +446,12 @@ class ResourceViewSet(FluviusAPIMixin, mixins.ListModelMixin, GenericViewSet):
             "Filter, sort and search with the Filters button (or ?field=, ?ordering=, ?search=).",
             *([f"New ones are made by: {', '.join(creates)}."] if creates else []),
         ], html)
+
+    def initial(self, request: Any, *args: Any, **kwargs: Any) -> None:
+        super().initial(request, *args, **kwargs)
+        if self.action in ("list", "retrieve"):
+            # After authentication and permissions: an anonymous client does not get to wait.
+            self.get_domain().statemgr.wait(self.resource, min_position(request))
 
     def get_queryset(self) -> Any:
         """The rows this request may see (the domain's ``scope_queryset`` applies)."""
@@ -508,7 +533,11 @@ class ResourceViewSet(FluviusAPIMixin, mixins.ListModelMixin, GenericViewSet):
         paginator = self.event_pagination_class()
         page: list[Any] = paginator.paginate_queryset(events.order_by("version"), request, view=self) or []
         data = EventSerializer([store.decode(e) for e in page], many=True).data
-        return paginator.get_paginated_response(with_visible_metadata(data, request))
+        response = paginator.get_paginated_response(with_visible_metadata(data, request))
+        last = events.order_by("-position").values_list("position", flat=True).first()
+        if last is not None:  # the aggregate's latest event: a read at it shows this state
+            response[POSITION_HEADER] = str(last)
+        return response
 
 
 # -- _meta -----------------------------------------------------------------------
