@@ -509,7 +509,7 @@ def main(argv=None) -> dict:
     if args.mariadb:
         from bench import core_mariadb
 
-        return core_mariadb.main(args.users, args.runs)
+        return core_mariadb.run(args.users, args.runs)
     if args.sqlite:
         raise SystemExit("The raw baseline is written for PostgreSQL; run without --sqlite.")
     url = setup_django(DB_NAME)

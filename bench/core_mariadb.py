@@ -1,4 +1,4 @@
-"""bench.core on MariaDB / MySQL (``python -m bench.core --mariadb``).
+"""bench.core on MariaDB / MySQL: run through ``python -m bench.core --mariadb`` (no ``main`` of its own).
 
 The same scenario as ``bench.core`` (users created then renamed RENAMES times,
 each command its own durable transaction) in the default configuration (inline
@@ -69,7 +69,7 @@ def framework_run(users: int, dispatch: str | None) -> float:
         return run_commands(UserDomain(), users)
 
 
-def main(users: int, runs: int) -> dict:
+def run(users: int, runs: int) -> dict:
     import MySQLdb
 
     from bench.common import mysql_params

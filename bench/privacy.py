@@ -111,10 +111,12 @@ def main(argv=None) -> dict:
     runs = 2 if args.quick else args.runs
     setup_django("fluvius_bench_privacy", sqlite=args.sqlite)
 
+    from django.conf import settings
     from django.db import connection
     from django.test import override_settings
 
-    from bench.core import settings_fluvius
+    def settings_fluvius() -> dict:
+        return dict(settings.FLUVIUS)
 
     kek = base64.urlsafe_b64encode(b"bench-kek-32-bytes-long-exactly!").decode()
     plain_class, personal_class = domains()
