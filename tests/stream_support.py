@@ -7,6 +7,7 @@ import json
 import queue
 import socket
 import threading
+import time
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
@@ -109,9 +110,12 @@ class LiveStream:
         self.messages.put(None)
 
     def next_event(self, timeout: float = 10.0) -> Message:
-        """The next event (heartbeats and retry lines skipped)."""
+        """The next event (heartbeats and retry lines skipped), within ``timeout`` seconds in all."""
+        deadline = time.monotonic() + timeout
         while True:
-            message = self.messages.get(timeout=timeout)
+            # Heartbeats come every second: the deadline covers them too, or a stream sending only
+            # heartbeats would keep the test waiting for ever.
+            message = self.messages.get(timeout=max(deadline - time.monotonic(), 0.001))
             if message is None:
                 raise AssertionError("the stream ended")
             if message.event is not None:

@@ -137,6 +137,13 @@ def mysql_horizon(connection: Any) -> int:
     return (row[0] if row else 0) + 1
 
 
+def mysql_below_horizon(connection: Any, fresh_transaction: bool = False) -> RawSQL:
+    """``txid < horizon`` as SQL (the clock's tick read in the same statement as the events)."""
+    quote = connection.ops.quote_name
+    return RawSQL(f"{quote('txid')} < (SELECT COALESCE(MAX(tick), 0) + 1 FROM {quote(FEED_CLOCK)} WHERE id = 1)",
+                  [], output_field=BooleanField())
+
+
 def mysql_own_tick(connection: Any) -> None:
     """Ticks this transaction takes later are above the horizon already: nothing to add."""
     return None
@@ -150,6 +157,7 @@ HORIZONS: dict[str, Callable[[Any], int]] = {
 }
 BELOW_HORIZON: dict[str, Callable[[Any, bool], RawSQL]] = {
     "postgresql": postgres_below_horizon,
+    "mysql": mysql_below_horizon,
 }
 OWN_XIDS: dict[str, Callable[[Any], int | None]] = {
     "postgresql": postgres_own_xid,
