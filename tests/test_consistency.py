@@ -167,13 +167,15 @@ def test_a_bad_position_is_a_400(projection, header, query):
     assert response.status_code == 400 and response.json()["code"] == "invalid_position"
 
 
-def test_a_position_beyond_the_head_waits_then_says_so(projection):
+def test_a_position_beyond_the_head_is_a_400_at_once(projection):
+    """No response ever gave a position beyond the newest event: refused at once, no waiting."""
     api = APIClient()
     note_id, position = create_note(api)
     started = time.monotonic()
     response = api.get(f"/api/test-notes/note/{note_id}/?min_position={position + 1000}")
-    assert time.monotonic() - started >= 0.25
-    assert response.status_code == 503 and response.json()["code"] == "position_not_reached"
+    assert time.monotonic() - started < 0.25
+    assert response.status_code == 400 and response.json()["code"] == "invalid_position"
+    assert f"position {position + 1000}" in response.json()["message"]
 
 
 @pytest.mark.django_db(transaction=True, databases=["default", "replica"])
@@ -183,7 +185,8 @@ def test_a_replica_is_checked_for_the_position(projection):
     with override_settings(FLUVIUS=fluvius(DISPATCH=None, READ_DATABASE="replica", MIN_POSITION_TIMEOUT=0.3)):
         consistency.forget()
         assert api.get(f"/api/test-notes/note/{note_id}/?min_position={position}").status_code == 200
-        assert api.get(f"/api/test-notes/note/{note_id}/?min_position={position + 50}").status_code == 503
+        # A position the primary does not have either is refused at once (not waited for).
+        assert api.get(f"/api/test-notes/note/{note_id}/?min_position={position + 50}").status_code == 400
 
 
 @pytest.mark.urls("example_project.urls")

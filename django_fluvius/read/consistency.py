@@ -8,7 +8,8 @@ resource has processed that position:
 
 * rows kept by **inline projections** commit with the events: they are current
   as soon as the command's response is sent, so a client never waits for a
-  position it was given (only for one beyond the head: nothing has it yet);
+  position it was given (a position beyond the head, which no response gave, is
+  refused at once with ``InvalidPosition``, a 400);
 * rows kept by **async projections** (``delivery/projections.py``, which
   register here as *feeders* of the models in their ``models``) are current for
   position *n* once the projection's checkpoint has passed every event it reads
@@ -116,10 +117,13 @@ def forget(model: type | None = None) -> None:
                 del _reached[key]
 
 
-def _target(position: int) -> FeedKey | None:
+def _target(position: int) -> FeedKey:
     """The feed key up to which the read models must be: the event at ``position`` (on the primary).
 
-    None when no event has that position yet (beyond the head: wait). A hole (a
+    ``InvalidPosition`` (400) when no event has that position or a later one: every
+    position a client holds came from a committed event (a response's
+    ``Fluvius-Position``, the stream), which the primary shows, so a position beyond its
+    head is a mistake to say at once, not a reason to wait out the timeout. A hole (a
     rolled-back transaction's position) stands for the last event below it.
     """
     events = Event.objects.using(write_alias())
@@ -127,7 +131,9 @@ def _target(position: int) -> FeedKey | None:
     if row is None:
         head = events.order_by("-position").values_list("position", flat=True).first()
         if head is None or head < position:
-            return None
+            raise InvalidPosition(
+                f"No event has position {position}: the newest is {head or 0}. Send a position this API "
+                f"returned (Fluvius-Position).", errors={"min_position": ["beyond the newest event"]})
         row = events.filter(position__lt=position).order_by("-position").values_list("txid", "position").first()
         if row is None:
             return (0, 0)
@@ -155,8 +161,6 @@ def reached(model: type, position: int) -> bool:
     if position <= _reached.get((alias, model), 0):
         return True
     key = _target(position)
-    if key is None:
-        return False  # beyond the head: nothing has that position yet
     if alias != write_alias() and key[1] and not Event.objects.using(alias).filter(position=key[1]).exists():
         return False  # the replica has not replayed it
     # Inline projections commit with the events: current once the event exists.
