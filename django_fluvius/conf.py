@@ -138,6 +138,12 @@ DEFAULTS: dict[str, Any] = {
     "STREAM_POLL": 0.25,
     # Events read from the database per query of a stream catching up.
     "STREAM_BATCH_SIZE": 200,
+    # Streams of one ASGI process opening at once: each holds a database connection while it
+    # authenticates and finds where it starts (none while it streams). Bounds the connections
+    # a crowd of clients reconnecting together asks for; the rest wait for a slot.
+    "STREAM_OPENING_LIMIT": 8,
+    # Seconds a stream waits for an opening slot; then a 503 (code streams_busy) with Retry-After.
+    "STREAM_OPENING_TIMEOUT": 30.0,
     # -- media (media.py, rest/media.py) --
     # Where uploads go: an alias of Django's STORAGES, a strategy instance
     # (media.LocalStorage(path=...), media.S3Storage(bucket=...)) or its dotted path, or a dict

@@ -280,6 +280,15 @@ class PositionNotReached(FluviusError):
     default_message = _("The read models have not caught up with the position asked for yet.")
 
 
+class StreamsBusy(FluviusError):
+    """Too many event streams of one process were opening at once for longer than
+    ``STREAM_OPENING_TIMEOUT`` (HTTP: 503 with ``Retry-After``)."""
+
+    status_code = 503
+    default_code = "streams_busy"
+    default_message = _("Too many event streams are opening at once; try again shortly.")
+
+
 class PreconditionFailed(ConcurrencyConflict):
     """``If-Match`` named a version the aggregate is no longer (or not yet) at."""
 

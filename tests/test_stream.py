@@ -141,6 +141,25 @@ def test_head_answers_the_headers_without_a_body():
     assert bad.status_code == 400
 
 
+def test_under_asgi_a_full_opening_gate_is_a_503_with_retry_after_not_a_500():
+    """ASGI: streams open through a gate of ``STREAM_OPENING_LIMIT`` slots (each opening holds a
+    database connection); one that waits past ``STREAM_OPENING_TIMEOUT`` is told to come back."""
+    from asgiref.sync import async_to_sync
+    from django.test import AsyncClient
+
+    from django_fluvius.rest.sse import opening
+
+    with fluvius_with(STREAM_OPENING_LIMIT=1, STREAM_OPENING_TIMEOUT=0.2), opening.slot():
+        response = async_to_sync(AsyncClient().get)("/api/test-notes/_stream/", headers={"Accept": "text/event-stream"})
+    assert response.status_code == 503, response.content
+    assert response.json()["code"] == "streams_busy" and response["Retry-After"] == "1"
+    # The slot was given back: the next opening goes through (a bad position answers at once).
+    with fluvius_with(STREAM_OPENING_LIMIT=1, STREAM_OPENING_TIMEOUT=0.2):
+        after = async_to_sync(AsyncClient().get)("/api/test-notes/_stream/?after=x",
+                                                 headers={"Accept": "text/event-stream"})
+    assert (after.status_code, after.json()["code"]) == (400, "invalid_position")
+
+
 def test_an_event_committed_late_is_sent_in_feed_order_never_skipped():
     """PostgreSQL: positions are taken at insert, not commit. A transaction that took a lower
     position and commits later holds the stream back; both events come, in feed order."""

@@ -12,6 +12,7 @@ Tenancy and permissions: another tenant's events never appear.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import os
@@ -273,6 +274,89 @@ def test_a_browser_event_source_shows_events_live(server):
             assert positions == sorted(positions) and all(p > 0 for p in positions)
         finally:
             browser.close()
+
+
+class PeakConnections:
+    """The most connections the server holds to this database at once, sampled in a thread."""
+
+    def __init__(self) -> None:
+        self.most = 0
+        self.done = threading.Event()
+        self.thread = threading.Thread(target=self._sample, daemon=True)
+
+    def start(self) -> PeakConnections:
+        self.thread.start()
+        return self
+
+    def stop(self) -> None:
+        self.done.set()
+        self.thread.join(10)
+
+    def _sample(self) -> None:
+        import psycopg
+
+        name = connection.settings_dict["NAME"]
+        with psycopg.connect(host="127.0.0.1", port=5432, dbname=name, user=connection.settings_dict["USER"] or
+                             "postgres", autocommit=True) as conn:
+            while not self.done.is_set():
+                count = conn.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = %s "
+                                     "AND pid <> pg_backend_pid()", [name]).fetchone()[0]
+                self.most = max(self.most, count - 1)  # not the test's own connection
+
+
+def test_a_crowd_of_clients_opening_at_once_all_get_their_stream(server):
+    """200 clients connecting in the same instant (browsers reconnecting after a deploy): each
+    opening holds a database connection, more than PostgreSQL's default 100 at once; through
+    the opening gate (STREAM_OPENING_LIMIT) every one gets its stream, and then its events."""
+    crowd = 200
+    port = int(server.rsplit(":", 1)[1])
+
+    async def client(attached: asyncio.Event, events: asyncio.Queue) -> str:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"GET /api/app-user/_stream/ HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                     b"Accept: text/event-stream\r\nConnection: close\r\n\r\n")
+        await writer.drain()
+        status = (await reader.readline()).decode().strip()
+        try:
+            while line := await reader.readline():
+                if line.startswith(b"retry:"):
+                    attached.set()
+                elif line.startswith(b"id: "):
+                    await events.put(int(line[4:]))
+                    return status
+            return status
+        finally:
+            writer.close()
+
+    async def main() -> tuple[list[str], list[int]]:
+        attached = [asyncio.Event() for _ in range(crowd)]
+        queues: list[asyncio.Queue] = [asyncio.Queue() for _ in range(crowd)]
+        tasks = [asyncio.create_task(client(a, q)) for a, q in zip(attached, queues, strict=True)]
+        all_attached = asyncio.ensure_future(asyncio.gather(*(a.wait() for a in attached)))
+        # A client's task ends early only when its stream does (an error status): stop at the first.
+        await asyncio.wait([all_attached, *tasks], timeout=60, return_when=asyncio.FIRST_COMPLETED)
+        if not all_attached.done():
+            all_attached.cancel()
+            ended = [task.result() for task in tasks if task.done() and not task.exception()]
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            return ended or [f"{sum(not a.is_set() for a in attached)} clients never attached"], []
+        _, position = await asyncio.to_thread(create_user, server, "Crowd")
+        got = await asyncio.wait_for(asyncio.gather(*(q.get() for q in queues)), 30)
+        await asyncio.gather(*tasks, return_exceptions=True)
+        return [], [g - position for g in got]
+
+    peak = PeakConnections().start() if connection.vendor == "postgresql" else None
+    try:
+        refused, offsets = asyncio.run(main())
+    finally:
+        if peak is not None:
+            peak.stop()
+    assert not refused, refused[:3]  # e.g. "HTTP/1.1 500 Internal Server Error": too many clients
+    if peak is not None:  # the gate's 8 openings, the feed reader, its LISTEN, the command's
+        assert peak.most <= 8 + 4, f"{peak.most} server connections at once"
+    assert offsets == [0] * crowd  # every client got the event committed once all were attached
 
 
 def test_connected_clients_hold_no_database_connection_each(server):

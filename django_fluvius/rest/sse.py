@@ -16,6 +16,7 @@ import threading
 import time
 import uuid
 from collections import deque
+from contextlib import contextmanager
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -27,6 +28,7 @@ from rest_framework.utils.encoders import JSONEncoder
 from django_fluvius.conf import fluvius_settings
 from django_fluvius.delivery.dispatch import CHANNEL
 from django_fluvius.events.feed import ORIGIN, Feed, FeedKey
+from django_fluvius.exceptions import StreamsBusy
 from django_fluvius.models import Event
 from django_fluvius.write.bus import event_as_dict, events_appending
 
@@ -279,6 +281,49 @@ def _wake_on_commit(events: Any, using: str, **kwargs: Any) -> None:
 
 
 events_appending.connect(_wake_on_commit, dispatch_uid="django_fluvius.rest.stream")
+
+
+# -- opening ---------------------------------------------------------------------------------------
+
+
+class OpeningGate:
+    """At most ``STREAM_OPENING_LIMIT`` streams of this process opening at once (ASGI).
+
+    Under ASGI every request runs its synchronous part in a thread of its own, and opening a
+    stream (authentication, permissions, the feed's bound) holds a database connection there.
+    A crowd of clients connecting together (browsers reconnecting after a deploy) would ask the
+    database for that many connections in the same instant: past PostgreSQL's
+    ``max_connections`` (100 by default) the late ones got a 500. Through the gate they wait
+    for a slot instead; a stream gives its connection back before its slot (streaming holds
+    none), so the gate bounds this process's connections for streams by its size.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._size = 0
+        self._slots = threading.BoundedSemaphore(1)
+
+    def _current(self) -> threading.BoundedSemaphore:
+        size = max(1, int(fluvius_settings.STREAM_OPENING_LIMIT))
+        with self._lock:
+            if size != self._size:  # the setting changed (tests): slots held go back to the old one
+                self._size, self._slots = size, threading.BoundedSemaphore(size)
+            return self._slots
+
+    @contextmanager
+    def slot(self) -> Iterator[None]:
+        slots = self._current()
+        timeout = float(fluvius_settings.STREAM_OPENING_TIMEOUT)
+        if not slots.acquire(timeout=timeout):
+            raise StreamsBusy(f"More than {self._size} event streams were opening at once for {timeout:g} s; "
+                              "try again shortly.", retry_after=1)
+        try:
+            yield
+        finally:
+            slots.release()
+
+
+opening = OpeningGate()
 
 
 # -- streaming -------------------------------------------------------------------------------------

@@ -43,9 +43,11 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Callable
+from contextlib import ExitStack
 from typing import Any
 
 from django.core.handlers.asgi import ASGIRequest
+from django.db import connections
 from django.http import HttpResponse, StreamingHttpResponse
 from rest_framework.exceptions import NotAcceptable
 from rest_framework.renderers import BaseRenderer, JSONRenderer
@@ -59,7 +61,7 @@ from django_fluvius.events.feed import ORIGIN, Feed, FeedKey
 from django_fluvius.exceptions import InvalidPosition, InvalidRequest
 from django_fluvius.models import Event
 from django_fluvius.read.consistency import parse_position
-from django_fluvius.rest.sse import StreamFilter, stream_async, stream_sync
+from django_fluvius.rest.sse import StreamFilter, opening, stream_async, stream_sync
 from django_fluvius.rest.views import FluviusAPIMixin, metadata_filter
 from django_fluvius.security import tenancy
 
@@ -108,6 +110,7 @@ class StreamView(FluviusAPIMixin, APIView):
     # Set by the router: the namespace's resource viewsets. The stream authenticates as the
     # first does and asks for the permissions of every one of them (it shows all their events).
     read_views: list[Any] | None = None
+    opening_slot: ExitStack | None = None  # ASGI: this request's place in the opening gate
 
     def get_authenticators(self) -> list[Any]:
         if self.read_views:
@@ -119,6 +122,24 @@ class StreamView(FluviusAPIMixin, APIView):
             classes = dict.fromkeys(p for view in self.read_views for p in view.permission_classes)
             return [permission() for permission in classes]
         return list(super().get_permissions())
+
+    def dispatch(self, request: Any, *args: Any, **kwargs: Any) -> Any:
+        if not isinstance(request, ASGIRequest):
+            return super().dispatch(request, *args, **kwargs)  # WSGI: the worker count bounds it
+        # ASGI: each request opens in a thread of its own; the gate bounds how many at once
+        # (rest/sse.py). initial() takes the slot, so a full gate's 503 is DRF's error response;
+        # the connection goes back before the slot does.
+        self.opening_slot = ExitStack()
+        with self.opening_slot:
+            try:
+                return super().dispatch(request, *args, **kwargs)
+            finally:
+                connections.close_all()
+
+    def initial(self, request: Any, *args: Any, **kwargs: Any) -> None:
+        if self.opening_slot is not None:
+            self.opening_slot.enter_context(opening.slot())
+        super().initial(request, *args, **kwargs)
 
     def get_view_name(self) -> str:
         return f"{self.namespace}: event stream"
