@@ -275,8 +275,13 @@ def settings_fluvius() -> dict:
     return dict(settings.FLUVIUS)
 
 
-def celery_latency(samples: int) -> tuple[list[float], list[float]]:
-    """(commit -> handler start across processes, publish -> empty task start) in seconds."""
+def celery_latency(samples: int, conn_max_age: int = 60) -> tuple[list[float], list[float]]:
+    """(commit -> handler start across processes, publish -> empty task start) in seconds.
+
+    ``conn_max_age``: the worker's ``CONN_MAX_AGE``. The docs set 60 (docs/handlers.md,
+    docs/deployment.md): with Django's default 0, Celery's Django fixup closes the worker's
+    connections after every task and each delivery opens a new one (about 7 ms here).
+    """
     from celery import Celery
     from django.db import connection
     from django.test import override_settings
@@ -286,8 +291,9 @@ def celery_latency(samples: int) -> tuple[list[float], list[float]]:
 
     out = Path(tempfile.mkdtemp(prefix="fluvius-latency-"))
     # The worker as the docs configure one: prefork, prefetch multiplier 1, late acks, the
-    # default relay poll (2 s; LISTEN wakes it) and REDELIVER_AFTER.
+    # default relay poll (2 s; LISTEN wakes it) and REDELIVER_AFTER, CONN_MAX_AGE.
     os.environ.update({"FLUVIUS_BENCH_LATENCY_DIR": str(out), "FLUVIUS_TEST_INSTALL_HANDLERS": "0",
+                       "FLUVIUS_TEST_CONN_MAX_AGE": str(conn_max_age),
                        "FLUVIUS_TEST_EXTRA_HANDLERS": "bench.delivery_handlers",
                        "FLUVIUS_TEST_REDELIVER_AFTER": "300", "FLUVIUS_TEST_RELAY_POLL": "2.0"})
     app = Celery("bench-latency", broker=BROKER, set_as_current=False)
@@ -341,18 +347,23 @@ def _subscribed(name: str) -> bool:
 def latency(samples: int) -> tuple[dict[str, float], list[str]]:
     inline = inline_latency(samples)
     celery, pings = celery_latency(samples)
+    reconnecting, _ = celery_latency(samples, conn_max_age=0)
     ms = 1000.0
     figures = {
         "inline commit->handler ms (median)": statistics.median(inline) * ms,
         "inline commit->handler ms (p99, target <= 50)": percentile(inline, 0.99) * ms,
         "celery commit->handler ms (median)": statistics.median(celery) * ms,
         "celery commit->handler ms (p99, target <= 50)": percentile(celery, 0.99) * ms,
+        "celery, worker CONN_MAX_AGE=0 (a connection per task) commit->handler ms (median)":
+            statistics.median(reconnecting) * ms,
+        "celery, worker CONN_MAX_AGE=0 commit->handler ms (p99)": percentile(reconnecting, 0.99) * ms,
         "empty celery task publish->start ms (median)": statistics.median(pings) * ms if pings else 0.0,
         "celery commit->handler / empty task (medians)": (statistics.median(celery) / statistics.median(pings)
                                                           if pings else 0.0),
     }
     lines = [f"{samples} commits one at a time; Celery: handler in the worker only, the commit's NOTIFY "
-             f"wakes the worker's relay (LISTEN), 2 worker processes, Redis"]
+             f"wakes the worker's relay (LISTEN), 2 worker processes, Redis; the worker's CONN_MAX_AGE "
+             f"60 as the docs set it, and (second line) Django's default 0"]
     return figures, lines
 
 

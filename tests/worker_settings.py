@@ -11,6 +11,11 @@ from tests.settings import *  # noqa: F403
 from tests.settings import DATABASES, FLUVIUS
 
 DATABASES["default"]["NAME"] = os.environ["FLUVIUS_WORKER_DB_NAME"]
+if os.environ.get("FLUVIUS_TEST_CONN_MAX_AGE"):
+    # Celery's Django fixup closes a worker's connections after every task unless CONN_MAX_AGE
+    # keeps them (docs/handlers.md): bench.delivery's latency run configures it as the docs do.
+    DATABASES["default"]["CONN_MAX_AGE"] = int(os.environ["FLUVIUS_TEST_CONN_MAX_AGE"])
+    DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 
 os.environ.setdefault("FLUVIUS_TEST_INSTALL_HANDLERS", "1")
 
