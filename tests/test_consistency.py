@@ -158,6 +158,7 @@ def test_a_reset_projection_is_waited_for_again(projection):
 
 @pytest.mark.parametrize(("header", "query"), [
     ("abc", None), ("-1", None), ("1.5", None), (" ", None), ("1" * 19, None), (None, "x"), (None, "-2"),
+    (None, "\u0661\u0662"), (None, "\uff11"), (None, "%2B12"), (None, "1_0"),  # digits other than ASCII 0-9
 ])
 def test_a_bad_position_is_a_400(projection, header, query):
     api = APIClient()
@@ -176,6 +177,10 @@ def test_a_position_beyond_the_head_is_a_400_at_once(projection):
     assert time.monotonic() - started < 0.25
     assert response.status_code == 400 and response.json()["code"] == "invalid_position"
     assert f"position {position + 1000}" in response.json()["message"]
+    assert list(response.json()["errors"]) == ["min_position"]
+    # Sent as the header, the error names the header.
+    by_header = api.get(f"/api/test-notes/note/{note_id}/", headers={"Fluvius-Min-Position": str(position + 1000)})
+    assert by_header.status_code == 400 and list(by_header.json()["errors"]) == ["Fluvius-Min-Position"]
 
 
 @pytest.mark.django_db(transaction=True, databases=["default", "replica"])

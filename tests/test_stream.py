@@ -121,6 +121,7 @@ def test_tenancy_and_permissions_apply(people, ticket_domain):
     ("/api/test-notes/_stream/", {"HTTP_LAST_EVENT_ID": "-1"}, 400, "invalid_position"),
     ("/api/test-notes/_stream/?after=1.5", {}, 400, "invalid_position"),
     ("/api/test-notes/_stream/?after=424242", {}, 400, "invalid_position"),
+    ("/api/test-notes/_stream/?after=%D9%A1%D9%A2", {}, 400, "invalid_position"),  # Arabic-Indic digits
     ("/api/test-notes/_stream/?resource=user", {}, 400, "invalid_parameter"),
     ("/api/test-notes/_stream/?aggregate_id=nope", {}, 400, "invalid_parameter"),
     ("/api/no-such/_stream/", {}, 404, "unknown_domain"),
@@ -130,6 +131,14 @@ def test_bad_input_is_a_json_error(path, headers, status, code):
     response = APIClient().get(path, **SSE, **headers)
     assert (response.status_code, response.json()["code"]) == (status, code)
     assert response["Content-Type"] == "application/json"
+
+
+def test_an_error_names_what_the_client_sent():
+    note("a")
+    beyond = APIClient().get("/api/test-notes/_stream/?after=424242", **SSE)
+    assert list(beyond.json()["errors"]) == ["after"]
+    header = APIClient().get("/api/test-notes/_stream/", **SSE, HTTP_LAST_EVENT_ID="424242")
+    assert list(header.json()["errors"]) == ["Last-Event-ID"]
 
 
 def test_head_answers_the_headers_without_a_body():

@@ -46,7 +46,7 @@ from django_fluvius.models import Checkpoint, Event
 from django_fluvius.read.replicas import read_alias, write_alias
 
 # A position as clients send it: digits only (no sign, no spaces, at most 18 digits).
-_POSITION = re.compile(r"^\d{1,18}$")
+_POSITION = re.compile(r"^[0-9]{1,18}$")  # ASCII digits only: int() would take "١٢" too
 # How often a waiting read looks again (seconds): short at first, then at most this.
 _FIRST_PAUSE = 0.005
 _MAX_PAUSE = 0.1
@@ -62,7 +62,19 @@ def parse_position(value: Any, name: str = "min_position") -> int:
     if not _POSITION.match(text):
         raise InvalidPosition(f"{name} must be an event position (an integer >= 0), not {text[:40]!r}.",
                               errors={name: [f"{text[:40]!r} is not a position."]})
-    return int(text)
+    return ClientPosition(text, name)
+
+
+class ClientPosition(int):
+    """A position as a client sent it, with the name it came under (header or parameter), so an
+    error found later (a position beyond the newest event) names what the client sent."""
+
+    source: str
+
+    def __new__(cls, text: str, source: str) -> ClientPosition:
+        position = super().__new__(cls, text)
+        position.source = source
+        return position
 
 
 @dataclass(frozen=True)
@@ -133,7 +145,8 @@ def _target(position: int) -> FeedKey:
         if head is None or head < position:
             raise InvalidPosition(
                 f"No event has position {position}: the newest is {head or 0}. Send a position this API "
-                f"returned (Fluvius-Position).", errors={"min_position": ["beyond the newest event"]})
+                f"returned (Fluvius-Position).",
+                errors={getattr(position, "source", "min_position"): ["beyond the newest event"]})
         row = events.filter(position__lt=position).order_by("-position").values_list("txid", "position").first()
         if row is None:
             return (0, 0)

@@ -82,14 +82,15 @@ class EventStreamRenderer(BaseRenderer):
 # -- the view ---------------------------------------------------------------------------------------
 
 
-def resume_key(position: int, using: str) -> FeedKey:
-    """The feed key of the event at ``position`` (a stream resumes right after it)."""
+def resume_key(position: int, using: str, name: str = "Last-Event-ID") -> FeedKey:
+    """The feed key of the event at ``position`` (a stream resumes right after it); ``name``: what
+    the client sent it as, for the error."""
     if position == 0:
         return ORIGIN
     row = Event.objects.using(using).filter(position=position).values_list("txid", flat=True).first()
     if row is None and not Event.objects.using(using).filter(position=position).exists():
         raise InvalidPosition(f"No event has the position {position}: resume after one the stream sent.",
-                              errors={"Last-Event-ID": [f"{position} is not an event's position."]})
+                              errors={name: [f"{position} is not an event's position."]})
     return (row or 0, position)
 
 
@@ -177,7 +178,7 @@ class StreamView(FluviusAPIMixin, APIView):
             raw, name = request.query_params.get("after"), "after"
         if raw is None:
             return Feed(using).bound()  # from now on
-        return resume_key(parse_position(raw, name), using)
+        return resume_key(parse_position(raw, name), using, name)
 
     def stream_filter(self, request: Any) -> StreamFilter:
         domain = self.get_domain()
