@@ -309,7 +309,7 @@ class CommandBus:
         pending: list[Event] = []
         aggregate = None
         try:
-            with transaction.atomic(using=using):
+            with sql.command_transaction(using):
                 aggregate = domain.load_for_command(command, use_cache=use_cache)
                 try:
                     for guard in command.guards:
