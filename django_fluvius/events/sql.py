@@ -264,7 +264,6 @@ class WriteBatch:
             obj._state.adding = False
             obj._state.db = self.using
 
-
     def _flush_as_one_round_trip(self, connection: Any) -> None:
         """MariaDB / MySQL: the statements sent together, separated by ``;`` (one round trip).
 
@@ -280,6 +279,7 @@ class WriteBatch:
         returning: list[tuple[int, models.Model]] = []
         if getattr(connection, BEGIN_PENDING, False):
             statements.append("START TRANSACTION")
+            setattr(connection, BEGIN_PENDING, False)  # sent here, not before it by command_transaction
         for obj, stored in self._inserts:
             model = type(obj)
             pk_field = model._meta.pk
@@ -311,7 +311,6 @@ class WriteBatch:
         wanted = dict(returning)
         with connection.cursor() as cursor:
             cursor.execute("; ".join(statements), params)
-            setattr(connection, BEGIN_PENDING, False)
             for index in range(len(statements)):
                 if index:
                     _next_result(connection, cursor)
