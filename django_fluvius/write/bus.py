@@ -2,7 +2,8 @@
 
 ``CommandBus(domain).handle(command)`` runs the command through the middleware
 chain of ``FLUVIUS['COMMAND_MIDDLEWARE']`` (outermost first; the framework's own
-middleware is in ``write/middleware.py``), then, inside ``transaction.atomic``: loads the
+middleware is in ``write/middleware.py``), then, inside one transaction (Django's
+``atomic``, begun on MariaDB without autocommit toggles: ``events.sql.command_transaction``): loads the
 aggregate (the tenant check is part of loading), runs the command's guards
 (``Command.add_guard``: object-level checks middleware registers), checks the
 expected version, runs the ``@action``, appends the event, updates the inline
