@@ -7,18 +7,27 @@ against a raw ``mysqlclient`` loop in the same process, on the same tables,
 doing the least work per command — read the stream, insert the event, upsert
 the projection row (``ON DUPLICATE KEY UPDATE``), commit. Both sides' event
 inserts fire the feed-clock trigger, as it is part of the event table's schema there.
+
+Besides commands/s, CPU time per command, robust against other load on a shared machine:
+this process's (``time.process_time``) plus that of the server thread serving the
+subject's connection (MariaDB runs one thread per connection; on a local server the
+thread is found as the one whose CPU grows while the connection runs a CPU-bound
+query, and read from ``/proc``). The server's background threads (log flushes, purge)
+are left out on both sides.
 """
 
 from __future__ import annotations
 
 import datetime
 import json
+import os
 import statistics
 import time
 import uuid
+from collections.abc import Callable
 
 from bench.common import report, setup_django
-from bench.core import DB_NAME, RENAMES, run_commands
+from bench.core import CLOCK_TICKS, DB_NAME, RENAMES, run_commands
 
 
 def raw_run_mysql(conn, users: int) -> float:
@@ -59,6 +68,46 @@ def raw_run_mysql(conn, users: int) -> float:
     return time.perf_counter() - start
 
 
+def _task_cpu(path: str) -> float:
+    try:
+        with open(path) as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+
+def _server_tasks(cursor) -> dict[str, float]:
+    """CPU seconds so far of every thread of the (local) server: /proc/<pid>/task/<tid>/stat -> seconds."""
+    cursor.execute("SELECT @@pid_file")
+    try:
+        with open(cursor.fetchone()[0]) as f:
+            pid = int(f.read().split()[0])
+        tids = os.listdir(f"/proc/{pid}/task")
+    except (OSError, ValueError, IndexError):
+        return {}
+    return {path: _task_cpu(path) for path in (f"/proc/{pid}/task/{tid}/stat" for tid in tids)}
+
+
+def server_thread(cursor) -> str | None:
+    """The /proc stat file of the server thread serving this cursor's connection (None: not found)."""
+    before = _server_tasks(cursor)
+    cursor.execute("SELECT BENCHMARK(3000000, MD5('fluvius'))")
+    cursor.fetchall()
+    after = _server_tasks(cursor)
+    if not after:
+        return None
+    path = max(after, key=lambda p: after[p] - before.get(p, after[p]))
+    return path if after[path] - before.get(path, after[path]) >= 0.1 else None
+
+
+def measured(run: Callable[[], float], thread: str | None) -> tuple[float, float]:
+    """(wall seconds, CPU seconds of this process and of the connection's server thread) of one run."""
+    cpu0, server0 = time.process_time(), _task_cpu(thread) if thread else 0.0
+    wall = run()
+    return wall, (time.process_time() - cpu0) + ((_task_cpu(thread) - server0) if thread else 0.0)
+
+
 def framework_run(users: int, dispatch: str | None) -> float:
     from django.conf import settings
     from django.test import override_settings
@@ -85,6 +134,7 @@ def run(users: int, runs: int) -> dict:
         "raw": lambda: raw_run_mysql(raw, users),
     }
     seconds: dict[str, list[float]] = {name: [] for name in subjects}
+    cpus: dict[str, list[float]] = {name: [] for name in subjects}
     try:
         cur = raw.cursor()
         cur.execute("SELECT @@innodb_flush_log_at_trx_commit, VERSION()")
@@ -92,15 +142,21 @@ def run(users: int, runs: int) -> dict:
         framework_run(2, "inline")
         framework_run(2, None)
         raw_run_mysql(raw, 2)
+        with connection.cursor() as django_cursor:
+            threads = {"framework": server_thread(django_cursor), "raw": server_thread(cur)}
         names = list(subjects)
         for i in range(runs):  # interleaved, the order rotating
             for name in names[i % 3:] + names[:i % 3]:
-                seconds[name].append(subjects[name]())
+                wall, cpu = measured(subjects[name], threads["raw" if name == "raw" else "framework"])
+                seconds[name].append(wall)
+                cpus[name].append(cpu)
     finally:
         raw.close()
     connection.close()
     commands = users * (1 + RENAMES)
     rate = {name: commands / statistics.median(values) for name, values in seconds.items()}
+    cpu = {name: statistics.median(values) / commands * 1e6 for name, values in cpus.items()}
+    server = "and its server thread" if all(threads.values()) else "only (the server threads were not found)"
     return report("core-mariadb", {
         "commands per run": commands,
         "default commands/s (median)": rate["default"],
@@ -108,6 +164,10 @@ def run(users: int, runs: int) -> dict:
         "raw mysqlclient commands/s (median)": rate["raw"],
         "default / raw (target >= 0.7)": rate["default"] / rate["raw"],
         "no-dispatch / raw": rate["no-dispatch"] / rate["raw"],
+        **{f"{name} CPU us/command (median)": value for name, value in cpu.items()},
+        "CPU: raw / default": cpu["raw"] / cpu["default"],
+        "CPU: raw / no-dispatch": cpu["raw"] / cpu["no-dispatch"],
     }, lines=[f"{users} users x (1 create + {RENAMES} renames), {runs} runs each, interleaved, {version}"
               f" (innodb_flush_log_at_trx_commit={flush})",
-              "default: inline dispatch, the example's handler on user-created; no-dispatch: DISPATCH None"])
+              "default: inline dispatch, the example's handler on user-created; no-dispatch: DISPATCH None",
+              f"CPU: this process {server}"])

@@ -101,3 +101,4 @@ def test_the_core_benchmark_runs_quick_on_mariadb(tmp_path):
                           capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, (done.stdout[-3000:], done.stderr[-3000:])
     assert "raw mysqlclient commands/s" in done.stdout and "default / raw" in done.stdout
+    assert "CPU: raw / default" in done.stdout

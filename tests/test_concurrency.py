@@ -228,3 +228,51 @@ def test_cached_state_keeps_its_python_types_and_cannot_be_mutated():
     assert first == {"total": decimal.Decimal("1.50"), "items": [{"n": 1}]}
     first["items"].clear()  # nor does a reader's
     assert aggregate_cache.get("default", key).state["items"] == [{"n": 1}]
+
+
+@pytest.mark.server_database
+@pytest.mark.django_db(transaction=True)
+def test_first_commands_of_a_fresh_process_at_once_all_commit():
+    """A fresh process's first commands create its subscriptions' checkpoints in their transactions.
+
+    On MariaDB, concurrent inserts of the same unique checkpoint names deadlock (InnoDB's
+    duplicate-key locks), and InnoDB rolls a whole transaction back: the bus runs it again.
+    Found by the live stream test (tests/test_stream_live.py), whose first three commands
+    against a new uvicorn lost two of them to it.
+    """
+    from django_fluvius.delivery import dispatch
+    from django_fluvius.models import Checkpoint
+
+    writers = 4
+    domain = NoteDomain()
+    notes = [domain.process_command(domain.create_command("create-note", {"title": f"n{i}"})).aggregate_id
+             for i in range(writers)]
+    names = {sub.name for sub in dispatch.declared()}
+    assert len(names) >= 2  # several checkpoints per transaction: what makes the deadlock
+    for round_ in range(4):
+        # As in a process that has just started: no checkpoint yet, none ensured.
+        Checkpoint.objects.all().delete()
+        dispatch._ensured.clear()
+        dispatch._ensured_at.clear()
+        barrier = threading.Barrier(writers, timeout=20)
+        met: set[int] = set()
+
+        def meet(aggregate, barrier=barrier, met=met):
+            if threading.get_ident() not in met:  # a run again does not wait for the others
+                met.add(threading.get_ident())
+                barrier.wait()
+
+        notes_module.hooks["edit"] = meet
+
+        def write(i, round_=round_):
+            edit = NoteDomain()
+            return edit.process_command(edit.create_command("edit-note", {"body": f"{round_}-{i}"},
+                                                            aggregate_id=notes[i])).version
+
+        try:
+            outcomes = in_threads(writers, write)
+        finally:
+            notes_module.hooks.clear()
+        assert outcomes == [round_ + 2] * writers, outcomes
+        assert set(Checkpoint.objects.values_list("name", flat=True)) == names
+    assert Event.objects.filter(evt_key="note-edited").count() == 4 * writers

@@ -202,3 +202,35 @@ def test_the_feed_skips_nothing_when_two_connections_commit_out_of_order(alias):
     assert sorted(seen) == sorted(ids.values()) and len(seen) == 2
     assert feed.read(checkpoint, feed.bound()) == []
     assert feed.count(ORIGIN) == 2
+
+
+def test_a_feed_read_returns_exactly_the_keys_between_its_bounds_and_reads_an_index_range(alias):
+    """``after < key <= upto``, with equal transaction ids (PostgreSQL: one transaction's events)
+    and on MariaDB read from a range of the feed index, not by scanning it whole (its optimizer
+    reads no range for a row comparison ``(txid, position) > (a, b)``, which other databases do)."""
+    store = EventStore(alias)
+    for _ in range(30):
+        with transaction.atomic(using=alias):  # ten events a transaction
+            store.append([event(uuid.uuid4(), 1) for _ in range(10)])
+    feed = Feed(alias)
+    upto = feed.bound()
+    keys = feed.keys(ORIGIN, upto, limit=1000)
+    assert len(keys) == 300 and keys == sorted(keys)
+    for start, end in [(0, 9), (5, 15), (289, 299), (150, 150), (149, 152)]:
+        assert [Feed.key(e) for e in feed.read(keys[start], keys[end], limit=1000)] == keys[start + 1:end + 1]
+        assert feed.count(keys[start], keys[end]) == end - start
+        assert feed.nonempty([(keys[start], keys[end], None, None)]) == ({0} if end > start else set())
+    if alias != "store_mariadb":
+        return
+
+    def index_reads() -> int:
+        with connections[alias].cursor() as cursor:
+            cursor.execute("SHOW SESSION STATUS WHERE Variable_name IN "
+                           "('Handler_read_next', 'Handler_read_prev', 'Handler_read_rnd_next')")
+            return sum(int(value) for _, value in cursor.fetchall())
+
+    before = index_reads()
+    assert len(feed.read(keys[-11], keys[-1])) == 10
+    assert feed.nonempty([(keys[-11], keys[-1], ["note-created"], "test-notes")]) == {0}
+    read = index_reads() - before - 3  # the counting statement reads its own rows (3)
+    assert read < 60, f"{read} index entries read for 10 events of 300: a scan, not a range"

@@ -39,11 +39,6 @@ ROOT = Path(__file__).resolve().parent.parent
 
 pytestmark = [
     pytest.mark.django_db(transaction=True),
-    # Known gap (issue 21, open): on MariaDB the uvicorn stream of this test sends heartbeats but
-    # no events, while the in-process stream tests (tests/test_stream.py) and a stream served by
-    # hand against MariaDB (curl) deliver them. Not yet understood; skipped there until it is.
-    pytest.mark.skipif(os.environ.get("DATABASE_URL", "").startswith("mysql"),
-                       reason="live stream under uvicorn not yet passing on MariaDB (issue 21)"),
 ]
 
 

@@ -1,5 +1,6 @@
-"""The bus's write statement (issue 15): prepared on PostgreSQL whatever OPTIONS say, and the
-command log's choices (FLUVIUS['COMMAND_LOG'])."""
+"""The bus's write statement (issue 15): prepared on PostgreSQL whatever OPTIONS say, sent in one
+round trip with the transaction's start on MariaDB (issue 21), and the command log's choices
+(FLUVIUS['COMMAND_LOG'])."""
 
 from contextlib import contextmanager
 
@@ -7,11 +8,15 @@ import pytest
 from django.core import checks
 from django.db import connection
 from django.test import override_settings
+from django.test.utils import CaptureQueriesContext
 
 from django_fluvius import DomainError
 from django_fluvius.models import CommandLog, Event
 from example_project.users.domain import UserDomain
 from example_project.users.models import User
+from tests.testapp import domain as notes_module
+from tests.testapp.domain import NoteDomain
+from tests.testapp.models import Effect
 
 
 def run_commands(renames=6):
@@ -70,6 +75,94 @@ def test_prepared_statements_off_behind_a_pooler(settings, setting, options):
         result = run_commands()
         assert prepared_writes() == []
         assert Event.objects.filter(aggregate_id=result.aggregate_id).count() == 7
+
+
+def session_counters():
+    """MariaDB's counters of this session: statements by kind."""
+    with connection.cursor() as cursor:
+        cursor.execute("SHOW SESSION STATUS WHERE Variable_name IN ('Com_set_option', 'Com_commit', 'Com_begin')")
+        return {name: int(value) for name, value in cursor.fetchall()}
+
+
+@pytest.mark.mysql
+@pytest.mark.django_db(transaction=True)
+def test_on_mariadb_a_command_is_its_writes_in_one_round_trip_then_the_commit():
+    """No autocommit toggles around the transaction (two round trips of mysqlclient's): it is
+    begun by the round trip that carries the event, command-log and projection writes."""
+    result = run_commands(renames=1)  # the aggregate is cached: nothing to read
+    domain = UserDomain()
+    before = session_counters()
+    with CaptureQueriesContext(connection) as captured:
+        renamed = domain.process_command(domain.create_command("rename-user", {"name": "Ann B."},
+                                                               aggregate_id=result.aggregate_id))
+    counted = {name: value - before[name] for name, value in session_counters().items()}
+    sent = [q["sql"] for q in captured.captured_queries]
+    assert len(sent) == 2 and sent[1] == "COMMIT", sent
+    assert sent[0].startswith("START TRANSACTION; INSERT INTO `django_fluvius_event` ")
+    assert sent[0].count("; INSERT INTO ") == 3  # the event, the command log, the projection row
+    assert counted == {"Com_set_option": 0, "Com_begin": 1, "Com_commit": 1}, counted
+    event = Event.objects.get(aggregate_id=result.aggregate_id, version=3)
+    assert renamed.events[0].position == event.position and event.txid > 0  # the clock's tick
+    assert CommandLog.objects.get(command_id=renamed.command.id).status == "done"
+    assert User.objects.get(pk=result.aggregate_id).name == "Ann B."
+    # Outside the bus, Django's transactions are as they were: autocommit toggled.
+    from django.db import transaction
+
+    before = session_counters()
+    with transaction.atomic():
+        User.objects.filter(pk=result.aggregate_id).update(name="Ann C.")
+    assert session_counters()["Com_set_option"] - before["Com_set_option"] == 2
+
+
+@pytest.mark.mysql
+@pytest.mark.django_db(transaction=True)
+def test_on_mariadb_without_multi_statements_the_writes_go_one_by_one():
+    """A project whose OPTIONS turn mysqlclient's multi-statements off: a statement a round trip."""
+    from django.db import DatabaseError
+
+    with database_options({**connection.settings_dict.get("OPTIONS", {}), "multi_statements": False}):
+        result = run_commands(renames=1)
+        domain = UserDomain()
+        with CaptureQueriesContext(connection) as captured:
+            domain.process_command(domain.create_command("rename-user", {"name": "Ann B."},
+                                                         aggregate_id=result.aggregate_id))
+        sent = [q["sql"] for q in captured.captured_queries]
+        assert len(sent) == 4 and not any("; " in q for q in sent), sent  # 3 inserts and the COMMIT
+        with pytest.raises(DatabaseError), connection.cursor() as cursor:  # the option is in force
+            cursor.execute("SELECT 1; SELECT 2")
+    assert User.objects.get(pk=result.aggregate_id).name == "Ann B."
+    assert Event.objects.filter(aggregate_id=result.aggregate_id).count() == 3
+
+
+@pytest.mark.django_db(transaction=True)
+def test_what_a_command_runs_before_its_writes_is_in_its_transaction():
+    """On MariaDB the transaction begins with the first statement: a read or write of the
+    action's is inside it, and goes when the command fails."""
+    domain = NoteDomain()
+    note = domain.process_command(domain.create_command("create-note", {"title": "t"})).aggregate_id
+    seen = []
+
+    def write_then_fail(aggregate):
+        Effect.objects.create(handler="in the action", position=0)
+        if connection.vendor == "mysql":
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT @@in_transaction")
+                seen.append(cursor.fetchone()[0])
+        raise DomainError("refused after a write")
+
+    notes_module.hooks["edit"] = write_then_fail
+    try:
+        with pytest.raises(DomainError):
+            domain.process_command(domain.create_command("edit-note", {"body": "b"}, aggregate_id=note))
+    finally:
+        notes_module.hooks.clear()
+    assert not Effect.objects.exists()
+    assert list(Event.objects.filter(aggregate_id=note).values_list("version", flat=True)) == [1]
+    if connection.vendor == "mysql":
+        assert seen == [1]
+    # And the connection goes on: the next command commits.
+    domain.process_command(domain.create_command("edit-note", {"body": "c"}, aggregate_id=note))
+    assert list(Event.objects.filter(aggregate_id=note).values_list("version", flat=True)) == [1, 2]
 
 
 @pytest.mark.django_db

@@ -49,6 +49,22 @@ def supported_names() -> str:
         ".".join(map(str, MARIADB.minimum or ())), ".".join(map(str, SUPPORTED["mysql"].minimum or ())))
 
 
+# Errors that say the database rolled the whole transaction back to break a deadlock:
+# running it again is the remedy (InnoDB's docs: "try restarting transaction").
+# MySQL / MariaDB error numbers, PostgreSQL SQLSTATEs.
+DEADLOCK_ERRNOS = frozenset({1213})  # ER_LOCK_DEADLOCK
+DEADLOCK_SQLSTATES = frozenset({"40P01"})  # deadlock_detected
+
+
+def is_deadlock(error: BaseException) -> bool:
+    """Did the database end this transaction to break a deadlock (Django's wrapper or the driver's error)?"""
+    cause = error.__cause__ or error
+    if getattr(cause, "sqlstate", None) in DEADLOCK_SQLSTATES:
+        return True
+    code = next(iter(getattr(cause, "args", ())), None)  # MySQLdb: (errno, message)
+    return isinstance(code, int) and code in DEADLOCK_ERRNOS
+
+
 def _aliases() -> list[str]:
     """The event store's database, and the read database when one is set."""
     aliases = [fluvius_settings.DATABASE]

@@ -48,7 +48,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from django.db import connections
-from django.db.models import BooleanField, Min
+from django.db.models import BooleanField, Min, Q
 from django.db.models.expressions import RawSQL
 
 from django_fluvius.conf import fluvius_settings
@@ -180,13 +180,25 @@ class Feed:
     def key(event: Event) -> FeedKey:
         return (event.txid or 0, event.position)
 
-    def _after(self, key: FeedKey, *, inclusive: bool = False) -> RawSQL:
+    # MariaDB's optimizer reads no index range for a row comparison ``(txid, position) > (a, b)``
+    # (nor for a boolean expression Django compares with 1 there): the feed index was scanned
+    # whole at every read. There the comparisons are spelled out on the columns, which it
+    # reads as ranges of the (txid, position) index.
+
+    def _after(self, key: FeedKey, *, inclusive: bool = False) -> RawSQL | Q:
+        if self.connection.vendor == "mysql":
+            txid, position = key
+            tail = Q(position__gte=position) if inclusive else Q(position__gt=position)
+            return Q(txid__gte=txid) & (Q(txid__gt=txid) | tail)
         quote = self.connection.ops.quote_name
         op = ">=" if inclusive else ">"
         return RawSQL(f"({quote('txid')}, {quote('position')}) {op} (%s, %s)", key,
                       output_field=BooleanField())
 
-    def _upto(self, key: FeedKey) -> RawSQL:
+    def _upto(self, key: FeedKey) -> RawSQL | Q:
+        if self.connection.vendor == "mysql":
+            txid, position = key
+            return Q(txid__lte=txid) & (Q(txid__lt=txid) | Q(position__lte=position))
         quote = self.connection.ops.quote_name
         return RawSQL(f"({quote('txid')}, {quote('position')}) <= (%s, %s)", key,
                       output_field=BooleanField())

@@ -30,11 +30,12 @@ from __future__ import annotations
 
 import datetime
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from functools import cache
 from typing import Any
 
-from django.db import connections, models
+from django.db import IntegrityError, OperationalError, connections, models, transaction
 from django.db.models.expressions import DatabaseDefault
 
 from django_fluvius.conf import fluvius_settings
@@ -205,6 +206,8 @@ class WriteBatch:
         connection = connections[self.using]
         if connection.vendor == "postgresql" and self._inserts:
             self._flush_as_one_statement(connection)
+        elif connection.vendor == "mysql" and self._inserts and multi_statements(connection):
+            self._flush_as_one_round_trip(connection)
         else:
             for obj, stored in self._inserts:
                 insert(obj, self.using, stored=stored)
@@ -260,6 +263,153 @@ class WriteBatch:
             setattr(obj, pk_field.attname, pk_field.to_python(pks[i]))
             obj._state.adding = False
             obj._state.db = self.using
+
+    def _flush_as_one_round_trip(self, connection: Any) -> None:
+        """MariaDB / MySQL: the statements sent together, separated by ``;`` (one round trip).
+
+        mysqlclient connects with ``CLIENT.MULTI_STATEMENTS`` (its default, which Django's
+        backend keeps), so the server runs them in order and stops at the first error, which
+        comes back as that statement's (a unique violation: ``IntegrityError``). A transaction
+        ``command_transaction`` has not begun yet is begun by the same round trip. Upserts of
+        tables with another unique key (two statements, the second depending on the first's
+        count) run after it.
+        """
+        statements: list[str] = []
+        params: list[Any] = []
+        returning: list[tuple[int, models.Model]] = []
+        if getattr(connection, BEGIN_PENDING, False):
+            statements.append("START TRANSACTION")
+            setattr(connection, BEGIN_PENDING, False)  # sent here, not before it by command_transaction
+        for obj, stored in self._inserts:
+            model = type(obj)
+            pk_field = model._meta.pk
+            fields = [f for f in model._meta.concrete_fields if f is not pk_field]
+            for f in fields:
+                if f.attname not in obj.__dict__ and f.has_default():
+                    setattr(obj, f.attname, f.get_default())
+            fields = _without_db_defaults(obj, fields)
+            returning.append((len(statements), obj))
+            statements.append(_insert_sql(model, tuple(f.column for f in fields), connection.vendor,
+                                          connection.ops.quote_name, True))
+            values = obj.__dict__
+            # JSON the bus serialized once already (``PRESERIALIZED``) is the column's text as
+            # it is; ``stored`` (sealed personal data) wins over both.
+            texts = values.get(PRESERIALIZED) or {}
+            params += [f.get_db_prep_save(stored[f.attname], connection) if stored and f.attname in stored
+                       else texts[f.attname] if f.attname in texts
+                       else f.get_db_prep_save(values[f.attname], connection)
+                       for f in fields]
+        later = []
+        for model, pk, values, update in self._upserts:
+            if unique_beyond_pk(model):
+                later.append((model, pk, values, update))
+                continue
+            sql_text, sql_params = _upsert_statement(model, pk, values, update, connection)
+            statements.append(sql_text)
+            params += sql_params
+        pks: dict[int, Any] = {}
+        wanted = dict(returning)
+        with connection.cursor() as cursor:
+            cursor.execute("; ".join(statements), params)
+            for index in range(len(statements)):
+                if index:
+                    _next_result(connection, cursor)
+                if index in wanted:
+                    pks[index] = cursor.fetchone()[0]
+            _next_result(connection, cursor)  # none is left: the connection is ready for the next
+        for i, obj in returning:
+            pk_field = type(obj)._meta.pk
+            setattr(obj, pk_field.attname, pk_field.to_python(pks[i]))
+            obj._state.adding = False
+            obj._state.db = self.using
+        for model, pk, values, update in later:
+            _update_then_insert(model, pk, values, update, connection)
+
+
+def multi_statements(connection: Any) -> bool:
+    """May this MariaDB / MySQL connection send several statements at once?
+
+    mysqlclient sets ``CLIENT.MULTI_STATEMENTS`` unless told ``multi_statements=False``
+    (which a project may put in the database's ``OPTIONS``; then one round trip a statement).
+    """
+    return bool((connection.settings_dict.get("OPTIONS") or {}).get("multi_statements", True))
+
+
+def _next_result(connection: Any, cursor: Any) -> bool:
+    """The cursor on the next statement's result; its error raised as Django's backend raises it."""
+    try:
+        return bool(cursor.nextset())  # Django wraps nextset's errors
+    except OperationalError as exc:
+        # The backend's own mapping, which only its execute() applies (NOT NULL and the like).
+        from django.db.backends.mysql.base import CursorWrapper
+
+        if exc.args and exc.args[0] in CursorWrapper.codes_for_integrityerror:
+            raise IntegrityError(*exc.args) from exc
+        raise
+
+
+# -- MariaDB / MySQL: the bus's transaction --------------------------------------------------
+
+# A connection attribute: True while the bus's transaction is open but not begun on the server.
+BEGIN_PENDING = "_fluvius_begin_pending"
+# What Django's ``set_autocommit`` calls, when the connection has it, to open a transaction
+# without turning autocommit off (SQLite's backend has it).
+_BEGIN_HOOK = "_start_transaction_under_autocommit"
+
+
+@contextmanager
+def command_transaction(using: str) -> Iterator[None]:
+    """``transaction.atomic(using=using)`` for the bus; on MariaDB / MySQL, without toggling autocommit.
+
+    Django opens a transaction on MySQL by turning autocommit off and closes it by turning
+    it on again: two round trips (mysqlclient's ``autocommit()``) besides the ``COMMIT``.
+    Here, outside any other transaction, the block leaves the session in autocommit and
+    begins the transaction with ``START TRANSACTION`` (which lasts until ``COMMIT`` or
+    ``ROLLBACK`` whatever autocommit says) sent with the block's first statement: with the
+    write batch's round trip when that comes first (a command whose aggregate was cached),
+    else on its own just before the first statement. Django's bookkeeping is its own
+    (``atomic``'s: savepoints, ``on_commit``, rollback on error), entered through the
+    hook Django has for SQLite's explicit ``BEGIN`` (``_start_transaction_under_autocommit``).
+    """
+    connection = connections[using]
+    if connection.vendor != "mysql" or connection.in_atomic_block or not connection.get_autocommit():
+        with transaction.atomic(using=using):
+            yield
+        return
+
+    def defer_begin() -> None:
+        setattr(connection, BEGIN_PENDING, True)
+
+    def begin_first(execute: Any, sql_text: str, params: Any, many: bool, context: Any) -> Any:
+        if getattr(connection, BEGIN_PENDING, False):
+            setattr(connection, BEGIN_PENDING, False)
+            with connection.wrap_database_errors:
+                connection.connection.query(b"START TRANSACTION")
+        return execute(sql_text, params, many, context)
+
+    atomic = transaction.atomic(using=using)
+    setattr(connection, _BEGIN_HOOK, defer_begin)  # only while atomic enters: its other blocks keep Django's way
+    try:
+        atomic.__enter__()
+    finally:
+        delattr(connection, _BEGIN_HOOK)
+    connection.execute_wrappers.append(begin_first)
+    try:
+        yield
+    except BaseException as exc:
+        _end_deferral(connection, begin_first)
+        atomic.__exit__(type(exc), exc, exc.__traceback__)  # rolls back; never swallows the error
+        raise
+    else:
+        _end_deferral(connection, begin_first)
+        atomic.__exit__(None, None, None)
+
+
+def _end_deferral(connection: Any, wrapper: Any) -> None:
+    """Before the commit (or rollback) and its ``on_commit`` callbacks: their statements are their own."""
+    setattr(connection, BEGIN_PENDING, False)
+    if wrapper in connection.execute_wrappers:
+        connection.execute_wrappers.remove(wrapper)
 
 
 # -- PostgreSQL: the hot statement's cursor and parameters --------------------------------

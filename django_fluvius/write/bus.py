@@ -2,7 +2,8 @@
 
 ``CommandBus(domain).handle(command)`` runs the command through the middleware
 chain of ``FLUVIUS['COMMAND_MIDDLEWARE']`` (outermost first; the framework's own
-middleware is in ``write/middleware.py``), then, inside ``transaction.atomic``: loads the
+middleware is in ``write/middleware.py``), then, inside one transaction (Django's
+``atomic``, begun on MariaDB without autocommit toggles: ``events.sql.command_transaction``): loads the
 aggregate (the tenant check is part of loading), runs the command's guards
 (``Command.add_guard``: object-level checks middleware registers), checks the
 expected version, runs the ``@action``, appends the event, updates the inline
@@ -12,7 +13,9 @@ transaction commits (it writes nothing here: the event log is the outbox).
 
 A race lost at the database (another writer took the version first) comes back
 from the unique (aggregate_id, version) constraint and leaves as
-``ConcurrencyConflict``. Any error rolls everything back; a rejected command
+``ConcurrencyConflict``. A transaction the database ended to break a deadlock
+(InnoDB's unique-key locks) is run again, unless a caller's transaction encloses
+the bus's. Any error rolls everything back; a rejected command
 still gets its row in the command log, written after the rollback — whether the
 error came from the core or from a middleware (a denied permission, say): the
 log is written around the whole chain, once per command.
@@ -29,6 +32,8 @@ from __future__ import annotations
 
 import json
 import logging
+import random
+import time
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -38,12 +43,13 @@ from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 from asgiref.sync import async_to_sync, iscoroutinefunction, sync_to_async
 from django.core.serializers.json import DjangoJSONEncoder
 from django.core.signals import setting_changed
-from django.db import IntegrityError, transaction
+from django.db import DatabaseError, IntegrityError, transaction
 from django.dispatch import Signal
 from django.utils import timezone
 
 from django_fluvius.conf import fluvius_settings
 from django_fluvius.events import sql
+from django_fluvius.events.databases import is_deadlock
 from django_fluvius.events.store import is_stream_conflict
 from django_fluvius.events.upcasting import current_version as current_schema_version
 from django_fluvius.exceptions import ConcurrencyConflict, FluviusError
@@ -60,6 +66,11 @@ if TYPE_CHECKING:
 logger = logging.getLogger("django_fluvius.bus")
 
 Handler = Callable[["Command"], "CommandResult"]
+
+# How many times a command runs when the database keeps ending its transaction in a deadlock,
+# and the longest pause before the next try (random below it, so the runs do not meet again).
+DEADLOCK_TRIES = 5
+DEADLOCK_PAUSE = 0.02
 Guard = Callable[["Command", "Aggregate"], None]
 
 
@@ -273,11 +284,25 @@ class CommandBus:
 
     def execute(self, command: Command) -> CommandResult:
         started = command._started or perf_counter()
-        try:
-            return self._commit(command, started, use_cache=True)
-        except StaleCache:
-            # The cached state was behind the store: run once more from the store.
-            return self._commit(command, started, use_cache=False)
+        use_cache = True
+        deadlocks = 0
+        while True:
+            try:
+                return self._commit(command, started, use_cache=use_cache)
+            except StaleCache:
+                # The cached state was behind the store: run once more from the store.
+                use_cache = False
+            except DatabaseError as exc:
+                # The database rolled the whole transaction back to break a deadlock (InnoDB's
+                # concurrent inserts of one unique key, say): nothing of it is stored, so it runs
+                # again, from the store. Not inside a caller's transaction, which is gone too.
+                deadlocks += 1
+                if (deadlocks >= DEADLOCK_TRIES or not is_deadlock(exc)
+                        or transaction.get_connection(self.using).in_atomic_block):
+                    raise
+                logger.info("%r: deadlock, running it again (try %d).", command, deadlocks + 1)
+                use_cache = False
+                time.sleep(random.uniform(0, DEADLOCK_PAUSE * deadlocks))
 
     def _commit(self, command: Command, started: float, *, use_cache: bool) -> CommandResult:
         domain = self.domain
@@ -285,7 +310,7 @@ class CommandBus:
         pending: list[Event] = []
         aggregate = None
         try:
-            with transaction.atomic(using=using):
+            with sql.command_transaction(using):
                 aggregate = domain.load_for_command(command, use_cache=use_cache)
                 try:
                     for guard in command.guards:
