@@ -10,7 +10,9 @@ The event log is the outbox
 
 Waking the relay
     On commit the bus's ``events_appending`` receiver below schedules a wake-up:
-    ``"inline"`` mode delivers at once in the committing process; ``"celery"``
+    ``"inline"`` mode delivers at once in the committing process (``deliver_committed``:
+    the lease and the feed's bound in one statement, the checkpoint moved in the last
+    delivery's transaction); ``"celery"``
     mode wakes this process's relay thread (the request never waits on the
     broker). Other processes hear of the commit through PostgreSQL
     ``NOTIFY fluvius_events``, sent *after* commit by the relay thread, at once for
