@@ -199,10 +199,19 @@ def bound_sql_text(quote: Callable[[str], str], vendor: str) -> str:
             f"ORDER BY {quote('txid')} DESC, {quote('position')} DESC LIMIT 1")
 
 
-def _range_sql(quote: Callable[[str], str], namespace: bool, keys: int) -> str:
-    """The WHERE of a read: ``after < key <= upto`` (4 parameters), then namespace and keys."""
-    where = (f"({quote('txid')}, {quote('position')}) > (%s, %s) "
-             f"AND ({quote('txid')}, {quote('position')}) <= (%s, %s)")
+def _range_sql(quote: Callable[[str], str], vendor: str, namespace: bool, keys: int) -> str:
+    """The WHERE of a read: ``after < key <= upto`` (``_range_params``), then namespace and keys.
+
+    MariaDB / MySQL read no index range for a row comparison: there the
+    comparisons are spelled out on the columns, which they read as a range of the
+    ``(txid, position)`` index.
+    """
+    txid, position = quote("txid"), quote("position")
+    if vendor == "mysql":
+        where = (f"{txid} >= %s AND ({txid} > %s OR {position} > %s) "
+                 f"AND {txid} <= %s AND ({txid} < %s OR {position} <= %s)")
+    else:
+        where = f"({txid}, {position}) > (%s, %s) AND ({txid}, {position}) <= (%s, %s)"
     if namespace:
         where += f" AND {quote('namespace')} = %s"
     if keys:
@@ -210,26 +219,30 @@ def _range_sql(quote: Callable[[str], str], namespace: bool, keys: int) -> str:
     return where
 
 
-def _build_read(quote: Callable[[str], str], namespace: bool, keys: int) -> str:
+def _build_read(quote: Callable[[str], str], vendor: str, namespace: bool, keys: int) -> str:
     columns = ", ".join(quote(str(f.column)) for f in Event._meta.concrete_fields)
-    return (f"SELECT {columns} FROM {quote(Event._meta.db_table)} WHERE {_range_sql(quote, namespace, keys)} "
+    return (f"SELECT {columns} FROM {quote(Event._meta.db_table)} WHERE {_range_sql(quote, vendor, namespace, keys)} "
             f"ORDER BY {quote('txid')}, {quote('position')} LIMIT %s")
 
 
-def _build_keys(quote: Callable[[str], str], namespace: bool, keys: int) -> str:
+def _build_keys(quote: Callable[[str], str], vendor: str, namespace: bool, keys: int) -> str:
     return (f"SELECT {quote('txid')}, {quote('position')} FROM {quote(Event._meta.db_table)} "
-            f"WHERE {_range_sql(quote, namespace, keys)} ORDER BY {quote('txid')}, {quote('position')} LIMIT %s")
+            f"WHERE {_range_sql(quote, vendor, namespace, keys)} ORDER BY {quote('txid')}, {quote('position')} LIMIT %s")
 
 
-def _build_exists(quote: Callable[[str], str], namespace: bool, keys: int) -> str:
+def _build_exists(quote: Callable[[str], str], vendor: str, namespace: bool, keys: int) -> str:
     """One term of ``nonempty``: its index (a parameter) if the read would return an event."""
     return (f"SELECT %s FROM (SELECT 1 AS one) AS one WHERE EXISTS (SELECT 1 FROM "
-            f"{quote(Event._meta.db_table)} WHERE {_range_sql(quote, namespace, keys)})")
+            f"{quote(Event._meta.db_table)} WHERE {_range_sql(quote, vendor, namespace, keys)})")
 
 
 def _range_params(after: FeedKey, upto: FeedKey, namespace: str | None,
-                  stored: Sequence[str] | None) -> list[Any]:
-    params: list[Any] = [int(after[0]), int(after[1]), int(upto[0]), int(upto[1])]
+                  stored: Sequence[str] | None, vendor: str) -> list[Any]:
+    if vendor == "mysql":  # the comparisons spelled out (_range_sql)
+        params: list[Any] = [int(after[0]), int(after[0]), int(after[1]), int(upto[0]), int(upto[0]),
+                             int(upto[1])]
+    else:
+        params = [int(after[0]), int(after[1]), int(upto[0]), int(upto[1])]
     if namespace:
         params.append(namespace)
     if stored:
@@ -336,8 +349,8 @@ class Feed:
         connection = self.connection
         stored = self._stored_keys(evt_keys, namespace)
         with sql.hot_cursor(connection) as cursor:
-            cursor.execute(sql.statement(connection, _build_read, bool(namespace), len(stored)),
-                           [*_range_params(after, upto, namespace, stored), int(limit)])
+            cursor.execute(sql.statement(connection, _build_read, connection.vendor, bool(namespace), len(stored)),
+                           [*_range_params(after, upto, namespace, stored, connection.vendor), int(limit)])
             rows = cursor.fetchall()
         events = EventRows.of(connection).events(rows, self.using)
         return [self.store.decode(e) for e in events] if decode else events
@@ -355,8 +368,8 @@ class Feed:
         connection = self.connection
         stored = self._stored_keys(evt_keys, namespace)
         with sql.hot_cursor(connection) as cursor:
-            cursor.execute(sql.statement(connection, _build_keys, bool(namespace), len(stored)),
-                           [*_range_params(after, upto, namespace, stored), int(limit)])
+            cursor.execute(sql.statement(connection, _build_keys, connection.vendor, bool(namespace), len(stored)),
+                           [*_range_params(after, upto, namespace, stored, connection.vendor), int(limit)])
             return [(txid or 0, position) for txid, position in cursor.fetchall()]
 
     def nonempty(self, reads: Sequence[tuple[FeedKey, FeedKey, Sequence[str] | None, str | None]]) -> set[int]:
@@ -371,8 +384,8 @@ class Feed:
             if tuple(after) >= tuple(upto):
                 continue
             stored = self._stored_keys(evt_keys, namespace)
-            parts.append((sql.statement(connection, _build_exists, bool(namespace), len(stored)),
-                          [int(index), *_range_params(after, upto, namespace, stored)]))
+            parts.append((sql.statement(connection, _build_exists, connection.vendor, bool(namespace), len(stored)),
+                          [int(index), *_range_params(after, upto, namespace, stored, connection.vendor)]))
         for start in range(0, len(parts), 100):  # SQLite caps a compound SELECT at 500 terms
             chunk = parts[start:start + 100]
             with sql.hot_cursor(connection) as cursor:
