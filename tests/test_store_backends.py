@@ -234,3 +234,29 @@ def test_a_feed_read_returns_exactly_the_keys_between_its_bounds_and_reads_an_in
     assert feed.nonempty([(keys[-11], keys[-1], ["note-created"], "test-notes")]) == {0}
     read = index_reads() - before - 3  # the counting statement reads its own rows (3)
     assert read < 60, f"{read} index entries read for 10 events of 300: a scan, not a range"
+
+
+def test_the_feeds_hand_built_reads_give_what_the_orm_gives(alias):
+    """The relay's statements are SQL built once per vendor (feed.py): the events they build,
+    the keys, the bound and which reads have events agree with the ORM's, field by field."""
+    store = EventStore(alias)
+    stream = uuid.uuid4()
+    payload = {"title": "Grüße 🌊", "nested": {"list": [1, 2.5, None, True]}, "at": timezone.now()}
+    store.append([event(stream, 1, payload), event(stream, 2, key="note-edited"), event(uuid.uuid4(), 1),
+                  Event(namespace="other", resource="x", aggregate_id=uuid.uuid4(), version=1, evt_key="note-created",
+                        payload={}, command_id=uuid.uuid4(), user="someone", metadata={"k": [1]})])
+    feed = Feed(alias)
+    upto = feed.bound()
+    orm = list(store.events.order_by("txid", "position"))
+    assert upto == feed.key(orm[-1])
+    read = feed.read(ORIGIN, upto, decode=False)
+    fields = [f.attname for f in Event._meta.concrete_fields]
+    assert [[getattr(e, f) for f in fields] for e in read] == [[getattr(e, f) for f in fields] for e in orm]
+    assert all(e._state.db == alias and not e._state.adding for e in read)
+    assert feed.keys(ORIGIN, upto) == [feed.key(e) for e in orm]
+    narrowed = feed.read(ORIGIN, upto, evt_keys=["note-created"], namespace="test-notes", decode=False)
+    assert [e.position for e in narrowed] == [e.position for e in orm if e.namespace == "test-notes"
+                                              and e.evt_key == "note-created"]
+    assert feed.read(feed.key(orm[0]), upto, limit=1, decode=False)[0].position == orm[1].position
+    assert feed.nonempty([(ORIGIN, upto, ["note-edited"], "test-notes"), (upto, upto, None, None),
+                          (feed.key(orm[-2]), upto, ["note-edited"], None), (ORIGIN, upto, ["nothing"], None)]) == {0}

@@ -10,7 +10,9 @@ The event log is the outbox
 
 Waking the relay
     On commit the bus's ``events_appending`` receiver below schedules a wake-up:
-    ``"inline"`` mode delivers at once in the committing process; ``"celery"``
+    ``"inline"`` mode delivers at once in the committing process (``deliver_committed``:
+    the lease and the feed's bound in one statement, the checkpoint moved in the last
+    delivery's transaction); ``"celery"``
     mode wakes this process's relay thread (the request never waits on the
     broker). Other processes hear of the commit through PostgreSQL
     ``NOTIFY fluvius_events``, sent *after* commit by the relay thread, at once for
@@ -64,7 +66,6 @@ from functools import partial
 from typing import Any
 
 from django.db import IntegrityError, OperationalError, connections, transaction
-from django.db.models import Exists, OuterRef
 from django.db.models.signals import post_migrate
 from django.utils import timezone
 from django.utils.module_loading import import_string
@@ -210,18 +211,22 @@ def claim_receipt(handler: str, position: int, using: str) -> bool:
     connection = connections[using]
     if connection.vendor == "mysql":
         return _claim_receipt_mysql(handler, position, connection)
-    table, q = _receipt_table(connection)
-    sql_text = (
+    now = connection.ops.adapt_datetimefield_value(timezone.now())
+    with sql.hot_cursor(connection) as cursor:
+        cursor.execute(sql.statement(connection, _build_claim),
+                       [handler, position, HandlerReceipt.Status.DONE, now, PENDING])
+        return cursor.fetchone() is not None
+
+
+def _build_claim(q: Callable[[str], str]) -> str:
+    table = q(HandlerReceipt._meta.db_table)
+    return (
         f"INSERT INTO {table} ({q('handler')}, {q('position')}, {q('status')}, {q('created')}, "
         f"{q('attempts')}, {q('last_error')}) "
         f"VALUES (%s, %s, %s, %s, 1, '') ON CONFLICT ({q('handler')}, {q('position')}) "
         f"DO UPDATE SET {q('status')} = EXCLUDED.{q('status')}, {q('due')} = NULL "
         f"WHERE {table}.{q('status')} = %s RETURNING {q('id')}"
     )
-    now = connection.ops.adapt_datetimefield_value(timezone.now())
-    with connection.cursor() as cursor:
-        cursor.execute(sql_text, [handler, position, HandlerReceipt.Status.DONE, now, PENDING])
-        return cursor.fetchone() is not None
 
 
 def _claim_receipt_mysql(handler: str, position: int, connection: Any) -> bool:
@@ -374,10 +379,19 @@ def pending_predecessor(spec: HandlerSpec, event: Any) -> int | None:
     return None
 
 
-def deliver(spec: HandlerSpec, event: Any, *, force: bool = False) -> Delivery:
+class BookkeepingFailed(Exception):
+    """``deliver(then=...)``'s bookkeeping failed: the delivery rolled back, and it is no handler's fault."""
+
+
+def deliver(spec: HandlerSpec, event: Any, *, force: bool = False,
+            then: Callable[[], Any] | None = None) -> Delivery:
     """Run one handler for one event in its own transaction, with its receipt.
 
     ``force=True`` (replays) runs it even if a receipt exists and ignores ordering.
+    ``then``: the relay's bookkeeping, run last in the same transaction (done or
+    duplicate alike), so it commits with the effect; if it raises, the delivery
+    rolls back and ``BookkeepingFailed`` is raised (a database error, not the
+    handler's: nothing is dead-lettered for it).
     Never raises for the handler's own errors: they come back as ``FAILED``.
     """
     using = handler_database(spec)
@@ -387,9 +401,18 @@ def deliver(spec: HandlerSpec, event: Any, *, force: bool = False) -> Delivery:
             return Delivery(WAIT, blocked_by=blocker)
     try:
         with transaction.atomic(using=using):
-            if not claim_receipt(spec.name, event.position, using) and not force:
+            claimed = claim_receipt(spec.name, event.position, using) or force
+            if claimed:
+                spec(event)
+            if then is not None:
+                try:
+                    then()
+                except Exception as exc:
+                    raise BookkeepingFailed(f"{type(exc).__name__}: {exc}") from exc
+            if not claimed:
                 return Delivery(DUPLICATE)
-            spec(event)
+    except BookkeepingFailed:
+        raise
     except Exception as exc:  # noqa: BLE001 - a handler's failure is data: retried, then dead-lettered
         return Delivery(FAILED, error=exc, traceback=traceback.format_exc())
     return Delivery(DONE)
@@ -495,11 +518,13 @@ class Attempt:
 
 
 def run_attempt(item: Attempt, *, schedule: Callable[[Attempt, float], None] | None,
-                event: Any = None) -> str:
+                event: Any = None, then: Callable[[], Any] | None = None) -> str:
     """Try one delivery; schedule the next try (``schedule(attempt, countdown)``) or dead-letter it.
 
     ``schedule=None`` means there is no later try (inline mode): a failure is
-    dead-lettered at once and a wait is left to the relay. Returns the outcome.
+    dead-lettered at once and a wait is left to the relay. ``then``: as for
+    ``deliver`` (it ran and committed when the outcome is done or duplicate).
+    Returns the outcome.
     """
     spec = handlers.get(item.handler) if item.handler in handlers else None
     if spec is None:
@@ -514,9 +539,9 @@ def run_attempt(item: Attempt, *, schedule: Callable[[Attempt, float], None] | N
         except Exception as exc:  # noqa: BLE001 - a missing or undecodable event is a poison message
             result = Delivery(FAILED, error=exc, traceback=traceback.format_exc())
         else:
-            result = deliver(spec, event)
+            result = deliver(spec, event, then=then)
     else:
-        result = deliver(spec, event)
+        result = deliver(spec, event, then=then)
 
     if result.outcome == WAIT:
         if schedule is not None and item.waits < fluvius_settings.ORDERED_MAX_WAITS:
@@ -614,26 +639,45 @@ class InlineDispatcher(Dispatcher):
         size = _batch_size()
         done = 0
         upto = upto or feed.bound()
+        # The checkpoint lives with the receipts (the usual case): its move rides in the
+        # transaction of the batch's last delivery, which commits effect, receipt and
+        # checkpoint together (one durable commit where there were two). Every event
+        # before it in the batch is settled by then (done, duplicate or dead-lettered).
+        fold = handler_database(spec) == using
         while limit is None or done < limit:
             events = _read(feed, sub, key, upto, size)
-            for raw in events:
+            new = subscriptions.feed_max(feed.key(events[-1]) if len(events) >= size else upto, key)
+            last = len(events) < size or (limit is not None and done + len(events) >= limit)
+            saved: list[bool] = []  # the folded move's outcome, once it has run
+
+            def settle(new: FeedKey = new, last: bool = last, count: int = len(events),
+                       saved: list[bool] = saved) -> None:
+                saved.append(subscriptions.save_checkpoint(spec.name, owner, using, key=new, sent=new,
+                                                           applied=count, release=last))
+
+            for index, raw in enumerate(events):
+                then = settle if fold and index == len(events) - 1 else None
                 try:
                     event = feed.store.decode(raw)
                 except Exception as exc:  # noqa: BLE001 - a poison event: dead-lettered, settled
                     dead_letter(DeadLetter.Kind.HANDLER, spec.name, None, position=raw.position, attempts=1,
                                 error=exc, tb=traceback.format_exc())
                     continue
-                if run_attempt(Attempt(spec.name, event.position), schedule=None, event=event) == WAIT:
+                outcome = run_attempt(Attempt(spec.name, event.position), schedule=None, event=event, then=then)
+                if outcome == WAIT:
                     # Feed order is commit order: only a dead-lettered predecessor makes it wait.
                     dead_letter(DeadLetter.Kind.HANDLER, spec.name, event, attempts=1,
                                 message="Still waiting for the previous event of its aggregate (ordered "
                                         "handler): re-drive or discard that one first.")
+                if outcome not in (DONE, DUPLICATE):
+                    saved.clear()  # rolled back with the delivery (or never ran): moved below
             done += len(events)
             result.handed_over += len(events)
-            new = subscriptions.feed_max(feed.key(events[-1]) if len(events) >= size else upto, key)
-            last = len(events) < size or (limit is not None and done >= limit)
-            if new != key and not subscriptions.save_checkpoint(spec.name, owner, using, key=new, sent=new,
-                                                                applied=len(events), release=last):
+            if saved:
+                if not saved[0]:
+                    return True  # another relay took over (our lease ran out)
+            elif new != key and not subscriptions.save_checkpoint(spec.name, owner, using, key=new, sent=new,
+                                                                  applied=len(events), release=last):
                 return True  # another relay took over (our lease ran out)
             if last:
                 return new != key
@@ -907,26 +951,97 @@ def deliver_pending(*, using: str | None = None, names: Iterable[str] | None = N
     return result
 
 
+def deliver_committed(using: str, names: Iterable[str], *, hint: int | None = None) -> RelayResult:
+    """Inline mode, right after a command's commit: move the subscriptions of its events.
+
+    Every subscription named has an event of its keys just committed, so the round's
+    questions (``deliver_pending``: the bound, the checkpoints, which subscriptions
+    have work) are not asked: each handler subscription is led, and the feed's bound
+    read, in one statement (``subscriptions.lead_to_bound``), then read and delivered
+    (``InlineDispatcher.advance``, which moves the checkpoint in the last delivery's
+    transaction). Nothing is taken for granted beyond the names: the events may have
+    been delivered by another relay already (the read finds nothing new then), and an
+    event of a transaction still running below ours waits for the next round, as in
+    ``deliver_pending``. Other dispatchers and async projections take the general round.
+    """
+    dispatcher = get_dispatcher()
+    wanted = set(names)
+    if not isinstance(dispatcher, InlineDispatcher):
+        return deliver_pending(using=using, names=wanted, hint=hint, dispatcher=dispatcher)
+    result = RelayResult()
+    owner = relay_owner()
+    others: list[str] = []
+    for sub in declared():
+        if sub.name not in wanted:
+            continue
+        if sub.kind != subscriptions.HANDLER:
+            others.append(sub.name)
+            continue
+        problem = subscriptions.start_problem(sub.start)
+        if problem is not None:  # fluvius.E055 says so at start-up; never guess a start
+            logger.error("Subscription %s is not delivered: %s.", sub.name, problem)
+            continue
+        try:
+            cp, upto = subscriptions.lead_to_bound(sub.name, owner, using)
+            if cp is None and not Checkpoint.objects.using(using).filter(name=sub.name).exists():
+                # Gone since this process ensured it (a rolled-back transaction, a flush).
+                subscriptions.ensure(sub, using, hint=hint)
+                cp, upto = subscriptions.lead_to_bound(sub.name, owner, using)
+            if cp is None:
+                result.busy += 1
+                continue
+            released = False
+            try:
+                released = dispatcher.advance(sub, cp, owner, using, result,
+                                              upto=subscriptions.feed_max(upto, cp.key))
+            finally:
+                if not released:
+                    subscriptions.release_lease(sub.name, owner, using)
+        except Exception as exc:  # noqa: BLE001 - one subscription must not stop the others
+            result.failed += 1
+            result.errors.append(f"{sub.name}: {type(exc).__name__}: {exc}")
+            logger.warning("Subscription %s could not move (%s: %s); its events wait for the next round.",
+                           sub.name, type(exc).__name__, exc)
+    if others:
+        result.add(deliver_pending(using=using, names=others, hint=hint, dispatcher=dispatcher))
+    return result
+
+
 def _round_state(subs: Sequence[subscriptions.Subscription], using: str) -> tuple[dict[str, Checkpoint], set[str]]:
     """The subscriptions' checkpoints, and the handlers with a delivery past its due time.
 
     One statement where the handlers' receipts live with the checkpoints (the usual
     case); one more per other database.
     """
-    now = timezone.now()
-    late = HandlerReceipt.objects.using(using).filter(handler=OuterRef("name"), status=PENDING, due__lt=now)
+    connection = connections[using]
+    now = connection.ops.adapt_datetimefield_value(timezone.now())
     local = {sub.name for sub in subs if sub.kind == subscriptions.HANDLER
              and handler_database(sub.subscriber) == using}
     checkpoints: dict[str, Checkpoint] = {}
     overdue: set[str] = set()
-    for cp in Checkpoint.objects.using(using).filter(name__in=[sub.name for sub in subs]).annotate(
-            late=Exists(late)):
+    names = [sub.name for sub in subs]
+    with sql.hot_cursor(connection) as cursor:
+        cursor.execute(sql.statement(connection, _build_round_state, len(names)), [PENDING, now, *names])
+        rows = cursor.fetchall()
+    fields = list(_ROUND_FIELDS)
+    for row in rows:
+        cp = Checkpoint.from_db(using, fields, row[:-1])
         checkpoints[cp.name] = cp
-        if cp.late and cp.name in local:
+        if row[-1] and cp.name in local:
             overdue.add(cp.name)
     overdue |= _overdue_handlers([sub for sub in subs if sub.kind == subscriptions.HANDLER
                                   and sub.name not in local])
     return checkpoints, overdue
+
+
+_ROUND_FIELDS = ("id", "name", "kind", "txid", "position", "sent_txid", "sent_position")
+
+
+def _build_round_state(q: Callable[[str], str], names: int) -> str:
+    columns = ", ".join(f"c.{q(f)}" for f in _ROUND_FIELDS)
+    return (f"SELECT {columns}, EXISTS (SELECT 1 FROM {q(HandlerReceipt._meta.db_table)} AS r "
+            f"WHERE r.{q('handler')} = c.{q('name')} AND r.{q('status')} = %s AND r.{q('due')} < %s) "
+            f"FROM {q(Checkpoint._meta.db_table)} AS c WHERE c.{q('name')} IN ({', '.join(['%s'] * names)})")
 
 
 def _overdue_handlers(subs: Sequence[subscriptions.Subscription]) -> set[str]:
@@ -1030,7 +1145,7 @@ def committed(events: Sequence[Any], using: str) -> None:
             names = {sub.name for event in events for sub in handlers.for_event(event)}
             names.update(s.name for event in events for s in subscribers.wanting(event))
             if names:
-                deliver_pending(using=using, names=names, hint=_first_position(events))
+                deliver_committed(using, names, hint=_first_position(events))
             if _vendor(using) == "postgresql":
                 relay.submit(using, None, run=False)  # the NOTIFY, off the request path
             return

@@ -41,11 +41,13 @@ from datetime import timedelta
 from typing import Any
 
 from django.db import IntegrityError, connections, transaction
-from django.db.models import Max, Q
+from django.db.models import Max
 from django.utils import timezone
 
 from django_fluvius.conf import fluvius_settings
 from django_fluvius.delivery.handlers import ALL_EVENTS, HandlerSpec, handlers
+from django_fluvius.events import feed as feed_module
+from django_fluvius.events import sql
 from django_fluvius.events.feed import ORIGIN, Feed, FeedKey
 from django_fluvius.exceptions import UnknownSubscription
 from django_fluvius.models import Checkpoint, DeadLetter, HandlerReceipt
@@ -144,12 +146,42 @@ def relay_identity() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{threading.get_ident()}:{uuid.uuid4().hex[:8]}"
 
 
+# The bookkeeping statements below (take, renew and give up the lease, move the checkpoint)
+# are hand-built SQL, built once per vendor and shape (``sql.statement``): the relay runs
+# them after every command in inline mode, where the ORM's query building cost more than
+# the database. Standing alone (autocommit) on PostgreSQL they commit without waiting for
+# the WAL flush (``sql.relax_commit_sql``): losing one in a server crash is harmless.
+# A lost lease take or give-up only changes who may lead next; a lost checkpoint move
+# puts the checkpoint back before events that were settled, so they are offered again
+# and their receipts (written durably in the handlers' own transactions) make the second
+# delivery do nothing. WAL is replayed in order, so a later durable commit (a handler's)
+# makes every earlier relaxed one durable too. Inside a caller's transaction (the
+# checkpoint moved with the last delivery's effect) they are as durable as it is.
+
+
+def _lease_until() -> Any:
+    return timezone.now() + timedelta(seconds=float(fluvius_settings.SUBSCRIPTION_LEASE))
+
+
+def _build_take(quote: Any) -> str:
+    return (f"UPDATE {quote(Checkpoint._meta.db_table)} SET {quote('lease_owner')} = %s, {quote('lease_until')} = %s "
+            f"WHERE {quote('name')} = %s AND ({quote('lease_until')} IS NULL OR {quote('lease_until')} < %s "
+            f"OR {quote('lease_owner')} = %s)")
+
+
+def _take_params(name: str, owner: str, connection: Any) -> list[Any]:
+    now = timezone.now()
+    adapt = connection.ops.adapt_datetimefield_value
+    until = now + timedelta(seconds=float(fluvius_settings.SUBSCRIPTION_LEASE))
+    return [owner, adapt(until), name, adapt(now), owner]
+
+
 def take_lease(name: str, owner: str, using: str) -> bool:
     """Lead the subscription for ``SUBSCRIPTION_LEASE`` seconds; False if another relay leads it."""
-    now = timezone.now()
-    free = Q(lease_until__isnull=True) | Q(lease_until__lt=now) | Q(lease_owner=owner)
-    return bool(Checkpoint.objects.using(using).filter(free, name=name).update(
-        lease_owner=owner, lease_until=now + timedelta(seconds=float(fluvius_settings.SUBSCRIPTION_LEASE))))
+    connection = connections[using]
+    with connection.cursor() as cursor:
+        cursor.execute(sql.statement(connection, _build_take), _take_params(name, owner, connection))
+        return cursor.rowcount > 0
 
 
 # Vendors whose UPDATE can return the row it changed: taking the lease and reading the
@@ -169,22 +201,104 @@ def lead(name: str, owner: str, using: str) -> Checkpoint | None:
         if not take_lease(name, owner, using):
             return None
         return Checkpoint.objects.using(using).get(name=name)
-    q = connection.ops.quote_name
-    now = timezone.now()
-    until = now + timedelta(seconds=float(fluvius_settings.SUBSCRIPTION_LEASE))
-    adapt = connection.ops.adapt_datetimefield_value
     with connection.cursor() as cursor:
-        cursor.execute(
-            f"UPDATE {q(Checkpoint._meta.db_table)} SET {q('lease_owner')} = %s, {q('lease_until')} = %s "
-            f"WHERE {q('name')} = %s AND ({q('lease_until')} IS NULL OR {q('lease_until')} < %s "
-            f"OR {q('lease_owner')} = %s) RETURNING {', '.join(q(f) for f in _LEAD_FIELDS)}",
-            [owner, adapt(until), name, adapt(now), owner])
+        cursor.execute(sql.statement(connection, _build_lead), _take_params(name, owner, connection))
         row = cursor.fetchone()
     return Checkpoint.from_db(using, list(_LEAD_FIELDS), row) if row is not None else None
 
 
+def _build_lead(quote: Any) -> str:
+    return f"{_build_take(quote)} RETURNING {', '.join(quote(f) for f in _LEAD_FIELDS)}"
+
+
+def lead_to_bound(name: str, owner: str, using: str) -> tuple[Checkpoint | None, FeedKey]:
+    """``lead``, and the feed's bound (``Feed.bound``) read in the same statement (two on MariaDB).
+
+    What the inline relay asks after a commit. The bound is read before the events
+    are (``Feed.read``, a later statement), as the feed requires: every transaction
+    below its horizon has finished by then, so the read sees all of their events.
+    (checkpoint or None when another relay leads, the bound).
+    """
+    connection = connections[using]
+    vendor = connection.vendor
+    relax = sql.relax_commit_sql(connection)
+    if vendor == "postgresql":
+        if connection.in_atomic_block or not connection.get_autocommit():
+            feed_module._clear_stats(connection)
+        text = sql.statement(connection, _build_lead_to_bound_pg, relax)
+    elif vendor == "sqlite":
+        text = sql.statement(connection, _build_lead_to_bound_sqlite)
+    else:
+        if not take_lease(name, owner, using):
+            return None, ORIGIN
+        with connection.cursor() as cursor:
+            cursor.execute(sql.statement(connection, _build_checkpoint_and_bound), [name])
+            row = cursor.fetchone()
+        return _lead_row(row, using)
+    with sql.hot_cursor(connection) as cursor:
+        cursor.execute(text, _take_params(name, owner, connection))
+        row = cursor.fetchone()
+    return _lead_row(row, using)
+
+
+def _lead_row(row: Any, using: str) -> tuple[Checkpoint | None, FeedKey]:
+    if row is None:
+        return None, ORIGIN
+    fields = len(_LEAD_FIELDS)
+    cp = Checkpoint.from_db(using, list(_LEAD_FIELDS), row[:fields])
+    txid, position = row[fields], row[fields + 1]
+    return cp, ((txid or 0, position) if position is not None else ORIGIN)
+
+
+def _build_lead_to_bound_pg(quote: Any, relax: str) -> str:
+    # One statement: the bound's horizon is read in it (the lease's own transaction id, if
+    # the UPDATE assigned it first, is allowed for in HORIZON_SQL), and the lease's commit
+    # is relaxed by the set_config of the final SELECT.
+    columns = ", ".join(f"c.{quote(f)}" for f in _LEAD_FIELDS)
+    return (f"WITH b AS ({feed_module.bound_sql_text(quote, 'postgresql')}), "
+            f"c AS ({_build_lead(quote)}) "
+            f"SELECT {columns}, b.{quote('txid')}, b.{quote('position')}{', ' + relax if relax else ''} "
+            f"FROM c LEFT JOIN b ON true")
+
+
+def _build_lead_to_bound_sqlite(quote: Any) -> str:
+    bound = feed_module.bound_sql_text(quote, "sqlite")
+    return (f"{_build_lead(quote)}, (SELECT b.{quote('txid')} FROM ({bound}) AS b), "
+            f"(SELECT b.{quote('position')} FROM ({bound}) AS b)")
+
+
+def _build_checkpoint_and_bound(quote: Any) -> str:
+    columns = ", ".join(f"c.{quote(f)}" for f in _LEAD_FIELDS)
+    return (f"SELECT {columns}, b.{quote('txid')}, b.{quote('position')} FROM {quote(Checkpoint._meta.db_table)} AS c "
+            f"LEFT JOIN ({feed_module.bound_sql_text(quote, 'mysql')}) AS b ON 1 = 1 WHERE c.{quote('name')} = %s")
+
+
+def _build_release(quote: Any, relax: str) -> str:
+    return (f"UPDATE {quote(Checkpoint._meta.db_table)} SET {quote('lease_owner')} = '', {quote('lease_until')} = NULL "
+            f"WHERE {quote('name')} = %s AND {quote('lease_owner')} = %s" + (f" RETURNING {relax}" if relax else ""))
+
+
 def release_lease(name: str, owner: str, using: str) -> None:
-    Checkpoint.objects.using(using).filter(name=name, lease_owner=owner).update(lease_owner="", lease_until=None)
+    connection = connections[using]
+    with sql.hot_cursor(connection) as cursor:
+        relax = sql.relax_commit_sql(connection)
+        cursor.execute(sql.statement(connection, _build_release, relax), [name, owner])
+        if relax:
+            cursor.fetchall()
+
+
+def _build_save(quote: Any, release: bool, key: bool, sent: bool, applied: bool, relax: str) -> str:
+    sets = [f"{quote('updated')} = %s", f"{quote('lease_until')} = %s"]
+    if release:
+        sets.append(f"{quote('lease_owner')} = ''")
+    if key:
+        sets += [f"{quote('txid')} = %s", f"{quote('position')} = %s"]
+    if sent:
+        sets += [f"{quote('sent_txid')} = %s", f"{quote('sent_position')} = %s"]
+    if applied:
+        sets.append(f"{quote('events_applied')} = {quote('events_applied')} + %s")
+    return (f"UPDATE {quote(Checkpoint._meta.db_table)} SET {', '.join(sets)} "
+            f"WHERE {quote('name')} = %s AND {quote('lease_owner')} = %s" + (f" RETURNING {relax}" if relax else ""))
 
 
 def save_checkpoint(name: str, owner: str, using: str, *, key: FeedKey | None = None,
@@ -192,21 +306,25 @@ def save_checkpoint(name: str, owner: str, using: str, *, key: FeedKey | None = 
     """Move the checkpoint (and the handed-over mark) while still leading; False if the lease was lost.
 
     ``release=True`` gives the lease up in the same statement (one commit fewer).
+    Inside a transaction of the caller's, it commits with it (and as durably).
     """
-    values: dict[str, Any] = {"updated": timezone.now(),
-                              "lease_until": None if release else timezone.now() + timedelta(
-                                  seconds=float(fluvius_settings.SUBSCRIPTION_LEASE))}
-    if release:
-        values["lease_owner"] = ""
+    connection = connections[using]
+    adapt = connection.ops.adapt_datetimefield_value
+    relax = sql.relax_commit_sql(connection)
+    params: list[Any] = [adapt(timezone.now()), None if release else adapt(_lease_until())]
     if key is not None:
-        values["txid"], values["position"] = key
+        params += [int(key[0]), int(key[1])]
     if sent is not None:
-        values["sent_txid"], values["sent_position"] = sent
+        params += [int(sent[0]), int(sent[1])]
     if applied:
-        from django.db.models import F
-
-        values["events_applied"] = F("events_applied") + applied
-    return bool(Checkpoint.objects.using(using).filter(name=name, lease_owner=owner).update(**values))
+        params.append(int(applied))
+    params += [name, owner]
+    with sql.hot_cursor(connection) as cursor:
+        cursor.execute(sql.statement(connection, _build_save, release, key is not None, sent is not None,
+                                     bool(applied), relax), params)
+        if relax:
+            return bool(cursor.fetchall())
+        return cursor.rowcount > 0
 
 
 # -- operations: status and reset --------------------------------------------------------------

@@ -52,7 +52,7 @@ from django.db.models import BooleanField, Min, Q
 from django.db.models.expressions import RawSQL
 
 from django_fluvius.conf import fluvius_settings
-from django_fluvius.events import upcasting
+from django_fluvius.events import sql, upcasting
 from django_fluvius.events.databases import FEED_CLOCK
 from django_fluvius.events.store import EventStore
 from django_fluvius.models import Event
@@ -165,6 +165,127 @@ OWN_XIDS: dict[str, Callable[[Any], int | None]] = {
 }
 
 
+# -- hand-built statements of the relay's hot path --------------------------------------------
+#
+# A relay round asks the feed the same few questions again and again (its bound, which
+# subscriptions have events, the events themselves). Built by the ORM each time they
+# cost a few hundred microseconds of Python apiece (filters, expressions, the
+# compiler); here the SQL text is built once per (vendor, shape) and only the
+# parameters change. They run on ``sql.hot_cursor`` (server-side binding and prepared
+# statements on PostgreSQL with psycopg 3, Django's cursor elsewhere). Rows come back as
+# tuples; events are built with the backend's and the fields' own converters, as the
+# ORM would.
+
+
+def below_horizon_sql(vendor: str, quote: Callable[[str], str]) -> str:
+    """``txid < horizon`` as SQL text for this vendor ('' where commit order is position order)."""
+    if vendor == "postgresql":
+        return f"{quote('txid')} < ({HORIZON_SQL})"
+    if vendor == "mysql":
+        return f"{quote('txid')} < (SELECT COALESCE(MAX(tick), 0) + 1 FROM {quote(FEED_CLOCK)} WHERE id = 1)"
+    return ""
+
+
+def bound_sql(connection: Any) -> str:
+    """``SELECT txid, position`` of the feed's bound: the last event below the horizon."""
+    return sql.statement(connection, bound_sql_text, connection.vendor)
+
+
+def bound_sql_text(quote: Callable[[str], str], vendor: str) -> str:
+    """``bound_sql`` built (also a subquery of the relay's lease statement, subscriptions.py)."""
+    below = below_horizon_sql(vendor, quote)
+    where = f" WHERE {below}" if below else ""
+    return (f"SELECT {quote('txid')}, {quote('position')} FROM {quote(Event._meta.db_table)}{where} "
+            f"ORDER BY {quote('txid')} DESC, {quote('position')} DESC LIMIT 1")
+
+
+def _range_sql(quote: Callable[[str], str], vendor: str, namespace: bool, keys: int) -> str:
+    """The WHERE of a read: ``after < key <= upto`` (``_range_params``), then namespace and keys.
+
+    MariaDB / MySQL read no index range for a row comparison: there the
+    comparisons are spelled out on the columns, which they read as a range of the
+    ``(txid, position)`` index.
+    """
+    txid, position = quote("txid"), quote("position")
+    if vendor == "mysql":
+        where = (f"{txid} >= %s AND ({txid} > %s OR {position} > %s) "
+                 f"AND {txid} <= %s AND ({txid} < %s OR {position} <= %s)")
+    else:
+        where = f"({txid}, {position}) > (%s, %s) AND ({txid}, {position}) <= (%s, %s)"
+    if namespace:
+        where += f" AND {quote('namespace')} = %s"
+    if keys:
+        where += f" AND {quote('evt_key')} IN ({', '.join(['%s'] * keys)})"
+    return where
+
+
+def _build_read(quote: Callable[[str], str], vendor: str, namespace: bool, keys: int) -> str:
+    columns = ", ".join(quote(str(f.column)) for f in Event._meta.concrete_fields)
+    return (f"SELECT {columns} FROM {quote(Event._meta.db_table)} WHERE {_range_sql(quote, vendor, namespace, keys)} "
+            f"ORDER BY {quote('txid')}, {quote('position')} LIMIT %s")
+
+
+def _build_keys(quote: Callable[[str], str], vendor: str, namespace: bool, keys: int) -> str:
+    return (f"SELECT {quote('txid')}, {quote('position')} FROM {quote(Event._meta.db_table)} "
+            f"WHERE {_range_sql(quote, vendor, namespace, keys)} ORDER BY {quote('txid')}, {quote('position')} LIMIT %s")
+
+
+def _build_exists(quote: Callable[[str], str], vendor: str, namespace: bool, keys: int) -> str:
+    """One term of ``nonempty``: its index (a parameter) if the read would return an event."""
+    return (f"SELECT %s FROM (SELECT 1 AS one) AS one WHERE EXISTS (SELECT 1 FROM "
+            f"{quote(Event._meta.db_table)} WHERE {_range_sql(quote, vendor, namespace, keys)})")
+
+
+def _range_params(after: FeedKey, upto: FeedKey, namespace: str | None,
+                  stored: Sequence[str] | None, vendor: str) -> list[Any]:
+    if vendor == "mysql":  # the comparisons spelled out (_range_sql)
+        params: list[Any] = [int(after[0]), int(after[0]), int(after[1]), int(upto[0]), int(upto[0]),
+                             int(upto[1])]
+    else:
+        params = [int(after[0]), int(after[1]), int(upto[0]), int(upto[1])]
+    if namespace:
+        params.append(namespace)
+    if stored:
+        params.extend(stored)
+    return params
+
+
+class EventRows:
+    """Events from rows of ``_read_sql``: the backend's and the fields' converters, then ``from_db``."""
+
+    def __init__(self, connection: Any):
+        self.connection = connection
+        fields = Event._meta.concrete_fields
+        self.attnames = [f.attname for f in fields]
+        self.converters: list[tuple[int, list[Any], Any]] = []
+        for index, f in enumerate(fields):
+            column = f.get_col(Event._meta.db_table)
+            found = connection.ops.get_db_converters(column) + f.get_db_converters(connection)
+            if found:
+                self.converters.append((index, found, column))
+
+    @classmethod
+    def of(cls, connection: Any) -> EventRows:
+        reader = getattr(connection, "_fluvius_event_rows", None)
+        if reader is None:
+            reader = cls(connection)
+            connection._fluvius_event_rows = reader  # our mark on Django's wrapper (one per alias and thread)
+        return reader
+
+    def events(self, rows: Sequence[Sequence[Any]], using: str) -> list[Event]:
+        connection, converters, attnames = self.connection, self.converters, self.attnames
+        out = []
+        for row in rows:
+            values = list(row)
+            for index, functions, column in converters:
+                value = values[index]
+                for convert in functions:
+                    value = convert(value, column, connection)
+                values[index] = value
+            out.append(Event.from_db(using, attnames, values))
+        return out
+
+
 class Feed:
     """Committed events of one database in commit order (see the module docstring)."""
 
@@ -217,11 +338,14 @@ class Feed:
         ``fresh_transaction``: the caller's transaction has read no server
         statistics before (it began just now), so their copy is live.
         """
-        qs = self.store.events
-        below = BELOW_HORIZON.get(self.connection.vendor)
-        if below is not None:
-            qs = qs.filter(below(self.connection, fresh_transaction))  # one statement: the horizon is a subquery
-        row = qs.order_by("-txid", "-position").values_list("txid", "position").first()
+        connection = self.connection
+        vendor = connection.vendor
+        if vendor == "postgresql" and not fresh_transaction:
+            _clear_stats(connection)
+        # One statement: the horizon is a subquery.
+        with sql.hot_cursor(connection) as cursor:
+            cursor.execute(bound_sql(connection))
+            row = cursor.fetchone()
         return (row[0] or 0, row[1]) if row else ORIGIN
 
     def head(self) -> FeedKey:
@@ -234,20 +358,31 @@ class Feed:
         """Events with ``after < key <= upto`` in feed order, decoded (upcasters, renames)."""
         if tuple(after) >= tuple(upto):
             return []
-        qs = self._filtered(self.store.events.filter(self._after(after)).filter(self._upto(upto)),
-                            evt_keys, namespace)
-        events = list(qs.order_by("txid", "position")[:limit])
+        connection = self.connection
+        stored = self._stored_keys(evt_keys, namespace)
+        with sql.hot_cursor(connection) as cursor:
+            cursor.execute(sql.statement(connection, _build_read, connection.vendor, bool(namespace), len(stored)),
+                           [*_range_params(after, upto, namespace, stored, connection.vendor), int(limit)])
+            rows = cursor.fetchall()
+        events = EventRows.of(connection).events(rows, self.using)
         return [self.store.decode(e) for e in events] if decode else events
+
+    @staticmethod
+    def _stored_keys(evt_keys: Sequence[str] | None, namespace: str | None) -> list[str]:
+        # Old names of renamed keys too: they are read back under the new name.
+        return upcasting.registry.stored_keys(evt_keys, namespace) if evt_keys else []
 
     def keys(self, after: FeedKey, upto: FeedKey, *, evt_keys: Sequence[str] | None = None,
              namespace: str | None = None, limit: int = 500) -> list[FeedKey]:
         """The keys only of what ``read`` would return (no rows built: what a relay hands over)."""
         if tuple(after) >= tuple(upto):
             return []
-        qs = self._filtered(self.store.events.filter(self._after(after)).filter(self._upto(upto)),
-                            evt_keys, namespace)
-        return [(txid or 0, position) for txid, position in
-                qs.order_by("txid", "position").values_list("txid", "position")[:limit]]
+        connection = self.connection
+        stored = self._stored_keys(evt_keys, namespace)
+        with sql.hot_cursor(connection) as cursor:
+            cursor.execute(sql.statement(connection, _build_keys, connection.vendor, bool(namespace), len(stored)),
+                           [*_range_params(after, upto, namespace, stored, connection.vendor), int(limit)])
+            return [(txid or 0, position) for txid, position in cursor.fetchall()]
 
     def nonempty(self, reads: Sequence[tuple[FeedKey, FeedKey, Sequence[str] | None, str | None]]) -> set[int]:
         """Which of these reads ``(after, upto, evt_keys, namespace)`` would return an event.
@@ -256,16 +391,16 @@ class Feed:
         """
         found: set[int] = set()
         parts: list[tuple[str, list[Any]]] = []
+        connection = self.connection
         for index, (after, upto, evt_keys, namespace) in enumerate(reads):
             if tuple(after) >= tuple(upto):
                 continue
-            qs = self._filtered(self.store.events.filter(self._after(after)).filter(self._upto(upto)),
-                                evt_keys, namespace).values("position")
-            inner, params = qs.query.get_compiler(self.using).as_sql()
-            parts.append((f"SELECT {int(index)} FROM (SELECT 1 AS one) AS one WHERE EXISTS ({inner})", list(params)))
+            stored = self._stored_keys(evt_keys, namespace)
+            parts.append((sql.statement(connection, _build_exists, connection.vendor, bool(namespace), len(stored)),
+                          [int(index), *_range_params(after, upto, namespace, stored, connection.vendor)]))
         for start in range(0, len(parts), 100):  # SQLite caps a compound SELECT at 500 terms
             chunk = parts[start:start + 100]
-            with self.connection.cursor() as cursor:
+            with sql.hot_cursor(connection) as cursor:
                 cursor.execute(" UNION ALL ".join(sql for sql, _ in chunk),
                                [param for _, params in chunk for param in params])
                 found.update(row[0] for row in cursor.fetchall())

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import datetime
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from functools import cache
 from typing import Any
@@ -524,6 +524,35 @@ def hot_cursor(connection: Any) -> Any:
     cursor.prepare_statements = prepared_statements(connection)
     # Django's wrapper: its error translation (IntegrityError ...) and query logging.
     return connection._prepare_cursor(cursor)
+
+
+# (vendor, statement name, shape...) -> SQL text: the relay's hand-built statements.
+_texts: dict[tuple[Any, ...], str] = {}
+
+
+def statement(connection: Any, build: Callable[..., str], *shape: Any) -> str:
+    """The SQL text ``build(quote, *shape)`` gives for this connection's vendor, built once.
+
+    Keyed by the vendor (not the connection: every thread has its own) and the shape.
+    """
+    key = (connection.vendor, build, *shape)
+    text = _texts.get(key)
+    if text is None:
+        text = _texts[key] = build(connection.ops.quote_name, *shape)
+    return text
+
+
+def relax_commit_sql(connection: Any) -> str:
+    """An SQL expression that makes the running transaction's commit return before its WAL is
+    flushed (PostgreSQL: ``synchronous_commit`` off for this transaction only), or ''.
+
+    For bookkeeping statements that commit on their own (autocommit): evaluated in the
+    statement, so it costs no round trip. Never inside a caller's transaction, whose
+    own writes must stay durable.
+    """
+    if connection.vendor != "postgresql" or connection.in_atomic_block or not connection.get_autocommit():
+        return ""
+    return "set_config('synchronous_commit', 'off', true)"
 
 
 def _upsert_statement(model: type[models.Model], pk: Any, values: dict[str, Any], update: tuple[str, ...],

@@ -16,8 +16,8 @@ import threading
 import time
 import uuid
 from collections import deque
-from contextlib import contextmanager
 from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
