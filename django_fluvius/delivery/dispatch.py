@@ -935,20 +935,30 @@ def deliver_pending(*, using: str | None = None, names: Iterable[str] | None = N
             if cp is None:
                 result.busy += 1
                 continue
-            released = False
-            try:
-                cp.overdue = sub.name in overdue  # type: ignore[attr-defined]  # known this round
-                released = dispatcher.advance(sub, cp, owner, using, result, limit=limit,
-                                              upto=subscriptions.feed_max(upto, cp.key))
-            finally:
-                if not released:
-                    subscriptions.release_lease(sub.name, owner, using)
+            cp.overdue = sub.name in overdue  # type: ignore[attr-defined]  # known this round
+            _advance_led(dispatcher, sub, cp, owner, using, result, upto=upto, limit=limit)
         except Exception as exc:  # noqa: BLE001 - one subscription must not stop the others
-            result.failed += 1
-            result.errors.append(f"{sub.name}: {type(exc).__name__}: {exc}")
-            logger.warning("Subscription %s could not move (%s: %s); its events wait for the next round.",
-                           sub.name, type(exc).__name__, exc)
+            _could_not_move(sub, exc, result)
     return result
+
+
+def _advance_led(dispatcher: Any, sub: subscriptions.Subscription, cp: Checkpoint, owner: str, using: str,
+                 result: RelayResult, *, upto: FeedKey, limit: int | None = None) -> None:
+    """Move a subscription this relay leads; give the lease back unless the last write did."""
+    released = False
+    try:
+        released = dispatcher.advance(sub, cp, owner, using, result, limit=limit,
+                                      upto=subscriptions.feed_max(upto, cp.key))
+    finally:
+        if not released:
+            subscriptions.release_lease(sub.name, owner, using)
+
+
+def _could_not_move(sub: subscriptions.Subscription, exc: Exception, result: RelayResult) -> None:
+    result.failed += 1
+    result.errors.append(f"{sub.name}: {type(exc).__name__}: {exc}")
+    logger.warning("Subscription %s could not move (%s: %s); its events wait for the next round.",
+                   sub.name, type(exc).__name__, exc)
 
 
 def deliver_committed(using: str, names: Iterable[str], *, hint: int | None = None) -> RelayResult:
@@ -990,18 +1000,9 @@ def deliver_committed(using: str, names: Iterable[str], *, hint: int | None = No
             if cp is None:
                 result.busy += 1
                 continue
-            released = False
-            try:
-                released = dispatcher.advance(sub, cp, owner, using, result,
-                                              upto=subscriptions.feed_max(upto, cp.key))
-            finally:
-                if not released:
-                    subscriptions.release_lease(sub.name, owner, using)
+            _advance_led(dispatcher, sub, cp, owner, using, result, upto=upto)
         except Exception as exc:  # noqa: BLE001 - one subscription must not stop the others
-            result.failed += 1
-            result.errors.append(f"{sub.name}: {type(exc).__name__}: {exc}")
-            logger.warning("Subscription %s could not move (%s: %s); its events wait for the next round.",
-                           sub.name, type(exc).__name__, exc)
+            _could_not_move(sub, exc, result)
     if others:
         result.add(deliver_pending(using=using, names=others, hint=hint, dispatcher=dispatcher))
     return result

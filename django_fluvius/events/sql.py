@@ -103,6 +103,17 @@ def _fields_by_attname(model: type[models.Model]) -> dict[str, models.Field]:
     return {f.attname: f for f in model._meta.concrete_fields}
 
 
+def _fields_to_insert(obj: models.Model) -> list[Any]:
+    """The fields an INSERT of ``obj`` sends: all but the primary key, Python defaults filled in,
+    those the database fills (``db_default``) left out."""
+    pk_field = type(obj)._meta.pk
+    fields = [f for f in type(obj)._meta.concrete_fields if f is not pk_field]
+    for f in fields:
+        if f.attname not in obj.__dict__ and f.has_default():
+            setattr(obj, f.attname, f.get_default())
+    return _without_db_defaults(obj, fields)
+
+
 def _without_db_defaults(obj: models.Model, fields: list[models.Field]) -> list[models.Field]:
     """Leave out columns the database fills itself (``db_default`` left unset, e.g. ``Event.txid``)."""
     return [f for f in fields if not isinstance(obj.__dict__.get(f.attname), DatabaseDefault)]
@@ -223,12 +234,7 @@ class WriteBatch:
         returning: list[tuple[int, models.Model]] = []
         for obj, stored in self._inserts:
             model = type(obj)
-            pk_field = model._meta.pk
-            fields = [f for f in model._meta.concrete_fields if f is not pk_field]
-            for f in fields:
-                if f.attname not in obj.__dict__ and f.has_default():
-                    setattr(obj, f.attname, f.get_default())
-            fields = _without_db_defaults(obj, fields)
+            fields = _fields_to_insert(obj)
             returning.append((len(parts), obj))
             parts.append(_insert_sql(model, tuple(f.column for f in fields), connection.vendor,
                                      connection.ops.quote_name, True))
@@ -282,12 +288,7 @@ class WriteBatch:
             setattr(connection, BEGIN_PENDING, False)  # sent here, not before it by command_transaction
         for obj, stored in self._inserts:
             model = type(obj)
-            pk_field = model._meta.pk
-            fields = [f for f in model._meta.concrete_fields if f is not pk_field]
-            for f in fields:
-                if f.attname not in obj.__dict__ and f.has_default():
-                    setattr(obj, f.attname, f.get_default())
-            fields = _without_db_defaults(obj, fields)
+            fields = _fields_to_insert(obj)
             returning.append((len(statements), obj))
             statements.append(_insert_sql(model, tuple(f.column for f in fields), connection.vendor,
                                           connection.ops.quote_name, True))
