@@ -82,7 +82,8 @@ def _load_entry(setting: str, path: str, check_id: str, accepts, expected: str) 
         return
     if not accepts(obj):
         load_problems.append(("fluvius.E040", f"FLUVIUS[{setting!r}] entry {path!r} is not {expected}.",
-                              f"List {expected}s in FLUVIUS[{setting!r}]."))
+                              f"List only {expected.replace('a module or ', 'modules or ')}s in "
+                              f"FLUVIUS[{setting!r}]."))
 
 
 def reload() -> None:

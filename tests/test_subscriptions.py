@@ -250,6 +250,25 @@ def test_resetting_an_unknown_subscription_or_to_nowhere_is_a_command_error(decl
         call_command("fluvius_subscriptions", "reset", "tests.sub.known", "--to", "yesterday")
     with pytest.raises(CommandError, match="subscription name and --to"):
         call_command("fluvius_subscriptions", "reset", "tests.sub.known")
+    head = create_notes(1)[0].events[0].position
+    with pytest.raises(CommandError, match=f"No event has position {head + 100} yet"):
+        call_command("fluvius_subscriptions", "reset", "tests.sub.known", "--to", str(head + 100))
+
+
+def test_the_list_marks_what_is_not_delivered(declare, capsys):
+    """The list says why a subscription shows no lag: a bad start (fluvius.E055), or no
+    checkpoint yet. (The command runs no system checks: it must answer while one fails.)"""
+    from django_fluvius.management.commands.fluvius_subscriptions import Command
+
+    assert Command.requires_system_checks == []
+    declare("tests.sub.bad", start="yesterday")
+    declare("tests.sub.fresh")
+    call_command("fluvius_subscriptions", "list")
+    out = capsys.readouterr().out.splitlines()
+    bad = next(x for x in out if x.startswith("tests.sub.bad"))
+    assert "NOT DELIVERED" in bad and "yesterday" in bad and "fluvius.E055" in bad
+    fresh = next(x for x in out if x.startswith("tests.sub.fresh"))
+    assert "NOT STARTED" in fresh
 
 
 def test_an_async_projection_is_a_subscription_that_starts_at_the_beginning(capsys):

@@ -40,6 +40,9 @@ def parse_start(value: str):
 
 class Command(BaseCommand):
     help = "List subscriptions (checkpoint, head, lag, pending, dead letters) or reset one."
+    # A monitoring command: it must answer while a check fails (a bad start, a removed handler),
+    # which is when it is wanted. Its rows say what the checks would.
+    requires_system_checks: list[str] = []
 
     def add_arguments(self, parser):
         parser.add_argument("action", choices=["list", "reset"])
@@ -54,6 +57,11 @@ class Command(BaseCommand):
         if not name or to is None:
             raise CommandError("reset takes a subscription name and --to beginning|now|POSITION.")
         start = parse_start(to)
+        if isinstance(start, int):
+            head = Event.objects.using(using).aggregate(value=Max("position"))["value"] or 0
+            if start > head:
+                raise CommandError(f"No event has position {start} yet (the newest is {head}): reset to a "
+                                   f"position up to {head}, or to now.")
         if name in async_projections:
             projection = async_projections.get(name)(using=using)
             if start == subscriptions.NOW:
@@ -70,7 +78,9 @@ class Command(BaseCommand):
             self.stdout.write(f"{name}: reset to {to}; it reads after position {cp.position} next.")
 
     def do_list(self, using):
-        rows = subscriptions.status(declared(), using)
+        subs = declared()
+        problems = {sub.name: subscriptions.start_problem(sub.start) for sub in subs}
+        rows = subscriptions.status(subs, using)
         header = f"{'subscription':<44} {'kind':<10} {'checkpoint':>10} {'head':>10} {'lag':>8} " \
                  f"{'pending':>8} {'dead':>6}"
         self.stdout.write(header)
@@ -79,6 +89,10 @@ class Command(BaseCommand):
                     f"{row.pending:>8} {row.dead_letters:>6}")
             if not row.declared:
                 line += "  UNDECLARED: no code declares it; nothing is delivered to it"
+            elif problems.get(row.name):
+                line += f"  NOT DELIVERED: {problems[row.name]} (fluvius.E055)"
+            elif row.updated is None:
+                line += "  NOT STARTED: the first relay round (or commit) creates its checkpoint"
             if row.leader:
                 line += f"  led by {row.leader}"
             self.stdout.write(line)
