@@ -87,7 +87,9 @@ class Event(models.Model):
             ),
         ]
         indexes = [
-            models.Index(fields=["namespace", "evt_key"], name="fluvius_event_ns_key"),
+            # A subscription's read: its keys, in feed order, after its checkpoint (an index
+            # range per key, which LIMIT stops early). Also the admin's key filter (a prefix).
+            models.Index(fields=["namespace", "evt_key", "txid", "position"], name="fluvius_event_key_feed"),
             models.Index(fields=["txid", "position"], name="fluvius_event_feed"),
             # The admin's filters and search (an exact value, never ''): partial.
             models.Index(fields=["correlation_id"], name="fluvius_event_correlation_set",
