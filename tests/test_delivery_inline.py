@@ -1,10 +1,19 @@
 """The inline delivery after a command's commit (issue 15): ``dispatch.deliver_committed``.
 
-Its short cut — the lease and the feed's bound in one statement, the checkpoint moved in
-the last delivery's transaction, bookkeeping commits not waiting for the WAL flush on
-PostgreSQL — keeps every guarantee of the general relay round: each event once, in feed
-order, a concurrent writer's late commit never skipped, and a crash or a lost checkpoint
-move costing a redelivery that the receipt turns into nothing.
+Two ways, each keeping every guarantee of the general relay round — each event once, in
+feed order, a concurrent writer's late commit never skipped, a crash or a lost checkpoint
+move costing a redelivery that the receipt turns into nothing:
+
+- **locked** (PostgreSQL and MariaDB, one new event): one transaction — the checkpoint
+  row locked, the event read, its receipt claimed and the checkpoint moved (one
+  statement on PostgreSQL, two round trips on MariaDB), the handler, one durable commit
+  (``delivery/locked.py``);
+- **leased** (every database; PostgreSQL's backlogs): the lease and the feed's bound in
+  one statement, the checkpoint moved in the last delivery's transaction, bookkeeping
+  commits not waiting for the WAL flush on PostgreSQL.
+
+The generic tests run both ways (``way``); the leased way is forced by emptying
+``locked.VENDORS`` (SQLite takes it always).
 """
 
 from __future__ import annotations
@@ -16,7 +25,7 @@ from django.db import OperationalError, connection, connections, transaction
 from django.test import override_settings
 from django.test.utils import CaptureQueriesContext
 
-from django_fluvius.delivery import dispatch, subscriptions
+from django_fluvius.delivery import dispatch, locked, subscriptions
 from django_fluvius.delivery.handlers import HandlerRegistry, event_handler, handlers
 from django_fluvius.models import Checkpoint, DeadLetter, Event, HandlerReceipt
 from tests.testapp.domain import NoteDomain
@@ -39,8 +48,18 @@ def positions(results):
     return [r.events[0].position for r in results]
 
 
+@pytest.fixture(params=["locked", "leased"])
+def way(request, monkeypatch):
+    """Which way ``deliver_committed`` takes: SQLite has no locked one."""
+    if request.param == "locked" and connection.vendor not in locked.VENDORS:
+        pytest.skip("SQLite takes the leased way")
+    if request.param == "leased":
+        monkeypatch.setattr(locked, "VENDORS", frozenset())
+    return request.param
+
+
 @pytest.fixture
-def handler():
+def handler(way):
     """A handler on note-created recording what it saw (and an Effect row per delivery, in its transaction).
 
     ``handler.crash_on``: positions on which it raises a BaseException, as a process dying would.
@@ -57,7 +76,7 @@ def handler():
             raise KeyboardInterrupt("the process dies here")
 
     handlers.register(record.handler_spec)
-    record.seen, record.crash_on = seen, crash_on
+    record.seen, record.crash_on, record.way = seen, crash_on, way
     yield record
     handlers.unregister(NAME)
 
@@ -112,21 +131,24 @@ def test_a_crash_between_a_handler_commit_and_the_checkpoint_move_costs_no_secon
     create_notes(1, "start")
     with override_settings(FLUVIUS=fluvius(DISPATCH=None)):
         a, b = positions(create_notes(2, "pair"))
-    before = checkpoint().key
-    handler.crash_on.add(b)  # a's transaction commits; b's (which carries the checkpoint) dies
+    handler.crash_on.add(b)  # a's transaction commits; b's dies
     with pytest.raises(KeyboardInterrupt):
         dispatch.deliver_committed("default", [NAME])
-    assert checkpoint().key == before, "the checkpoint never passed b"
-    assert checkpoint().lease_owner == "", "the lease was given up on the way out"
+    # Leased: the checkpoint rides with the batch's last delivery (b's), so it stays before a.
+    # Locked: each event's transaction moves it past that event only, so it passed a.
+    assert checkpoint().key < feed_key(b), "the checkpoint never passed b"
+    assert checkpoint().lease_owner == "", "no lease left behind"
     assert effects()[-1:] == [a]
     handler.crash_on.clear()
     result = dispatch.deliver_committed("default", [NAME])
-    assert result.handed_over == 2 and not result.failed
-    assert effects()[-2:] == [a, b], "a offered again, done once; b done"
+    assert result.handed_over == (2 if handler.way == "leased" else 1) and not result.failed
+    assert effects()[-2:] == [a, b], "a done once (offered again, its receipt found, when leased); b done"
     assert checkpoint().key >= feed_key(b)
 
 
 def test_a_failed_checkpoint_move_rolls_the_delivery_back_and_dead_letters_nothing(handler, monkeypatch):
+    if handler.way == "locked":
+        pytest.skip("the leased way's checkpoint move (the locked way's: test_delivery_locked.py)")
     create_notes(1, "start")
     real = subscriptions.save_checkpoint
     calls = []
@@ -151,12 +173,14 @@ def test_a_failed_checkpoint_move_rolls_the_delivery_back_and_dead_letters_nothi
     assert effects()[-1:] == [note]
 
 
-def test_the_after_commit_path_costs_a_few_statements(handler):
+def test_the_leased_way_costs_a_few_statements(handler):
     """Lease + bound, read, receipt, the handler's own insert, checkpoint (+ the lease given up).
 
     MariaDB has no UPDATE ... RETURNING (the lease, then the checkpoint with the bound)
     and claims a receipt in two statements.
     """
+    if handler.way == "locked":
+        pytest.skip("the locked way's count: test_delivery_locked.py")
     create_notes(1, "start")
     with override_settings(FLUVIUS=fluvius(DISPATCH=None)):
         create_notes(1, "counted")

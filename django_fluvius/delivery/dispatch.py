@@ -71,7 +71,7 @@ from django.utils import timezone
 from django.utils.module_loading import import_string
 
 from django_fluvius.conf import fluvius_settings
-from django_fluvius.delivery import subscriptions
+from django_fluvius.delivery import locked, subscriptions
 from django_fluvius.delivery.handlers import ALL_EVENTS, HandlerSpec, handlers
 from django_fluvius.events import sql
 from django_fluvius.events.feed import Feed, FeedKey
@@ -992,6 +992,8 @@ def deliver_committed(using: str, names: Iterable[str], *, hint: int | None = No
             logger.error("Subscription %s is not delivered: %s.", sub.name, problem)
             continue
         try:
+            if _in_one_transaction(sub, owner, using, result):
+                continue
             cp, upto = subscriptions.lead_to_bound(sub.name, owner, using)
             if cp is None and not Checkpoint.objects.using(using).filter(name=sub.name).exists():
                 # Gone since this process ensured it (a rolled-back transaction, a flush).
@@ -1006,6 +1008,100 @@ def deliver_committed(using: str, names: Iterable[str], *, hint: int | None = No
     if others:
         result.add(deliver_pending(using=using, names=others, hint=hint, dispatcher=dispatcher))
     return result
+
+
+class _TakeTheUsualWay(Exception):
+    """``_in_one_transaction`` leaves this subscription to the leased way (its transaction rolls back)."""
+
+
+class _HandlerFailed(Exception):
+    def __init__(self, event: Any, error: BaseException, tb: str):
+        super().__init__(str(error))
+        self.event, self.error, self.tb = event, error, tb
+
+
+def _in_one_transaction(sub: subscriptions.Subscription, owner: str, using: str, result: RelayResult) -> bool:
+    """Deliver a handler subscription's new events one transaction each (``delivery/locked.py``).
+
+    The usual case after a command's commit on PostgreSQL and MariaDB / MySQL: the
+    checkpoint row locked, the event read, its receipt claimed and the checkpoint
+    moved (one statement on PostgreSQL, one round trip on MariaDB), then the
+    handler's effect, and one durable commit; again while events follow. A busy row
+    is skipped (counted in ``result.busy``). False when the leased way must do it:
+    the row is missing, events are held back by another database's transaction, an
+    ordered handler, an effect in another database, an event that does not decode. A
+    handler's failure is dead-lettered (one try), as the leased way does inline.
+    """
+    spec: HandlerSpec = sub.subscriber
+    if _vendor(using) not in locked.VENDORS or spec.ordered or handler_database(spec) != using:
+        return False
+    keys = upcasters.stored_keys(sub.read_keys, sub.namespace) if sub.read_keys else []
+    more = True
+    while more:
+        taken = _deliver_first(sub, spec, keys, owner, using, result)
+        if taken is None:
+            return False
+        more = taken.more
+    return True
+
+
+def _deliver_first(sub: subscriptions.Subscription, spec: HandlerSpec, keys: list[str], owner: str, using: str,
+                   result: RelayResult) -> locked.Taken | None:
+    """One transaction of ``_in_one_transaction``: the first new event, if any. None: take the leased way."""
+    feed = Feed(using)
+    try:
+        with sql.command_transaction(using):  # MariaDB: begun with the first round trip
+            taken = locked.lock_and_take(sub.name, owner, using, evt_keys=keys, namespace=sub.namespace)
+            if taken is None:
+                if not locked.exists(sub.name, using):
+                    raise _TakeTheUsualWay  # the leased way creates it
+                result.busy += 1  # another delivery has it locked, or another relay leads it
+                return locked.Taken.nothing()
+            if not taken.events:
+                if taken.held:  # held back by the server-wide xmin: the leased way's horizon is ours
+                    raise _TakeTheUsualWay
+                transaction.set_rollback(True, using=using)  # delivered already: keep nothing
+                return taken
+            try:
+                event = feed.store.decode(taken.events[0])
+            except Exception as exc:  # a poison event: the leased way dead-letters it
+                raise _TakeTheUsualWay from exc
+            if taken.claimed:  # else a delivery did the work already
+                try:
+                    spec(event)
+                except Exception as exc:  # noqa: BLE001 - the handler's: dead-lettered below
+                    raise _HandlerFailed(event, exc, traceback.format_exc()) from exc
+    except _TakeTheUsualWay:
+        return None
+    except _HandlerFailed as failed:
+        if not _dead_letter_led(sub, failed, owner, using):
+            taken = locked.Taken.nothing()  # another relay leads now: the rest is theirs
+    result.handed_over += 1
+    return taken
+
+
+def _dead_letter_led(sub: subscriptions.Subscription, failed: _HandlerFailed, owner: str, using: str) -> bool:
+    """A handler failed in ``_deliver_first`` (all rolled back): dead-letter it and pass it, leading.
+
+    As the leased way settles a failure in inline mode (one try). If another relay
+    leads by now, or has passed the event, it is theirs to deliver. Whether this
+    relay moved past it.
+    """
+    event = failed.event
+    cp, _upto = subscriptions.lead_to_bound(sub.name, owner, using)
+    if cp is None:
+        return False
+    key = Feed.key(event)
+    released = False
+    try:
+        if cp.key < key:
+            dead_letter(DeadLetter.Kind.HANDLER, sub.name, event, attempts=1, error=failed.error, tb=failed.tb)
+            released = subscriptions.save_checkpoint(sub.name, owner, using, key=key, sent=key, applied=1,
+                                                     release=True)
+    finally:
+        if not released:
+            subscriptions.release_lease(sub.name, owner, using)
+    return released
 
 
 def _round_state(subs: Sequence[subscriptions.Subscription], using: str) -> tuple[dict[str, Checkpoint], set[str]]:
