@@ -1025,7 +1025,7 @@ def _in_one_transaction(sub: subscriptions.Subscription, owner: str, using: str,
 
     The usual case after a command's commit on PostgreSQL and MariaDB / MySQL: the
     checkpoint row locked, the event read, its receipt claimed and the checkpoint
-    moved (one statement on PostgreSQL, one round trip on MariaDB), then the
+    moved (one statement on PostgreSQL, two round trips on MariaDB), then the
     handler's effect, and one durable commit; again while events follow. A busy row
     is skipped (counted in ``result.busy``). False when the leased way must do it:
     the row is missing, events are held back by another database's transaction, an
@@ -1066,7 +1066,7 @@ def _deliver_first(sub: subscriptions.Subscription, spec: HandlerSpec, keys: lis
                 event = feed.store.decode(taken.events[0])
             except Exception as exc:  # a poison event: the leased way dead-letters it
                 raise _TakeTheUsualWay from exc
-            if taken.claimed:  # else a delivery did the work already
+            if locked.settle(taken, spec.name, using):  # else a delivery did the work already
                 try:
                     spec(event)
                 except Exception as exc:  # noqa: BLE001 - the handler's: dead-lettered below

@@ -36,13 +36,13 @@ after the commit.
 The events are read by the (namespace, evt_key, txid, position) index (migration
 0009): one index range per key from the locked checkpoint, which the LIMIT stops.
 
-**MariaDB / MySQL** take the same way in one round trip of several statements
-(no data-modifying ``WITH`` there): the transaction begun, the row locked (``SELECT …
-INTO`` session variables, ``FOR UPDATE SKIP LOCKED``) and the events read below the
-feed clock's next tick (the feed's own bound there, final as soon as it is read, and
-this database's alone: nothing is held back by others), the receipt claimed and the
-checkpoint moved. The transaction begins with that round trip, without the autocommit
-toggles Django would send (``sql.command_transaction``).
+**MariaDB / MySQL** take the same way in two round trips of a few statements each (no
+data-modifying ``WITH`` there): the transaction begun, the row locked (``SELECT … INTO``
+session variables, ``FOR UPDATE SKIP LOCKED``) and the events read below the feed
+clock's next tick (the feed's own bound there, final as soon as it is read, and this
+database's alone: nothing is held back by others); then the receipt claimed and the
+checkpoint moved past the event. The transaction begins with the first round trip,
+without the autocommit toggles Django would send (``sql.command_transaction``).
 """
 
 from __future__ import annotations
@@ -70,7 +70,8 @@ class Taken:
     bound: FeedKey       # the last event below the snapshot's xmin
     events: list[Event]  # up to READ_LIMIT events of the keys after ``key``, below the bound (undecoded):
                          # the first is the one this transaction delivers
-    claimed: bool        # the one event's receipt was written (False: a delivery did the work)
+    claimed: bool        # PostgreSQL: the first event's receipt was written (False: a delivery did
+                         # the work); elsewhere ``settle`` tells
     held: bool           # events of the keys committed above the bound (xmin held back)
 
     @classmethod
@@ -88,14 +89,15 @@ def lock_and_take(name: str, owner: str, using: str, *, evt_keys: Sequence[str],
                   namespace: str | None) -> Taken | None:
     """Lock the checkpoint and read what follows it, in the caller's transaction.
 
-    The first event's receipt is claimed and the checkpoint moved past it as well (to the
-    bound when no other follows), before the handler runs: the transaction commits the
-    move with the effect and the receipt, or none of them. None when the row is busy
+    On PostgreSQL the same statement claims the first event's receipt and moves the
+    checkpoint past it (to the bound when no other follows); elsewhere ``settle`` does,
+    once the event decodes. Either way before the handler runs: the transaction commits
+    the move with the effect and the receipt, or none of them. None when the row is busy
     (locked by another delivery, or leased by another relay) or missing.
     ``evt_keys``: the stored keys (old names included), empty for every key.
     """
     connection = connections[using]
-    return _WAYS[connection.vendor](connection, name, owner, using, list(evt_keys), namespace)
+    return _WAYS[connection.vendor].take(connection, name, owner, using, list(evt_keys), namespace)
 
 
 # -- PostgreSQL: one statement ------------------------------------------------------------------
@@ -184,93 +186,105 @@ def _take_mysql(connection, name: str, owner: str, using: str, evt_keys: list[st
     now = connection.ops.adapt_datetimefield_value(timezone.now())
     filters = ([namespace] if namespace else []) + evt_keys
     statements = sql.statement(connection, _build_take_mysql, bool(namespace), len(evt_keys))
-    done, pending = HandlerReceipt.Status.DONE, HandlerReceipt.Status.PENDING
-    params = [name, now, owner, *filters, *filters, done, name, pending, name, done, now, name, now, *filters]
-    skip = 0
     if getattr(connection, sql.BEGIN_PENDING, False):  # begun with this round trip (sql.command_transaction)
         setattr(connection, sql.BEGIN_PENDING, False)
-        statements, skip = ["START TRANSACTION", *statements], 1
-    counts: list[int] = []
+        statements = ["START TRANSACTION", *statements]
     with connection.cursor() as cursor:
-        cursor.execute("; ".join(statements), params)
-        for index in range(len(statements) - 2):
-            if index:
-                sql._next_result(connection, cursor)
-            counts.append(cursor.rowcount)
-        sql._next_result(connection, cursor)
-        (found, key_txid, key_position, bound_txid, bound_position), = cursor.fetchall()
+        cursor.execute("; ".join(statements), [name, now, owner, *filters])
+        for _ in range(len(statements) - 2):
+            sql._next_result(connection, cursor)
+        (found, key_txid, key_position), = cursor.fetchall()
         sql._next_result(connection, cursor)
         rows = cursor.fetchall()
         sql._next_result(connection, cursor)  # none is left: the connection is ready for the next
     if found is None:
         return None
     key = (int(key_txid), int(key_position))
-    made_done, inserted = counts[skip + _CLAIM_PENDING], counts[skip + _CLAIM_NEW]
-    # The clock's horizon is this database's own: nothing is held back here (held=False).
-    return Taken(key=key, bound=(int(bound_txid), int(bound_position)) if bound_position is not None else key,
-                 events=EventRows.of(connection).events(rows, using), claimed=made_done > 0 or inserted > 0,
+    # Nothing is claimed or moved yet (_settle_mysql, once the event decodes); the clock's
+    # horizon is this database's own: nothing is held back here.
+    return Taken(key=key, bound=key, events=EventRows.of(connection).events(rows, using), claimed=False,
                  held=False)
 
 
-# Indexes in _build_take_mysql of the statements whose counts say the receipt was claimed.
-_CLAIM_PENDING, _CLAIM_NEW = 6, 7
-
-
 def _build_take_mysql(q: Callable[[str], str], namespace: bool, keys: int) -> list[str]:
-    events, receipts, checkpoints = (q(m._meta.db_table) for m in (Event, HandlerReceipt, Checkpoint))
-    txid, position = q("txid"), q("position")
+    events, txid, position = q(Event._meta.db_table), q("txid"), q("position")
     columns = ", ".join(q(str(f.column)) for f in Event._meta.concrete_fields)
     of_keys = " AND ".join([*([f"{q('namespace')} = %s"] if namespace else []),
-                            *([f"{q('evt_key')} IN ({', '.join(['%s'] * keys)})"] if keys else []),
-                            f"{txid} >= @fluvius_txid AND ({txid} > @fluvius_txid OR {position} > @fluvius_position)",
-                            f"{txid} < @fluvius_horizon"])
-    one = "@fluvius_n >= 1"
+                            *([f"{q('evt_key')} IN ({', '.join(['%s'] * keys)})"] if keys else [])])
     return [
-        "SET @fluvius_id = NULL, @fluvius_txid = NULL, @fluvius_position = NULL, @fluvius_bound_txid = NULL, "
-        "@fluvius_bound_position = NULL, @fluvius_first_txid = NULL, @fluvius_first = NULL",
-        # 1: the lock (no row: busy or missing, and nothing below happens).
+        # The horizon first (the clock's next tick): every event below it has committed.
+        f"SET @fluvius_id = NULL, @fluvius_txid = NULL, @fluvius_position = NULL, "
+        f"@fluvius_horizon = (SELECT COALESCE(MAX(tick), 0) + 1 FROM {q(FEED_CLOCK)} WHERE id = 1)",
         f"SELECT {q('id')}, {txid}, {position} INTO @fluvius_id, @fluvius_txid, @fluvius_position "
-        f"FROM {checkpoints} WHERE {q('name')} = %s AND ({q('lease_until')} IS NULL "
+        f"FROM {q(Checkpoint._meta.db_table)} WHERE {q('name')} = %s AND ({q('lease_until')} IS NULL "
         f"OR {q('lease_until')} < %s OR {q('lease_owner')} = %s) FOR UPDATE SKIP LOCKED",
-        # 2, 3: the horizon (the clock's next tick) and the bound: the last event below it.
-        f"SET @fluvius_horizon = (SELECT COALESCE(MAX(tick), 0) + 1 FROM {q(FEED_CLOCK)} WHERE id = 1)",
-        f"SELECT {txid}, {position} INTO @fluvius_bound_txid, @fluvius_bound_position FROM {events} "
-        f"WHERE {txid} < @fluvius_horizon ORDER BY {txid} DESC, {position} DESC LIMIT 1",
-        # 4, 5: how many events of the keys follow the checkpoint below the horizon (0, 1, 2+), the first.
-        f"SET @fluvius_n = IF(@fluvius_id IS NULL, NULL, (SELECT COUNT(*) FROM (SELECT 1 FROM {events} "
-        f"WHERE {of_keys} LIMIT {READ_LIMIT}) AS x))",
-        f"SELECT {txid}, {position} INTO @fluvius_first_txid, @fluvius_first FROM {events} WHERE {of_keys} "
-        f"ORDER BY {txid}, {position} LIMIT 1",
-        # 6, 7: the first event's receipt: a pending one (an ordered handler's) becomes done, else one
-        # is written unless a delivery did the work (done, failed or discarded).
-        f"UPDATE {receipts} SET {q('status')} = %s, {q('due')} = NULL WHERE {one} AND {q('handler')} = %s "
-        f"AND {position} = @fluvius_first AND {q('status')} = %s",
-        f"INSERT INTO {receipts} ({q('handler')}, {position}, {q('status')}, {q('created')}, {q('attempts')}, "
-        f"{q('last_error')}) SELECT %s, @fluvius_first, %s, %s, 1, '' FROM DUAL WHERE {one} AND NOT EXISTS "
-        f"(SELECT 1 FROM {receipts} WHERE {q('handler')} = %s AND {position} = @fluvius_first)",
-        # 8, 9: the checkpoint to the bound past the one event; past the first only, when more follow.
-        "SET @fluvius_to_txid = IF(@fluvius_n > 1, @fluvius_first_txid, @fluvius_bound_txid), "
-        "@fluvius_to_position = IF(@fluvius_n > 1, @fluvius_first, @fluvius_bound_position)",
-        f"UPDATE {checkpoints} SET {txid} = @fluvius_to_txid, {position} = @fluvius_to_position, "
-        f"{q('sent_txid')} = @fluvius_to_txid, {q('sent_position')} = @fluvius_to_position, "
-        f"{q('events_applied')} = {q('events_applied')} + LEAST(@fluvius_n, 1), {q('updated')} = %s "
-        f"WHERE {q('id')} = @fluvius_id AND @fluvius_to_position IS NOT NULL "
-        f"AND (@fluvius_to_txid > @fluvius_txid OR (@fluvius_to_txid = @fluvius_txid "
-        f"AND @fluvius_to_position > @fluvius_position))",
-        # What was found, then the events.
-        "SELECT @fluvius_id, @fluvius_txid, @fluvius_position, @fluvius_bound_txid, @fluvius_bound_position",
-        f"SELECT {columns} FROM {events} WHERE @fluvius_id IS NOT NULL AND {of_keys} "
-        f"ORDER BY {txid}, {position} LIMIT {READ_LIMIT}",
+        "SELECT @fluvius_id, @fluvius_txid, @fluvius_position",
+        f"SELECT {columns} FROM {events} WHERE @fluvius_id IS NOT NULL AND {of_keys + ' AND ' if of_keys else ''}"
+        f"{txid} >= @fluvius_txid AND ({txid} > @fluvius_txid OR {position} > @fluvius_position) "
+        f"AND {txid} < @fluvius_horizon ORDER BY {txid}, {position} LIMIT {READ_LIMIT}",
     ]
+
+
+def _settle_mysql(connection, taken: Taken, name: str) -> bool:
+    """The first event's receipt claimed, the checkpoint moved past it: one round trip."""
+    first = taken.events[0]
+    now = connection.ops.adapt_datetimefield_value(timezone.now())
+    done, pending = HandlerReceipt.Status.DONE, HandlerReceipt.Status.PENDING
+    with connection.cursor() as cursor:
+        cursor.execute("; ".join(sql.statement(connection, _build_settle_mysql)), [
+            done, name, first.position, pending,
+            name, first.position, done, now, name, first.position,
+            int(first.txid or 0), first.position, int(first.txid or 0), first.position, now, name])
+        made_done = cursor.rowcount
+        sql._next_result(connection, cursor)
+        inserted = cursor.rowcount
+        sql._next_result(connection, cursor)
+        sql._next_result(connection, cursor)  # none is left
+    return made_done > 0 or inserted > 0
+
+
+def _build_settle_mysql(q: Callable[[str], str]) -> list[str]:
+    receipts, txid, position = q(HandlerReceipt._meta.db_table), q("txid"), q("position")
+    return [
+        # A pending receipt (an ordered handler's, written by a relay) becomes done; else one is
+        # written, unless a delivery did the work (done, failed or discarded).
+        f"UPDATE {receipts} SET {q('status')} = %s, {q('due')} = NULL WHERE {q('handler')} = %s "
+        f"AND {position} = %s AND {q('status')} = %s",
+        f"INSERT INTO {receipts} ({q('handler')}, {position}, {q('status')}, {q('created')}, {q('attempts')}, "
+        f"{q('last_error')}) SELECT %s, %s, %s, %s, 1, '' FROM DUAL WHERE NOT EXISTS (SELECT 1 FROM {receipts} "
+        f"WHERE {q('handler')} = %s AND {position} = %s)",
+        # Past this event (MariaDB's checkpoint stays on its own keys' events: their index
+        # range skips the others at the next read).
+        f"UPDATE {q(Checkpoint._meta.db_table)} SET {txid} = %s, {position} = %s, {q('sent_txid')} = %s, "
+        f"{q('sent_position')} = %s, {q('events_applied')} = {q('events_applied')} + 1, {q('updated')} = %s "
+        f"WHERE {q('name')} = %s",
+    ]
+
+
+@dataclass(frozen=True)
+class _Way:
+    take: Callable[..., Taken | None]
+    settle: Callable[..., bool]
+
+
+def _settled_by_take(connection, taken: Taken, name: str) -> bool:
+    return taken.claimed  # PostgreSQL: the statement that took it claimed it and moved the checkpoint
 
 
 # Database vendor -> its form of the locked way; SQLite (one writer at a time: little to
 # gain) takes the leased way.
-_WAYS: dict[str, Callable[..., Taken | None]] = {
-    "postgresql": _take_postgresql,
-    "mysql": _take_mysql,
+_WAYS: dict[str, _Way] = {
+    "postgresql": _Way(_take_postgresql, _settled_by_take),
+    "mysql": _Way(_take_mysql, _settle_mysql),
 }
 VENDORS = frozenset(_WAYS)
+
+
+def settle(taken: Taken, name: str, using: str) -> bool:
+    """The first event's receipt claimed and the checkpoint moved past it (where ``lock_and_take``
+    did not already); whether the receipt was ours to write (False: a delivery did the work)."""
+    connection = connections[using]
+    return _WAYS[connection.vendor].settle(connection, taken, name)
 
 
 def exists(name: str, using: str) -> bool:
