@@ -14,6 +14,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from django_fluvius import DomainContext
+from django_fluvius.admin import filters
 from django_fluvius.admin.pagination import EstimatedCountPaginator
 from django_fluvius.models import Event
 from example_project.orders.domain import OrderDomain
@@ -110,6 +111,30 @@ def test_filter_choices_come_from_the_registry(client, history):
     # With a namespace chosen, only its event keys are offered.
     html = client.get(EVENTS, {"namespace": "app-order"}).content.decode()
     assert "evt_key=order-paid" in html and "evt_key=user-created" not in html
+
+
+def test_an_event_key_filter_alone_finds_the_key_in_every_namespace_by_the_key_index(client, history):
+    """Also in a namespace no domain declares any more; read by the (namespace, evt_key, ...) index."""
+    user_id, _order = history
+    retired = Event.objects.create(namespace="retired-ns", resource="user", aggregate_id=uuid.uuid4(),
+                                   version=1, evt_key="user-created", payload={})
+    Event.objects.create(namespace="retired-ns", resource="user", aggregate_id=uuid.uuid4(), version=1,
+                         evt_key="user-archived", payload={})
+    with CaptureQueriesContext(connection) as captured:
+        found = listed(client.get(EVENTS, {"evt_key": "user-created"}))
+    assert sorted(found, key=str) == sorted([("user-created", user_id), ("user-created", retired.aggregate_id)],
+                                            key=str)
+    assert any("WITH RECURSIVE" in q["sql"] for q in captured.captured_queries), "namespaces named"
+    both = listed(client.get(EVENTS, {"evt_key": "user-created", "namespace": "retired-ns"}))
+    assert both == [("user-created", retired.aggregate_id)]
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute("SET enable_seqscan = off")  # a table this small is read whole otherwise
+            cursor.execute("EXPLAIN SELECT 1 FROM django_fluvius_event WHERE evt_key = 'user-created' AND namespace "
+                           f"IN ({filters._STORED_NAMESPACES.format(table='django_fluvius_event', namespace='namespace')})")
+            plan = "\n".join(row[0] for row in cursor.fetchall())
+            cursor.execute("RESET enable_seqscan")
+        assert "fluvius_event_key_feed" in plan, plan
 
 
 def test_a_malformed_aggregate_filter_says_so_instead_of_failing(client, history):
