@@ -10,11 +10,12 @@ database's transaction, it hands over to the leased way.
 from __future__ import annotations
 
 import contextlib
+import threading
 import time
 
 import psycopg
 import pytest
-from django.db import OperationalError, connection, transaction
+from django.db import OperationalError, connection, connections, transaction
 from django.test import override_settings
 from django.test.utils import CaptureQueriesContext
 
@@ -34,19 +35,44 @@ def handler():
 
     seen: list[int] = []
     fail_on: set[int] = set()
+    hold: set[int] = set()  # positions whose delivery waits for ``release`` (a slow handler)
+    holding, release = threading.Event(), threading.Event()
 
     @event_handler(["note-created"], namespace="test-notes", name=NAME, registry=HandlerRegistry())
     def record(event):
         Effect.objects.create(handler=NAME, position=event.position, aggregate_id=event.aggregate_id,
                               version=event.version)
         seen.append(event.position)
+        if event.position in hold:
+            holding.set()
+            assert release.wait(20)
         if event.position in fail_on:
             raise ValueError(f"no luck with {event.position}")
 
     handlers.register(record.handler_spec)
-    record.seen, record.fail_on = seen, fail_on
+    record.seen, record.fail_on, record.hold, record.holding, record.release = seen, fail_on, hold, holding, release
     yield record
+    release.set()
     handlers.unregister(NAME)
+
+
+def slow_delivery(handler, position):
+    """A thread delivering ``position`` whose handler holds its transaction open until released."""
+    handler.hold.add(position)
+    errors: list[BaseException] = []
+
+    def run():
+        try:
+            dispatch.deliver_committed("default", [NAME])
+        except BaseException as exc:  # noqa: BLE001 - reported to the test
+            errors.append(exc)
+        finally:
+            connections.close_all()
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    assert handler.holding.wait(20), "the slow handler started"
+    return thread, errors
 
 
 def pending(n=1, title="pending"):
@@ -169,7 +195,8 @@ def test_a_row_locked_by_another_delivery_is_skipped_without_waiting(handler):
         assert time.monotonic() - started < 2, "skipped, not waited for"
         assert result.busy == 1 and result.handed_over == 0 and note not in effects()
         cursor.execute("ROLLBACK")
-    assert dispatch.deliver_committed("default", [NAME]).handed_over == 1
+    # The busy_retry thread, woken by the busy delivery, delivers it once the row is free.
+    assert dispatch.busy_retry.flush(10)
     assert effects()[-1] == note
 
 
@@ -179,6 +206,8 @@ def test_a_row_leased_by_another_relay_is_left_to_it(handler):
     assert dispatch.subscriptions.take_lease(NAME, "another relay", "default")
     result = dispatch.deliver_committed("default", [NAME])
     assert result.busy == 1 and note not in effects()
+    assert dispatch.busy_retry.flush(10)  # its retry finds the lease taken too: nothing
+    assert note not in effects()
     dispatch.subscriptions.release_lease(NAME, "another relay", "default")
     assert dispatch.deliver_committed("default", [NAME]).handed_over == 1
 
@@ -225,3 +254,33 @@ def test_a_failure_inside_a_backlog_is_dead_lettered_and_the_rest_delivered(hand
     assert effects()[-2:] == [first, last] and handler.seen.count(bad) == 1
     assert DeadLetter.objects.filter(handler=NAME, position=bad).count() == 1
     assert checkpoint().key >= feed_key(last) and checkpoint().lease_owner == ""
+
+
+def test_an_event_skipped_while_another_delivery_runs_is_delivered_without_another_commit(handler):
+    """The skipping process's busy_retry thread waits for the row, then delivers it."""
+    create_notes(1, "start")
+    (slow,) = pending(1, "slow")
+    thread, errors = slow_delivery(handler, slow)
+    (fast,) = positions(create_notes(1, "fast"))  # its delivery finds the row locked: busy
+    assert fast not in effects()
+    handler.release.set()
+    thread.join(20)
+    assert not errors
+    assert dispatch.busy_retry.flush(10), "the retry ended"
+    assert effects()[-2:] == [slow, fast], "delivered, with no other commit of its keys"
+
+
+def test_a_running_delivery_does_not_hold_up_other_commands(handler):
+    """MariaDB: reading the feed clock in a SET statement locked it until the handler's commit."""
+    create_notes(1, "start")
+    (slow,) = pending(1, "slow")
+    fail_fast_on_locks()
+    thread, errors = slow_delivery(handler, slow)
+    try:
+        started = time.monotonic()
+        pending(1, "meanwhile")  # writes an event (on MariaDB: ticks the feed clock)
+        assert time.monotonic() - started < 2, "did not wait for the slow handler"
+    finally:
+        handler.release.set()
+        thread.join(20)
+    assert not errors

@@ -961,7 +961,8 @@ def _could_not_move(sub: subscriptions.Subscription, exc: Exception, result: Rel
                    sub.name, type(exc).__name__, exc)
 
 
-def deliver_committed(using: str, names: Iterable[str], *, hint: int | None = None) -> RelayResult:
+def deliver_committed(using: str, names: Iterable[str], *, hint: int | None = None,
+                      wait: bool = False) -> RelayResult:
     """Inline mode, right after a command's commit: move the subscriptions of its events.
 
     Every subscription named has an event of its keys just committed, so the round's
@@ -973,6 +974,10 @@ def deliver_committed(using: str, names: Iterable[str], *, hint: int | None = No
     been delivered by another relay already (the read finds nothing new then), and an
     event of a transaction still running below ours waits for the next round, as in
     ``deliver_pending``. Other dispatchers and async projections take the general round.
+
+    A subscription another delivery holds is skipped (``busy``) and handed to this
+    process's ``busy_retry`` thread, which calls this again with ``wait=True``: it
+    waits for the row, then delivers what the other one's bound left behind.
     """
     dispatcher = get_dispatcher()
     wanted = set(names)
@@ -992,7 +997,7 @@ def deliver_committed(using: str, names: Iterable[str], *, hint: int | None = No
             logger.error("Subscription %s is not delivered: %s.", sub.name, problem)
             continue
         try:
-            if _in_one_transaction(sub, owner, using, result):
+            if _in_one_transaction(sub, owner, using, result, wait=wait):
                 continue
             cp, upto = subscriptions.lead_to_bound(sub.name, owner, using)
             if cp is None and not Checkpoint.objects.using(using).filter(name=sub.name).exists():
@@ -1007,6 +1012,12 @@ def deliver_committed(using: str, names: Iterable[str], *, hint: int | None = No
             _could_not_move(sub, exc, result)
     if others:
         result.add(deliver_pending(using=using, names=others, hint=hint, dispatcher=dispatcher))
+    if result.busy and not wait:
+        # Another delivery holds a subscription (its row locked, or leased): it may have read
+        # up to a bound below our events. The busy_retry thread waits for the row (not this
+        # request) and delivers them, so they are not left for the next commit of their
+        # keys, which a quiet system may never make.
+        busy_retry.submit(using, wanted, hint)
     return result
 
 
@@ -1020,7 +1031,8 @@ class _HandlerFailed(Exception):
         self.event, self.error, self.tb = event, error, tb
 
 
-def _in_one_transaction(sub: subscriptions.Subscription, owner: str, using: str, result: RelayResult) -> bool:
+def _in_one_transaction(sub: subscriptions.Subscription, owner: str, using: str, result: RelayResult, *,
+                        wait: bool = False) -> bool:
     """Deliver a handler subscription's new events one transaction each (``delivery/locked.py``).
 
     The usual case after a command's commit on PostgreSQL and MariaDB / MySQL: the
@@ -1038,7 +1050,8 @@ def _in_one_transaction(sub: subscriptions.Subscription, owner: str, using: str,
     keys = upcasters.stored_keys(sub.read_keys, sub.namespace) if sub.read_keys else []
     more = True
     while more:
-        taken = _deliver_first(sub, spec, keys, owner, using, result)
+        taken = _deliver_first(sub, spec, keys, owner, using, result, wait=wait)
+        wait = False
         if taken is None:
             return False
         more = taken.more
@@ -1046,16 +1059,25 @@ def _in_one_transaction(sub: subscriptions.Subscription, owner: str, using: str,
 
 
 def _deliver_first(sub: subscriptions.Subscription, spec: HandlerSpec, keys: list[str], owner: str, using: str,
-                   result: RelayResult) -> locked.Taken | None:
-    """One transaction of ``_in_one_transaction``: the first new event, if any. None: take the leased way."""
+                   result: RelayResult, *, wait: bool = False) -> locked.Taken | None:
+    """One transaction of ``_in_one_transaction``: the first new event, if any. None: take the leased way.
+
+    ``wait``: first wait for the row's lock (another delivery's commit); the taking
+    statement then runs with a snapshot from after it.
+    """
     feed = Feed(using)
     try:
         with sql.command_transaction(using):  # MariaDB: begun with the first round trip
+            if wait:
+                locked.wait_for(sub.name, using)
             taken = locked.lock_and_take(sub.name, owner, using, evt_keys=keys, namespace=sub.namespace)
             if taken is None:
-                if not locked.exists(sub.name, using):
-                    raise _TakeTheUsualWay  # the leased way creates it
-                result.busy += 1  # another delivery has it locked, or another relay leads it
+                # Another delivery has the row locked, another relay leads it, or it is missing
+                # (a rolled-back transaction took it away): the request counts it busy and the
+                # busy_retry thread (wait) tells which, creating it the leased way if missing.
+                if wait and not locked.exists(sub.name, using):
+                    raise _TakeTheUsualWay
+                result.busy += 1
                 return locked.Taken.nothing()
             if not taken.events:
                 if taken.held:  # held back by the server-wide xmin: the leased way's horizon is ours
@@ -1429,6 +1451,83 @@ class BackgroundRelay:
 
 relay = BackgroundRelay()
 atexit.register(relay.flush, 5.0)
+
+
+class BusyRetry:
+    """A daemon thread per process: deliveries that found their subscription busy, tried again.
+
+    Inline delivery skips a subscription whose row another delivery holds, and that
+    one may have read up to a bound below the skipped events. This thread waits for
+    the row (``deliver_committed(wait=True)``), never the request, then delivers what
+    is left; a subscription leased by another relay is left to it. It lingers
+    ``RELAY_LINGER`` seconds before each pass, so the skips of a busy moment make one
+    pass, and usually find their events delivered by then.
+    """
+
+    def __init__(self) -> None:
+        self._start_lock = threading.Lock()
+        self._reset()
+        os.register_at_fork(after_in_child=self._reset)
+
+    def _reset(self) -> None:
+        self._cond = threading.Condition(threading.Lock())
+        self._pending: dict[str, tuple[set[str], int | None]] = {}  # database -> (names, lowest hint)
+        self._active = 0
+        self._started = False
+
+    def submit(self, using: str, names: Iterable[str], hint: int | None) -> None:
+        if not self._started:
+            with self._start_lock:
+                if not self._started:
+                    threading.Thread(target=self._run, name="fluvius-busy-retry", daemon=True).start()
+                    self._started = True
+        with self._cond:
+            known, low = self._pending.get(using, (set(), hint))
+            known.update(names)
+            if hint is not None and (low is None or hint < low):
+                low = hint
+            self._pending[using] = (known, low)
+            self._cond.notify()
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._pending:
+                    if not self._cond.wait(1.0) and not self._pending:
+                        connections.close_all()  # idle: give the connections back
+                        self._cond.wait()
+                self._active += 1
+            # Linger first: the holder commits meanwhile, the next deliveries (under load there
+            # are some) take what it left, and the skips of a busy moment make one pass.
+            time.sleep(float(fluvius_settings.RELAY_LINGER))
+            with self._cond:
+                pending, self._pending = self._pending, {}
+            try:
+                for using, (names, hint) in pending.items():
+                    try:
+                        deliver_committed(using, names, hint=hint, wait=True)
+                    except Exception:  # noqa: BLE001 - the thread must outlive any one pass
+                        logger.exception("A busy subscription's retry failed; the next commit or relay round "
+                                         "delivers its events.")
+            finally:
+                with self._cond:
+                    self._active -= 1
+                    self._cond.notify_all()
+
+    def flush(self, timeout: float = 10.0) -> bool:
+        """Wait until every submission so far has been tried; False on timeout."""
+        end = time.monotonic() + timeout
+        with self._cond:
+            while self._pending or self._active:
+                remaining = end - time.monotonic()
+                if remaining <= 0:
+                    return False
+                self._cond.wait(remaining)
+        return True
+
+
+busy_retry = BusyRetry()
+atexit.register(busy_retry.flush, 5.0)
 
 
 def relax_durability(using: str) -> None:

@@ -212,9 +212,11 @@ def _build_take_mysql(q: Callable[[str], str], namespace: bool, keys: int) -> li
     of_keys = " AND ".join([*([f"{q('namespace')} = %s"] if namespace else []),
                             *([f"{q('evt_key')} IN ({', '.join(['%s'] * keys)})"] if keys else [])])
     return [
-        # The horizon first (the clock's next tick): every event below it has committed.
-        f"SET @fluvius_id = NULL, @fluvius_txid = NULL, @fluvius_position = NULL, "
-        f"@fluvius_horizon = (SELECT COALESCE(MAX(tick), 0) + 1 FROM {q(FEED_CLOCK)} WHERE id = 1)",
+        "SET @fluvius_id = NULL, @fluvius_txid = NULL, @fluvius_position = NULL",
+        # The horizon first (the clock's next tick): every event below it has committed. Read
+        # by a plain SELECT ... INTO: MariaDB reads a SELECT inside SET with a shared lock, which
+        # held every event writer (the clock's trigger) until this delivery's handler committed.
+        f"SELECT COALESCE(MAX(tick), 0) + 1 INTO @fluvius_horizon FROM {q(FEED_CLOCK)} WHERE id = 1",
         f"SELECT {q('id')}, {txid}, {position} INTO @fluvius_id, @fluvius_txid, @fluvius_position "
         f"FROM {q(Checkpoint._meta.db_table)} WHERE {q('name')} = %s AND ({q('lease_until')} IS NULL "
         f"OR {q('lease_until')} < %s OR {q('lease_owner')} = %s) FOR UPDATE SKIP LOCKED",
@@ -285,6 +287,18 @@ def settle(taken: Taken, name: str, using: str) -> bool:
     did not already); whether the receipt was ours to write (False: a delivery did the work)."""
     connection = connections[using]
     return _WAYS[connection.vendor].settle(connection, taken, name)
+
+
+def wait_for(name: str, using: str) -> None:
+    """Take the checkpoint row's lock, waiting for the delivery that holds it (its commit)."""
+    connection = connections[using]
+    with sql.hot_cursor(connection) as cursor:
+        cursor.execute(sql.statement(connection, _build_wait_for), [name])
+        cursor.fetchall()
+
+
+def _build_wait_for(q: Callable[[str], str]) -> str:
+    return f"SELECT 1 FROM {q(Checkpoint._meta.db_table)} WHERE {q('name')} = %s FOR UPDATE"
 
 
 def exists(name: str, using: str) -> bool:
