@@ -119,7 +119,8 @@ def test_redrive_of_a_handler_that_is_gone_says_so_and_keeps_the_letter(client, 
 
 def test_discard_gives_up_for_good(client, root, users, recorder):
     letter = dead(Event.objects.get(aggregate_id=users[0]))
-    act(client, DEAD, "discard", [letter])
+    done = act(client, DEAD, "discard", [letter])
+    assert "Discarded 1 dead letter." in messages_of(done), "one letter, in the singular"
     assert not DeadLetter.objects.exists() and recorder == []
     assert HandlerReceipt.objects.get(handler=RECORDER, position=letter.position).status == "discarded"
 

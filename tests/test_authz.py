@@ -207,6 +207,18 @@ def test_migrate_creates_a_permission_per_command():
     assert create_command_permissions(verbosity=0) == 0  # idempotent
 
 
+def test_command_permissions_wait_for_the_tables_of_contenttypes_and_auth(django_assert_num_queries):
+    """``migrate django_fluvius 0008`` on a new database: post_migrate runs before those tables exist."""
+    from django.apps import apps as global_apps
+    from django.contrib.auth.models import Permission
+    from django.db.migrations.state import ProjectState
+
+    Permission.objects.filter(codename__startswith="run_").delete()
+    with django_assert_num_queries(0):
+        assert create_command_permissions(verbosity=0, apps=ProjectState().apps) == 0
+    assert create_command_permissions(verbosity=0, apps=global_apps) > 0, "with them, it makes them"
+
+
 def test_command_permissions_when_required(people):
     ticket = run(as_user(people["alice"], "acme"), "open-ticket", {"title": "t"}).aggregate_id
     with fluvius_with(TENANCY=TENANCY,

@@ -284,3 +284,13 @@ def test_a_running_delivery_does_not_hold_up_other_commands(handler):
         handler.release.set()
         thread.join(20)
     assert not errors
+
+
+def test_a_checkpoint_gone_with_a_rolled_back_transaction_is_made_again_the_leased_way(handler):
+    """The same statement tells a missing row from a busy one: no statement more when busy."""
+    create_notes(1, "start")
+    (note,) = pending()
+    Checkpoint.objects.filter(name=NAME).delete()  # as a rolled-back first transaction leaves it
+    result = dispatch.deliver_committed("default", [NAME], hint=note - 1)
+    assert result.handed_over == 1 and not result.busy
+    assert effects()[-1] == note and Checkpoint.objects.filter(name=NAME).exists()

@@ -23,7 +23,7 @@ from django.utils import timezone
 from django.utils.html import format_html
 from django.utils.timesince import timesince
 from django.utils.translation import gettext as _
-from django.utils.translation import gettext_lazy
+from django.utils.translation import gettext_lazy, ngettext
 
 from django_fluvius.admin.base import (
     AggregateLinks,
@@ -152,7 +152,8 @@ class DeadLetterAdmin(DeliveryAdmin):
         except LookupError as exc:  # a handler or projection that no longer exists
             self.message_user(request, str(exc).strip("'\""), messages.ERROR)
             return None
-        self.message_user(request, _("Re-drove %(n)d dead letters.") % {"n": count}, messages.SUCCESS)
+        self.message_user(request, ngettext("Re-drove %(n)d dead letter.", "Re-drove %(n)d dead letters.", count)
+                          % {"n": count}, messages.SUCCESS)
         return None
 
     @admin.action(description=gettext_lazy("Discard (give up for good)"), permissions=["discard"])
@@ -167,5 +168,6 @@ class DeadLetterAdmin(DeliveryAdmin):
         from django_fluvius.delivery import dispatch
 
         count = dispatch.discard(list(queryset[:MAX_ROWS]))
-        self.message_user(request, _("Discarded %(n)d dead letters.") % {"n": count}, messages.SUCCESS)
+        self.message_user(request, ngettext("Discarded %(n)d dead letter.", "Discarded %(n)d dead letters.", count)
+                          % {"n": count}, messages.SUCCESS)
         return None

@@ -1070,13 +1070,11 @@ def _deliver_first(sub: subscriptions.Subscription, spec: HandlerSpec, keys: lis
         with sql.command_transaction(using):  # MariaDB: begun with the first round trip
             if wait:
                 locked.wait_for(sub.name, using)
-            taken = locked.lock_and_take(sub.name, owner, using, evt_keys=keys, namespace=sub.namespace)
-            if taken is None:
-                # Another delivery has the row locked, another relay leads it, or it is missing
-                # (a rolled-back transaction took it away): the request counts it busy and the
-                # busy_retry thread (wait) tells which, creating it the leased way if missing.
-                if wait and not locked.exists(sub.name, using):
-                    raise _TakeTheUsualWay
+            try:
+                taken = locked.lock_and_take(sub.name, owner, using, evt_keys=keys, namespace=sub.namespace)
+            except locked.CheckpointMissing:  # a rolled-back transaction took it away
+                raise _TakeTheUsualWay from None  # which creates it
+            if taken is None:  # another delivery has the row locked, or another relay leads it
                 result.busy += 1
                 return locked.Taken.nothing()
             if not taken.events:

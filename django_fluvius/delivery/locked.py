@@ -62,6 +62,10 @@ from django_fluvius.models import Checkpoint, Event, HandlerReceipt
 READ_LIMIT = 2
 
 
+class CheckpointMissing(Exception):
+    """``lock_and_take`` found no checkpoint row (a rolled-back transaction took it away)."""
+
+
 @dataclass
 class Taken:
     """What ``lock_and_take`` found and did."""
@@ -93,7 +97,8 @@ def lock_and_take(name: str, owner: str, using: str, *, evt_keys: Sequence[str],
     checkpoint past it (to the bound when no other follows); elsewhere ``settle`` does,
     once the event decodes. Either way before the handler runs: the transaction commits
     the move with the effect and the receipt, or none of them. None when the row is busy
-    (locked by another delivery, or leased by another relay) or missing.
+    (locked by another delivery, or leased by another relay); ``CheckpointMissing`` when
+    there is none (the same statement tells).
     ``evt_keys``: the stored keys (old names included), empty for every key.
     """
     connection = connections[using]
@@ -108,7 +113,7 @@ def _take_postgresql(connection, name: str, owner: str, using: str, evt_keys: li
     now = connection.ops.adapt_datetimefield_value(timezone.now())
     filters = ([namespace] if namespace else []) + evt_keys
     params = [name, now, owner, *filters, name, HandlerReceipt.Status.DONE, now, HandlerReceipt.Status.PENDING,
-              now, *filters]
+              now, *filters, name]
     with sql.hot_cursor(connection) as cursor:
         cursor.execute(sql.statement(connection, _build_lock_and_take, bool(namespace), len(evt_keys)), params)
         rows = cursor.fetchall()
@@ -116,10 +121,12 @@ def _take_postgresql(connection, name: str, owner: str, using: str, evt_keys: li
 
 
 def _taken(connection, rows: Sequence[Sequence[object]], using: str) -> Taken | None:
-    """Rows of (checkpoint txid, position, bound txid, position, claimed, held, the event's columns)."""
-    if not rows:
-        return None
+    """Rows of (checkpoint txid, position, bound txid, position, claimed, held, present, the event's columns)."""
     first = rows[0]
+    if first[0] is None:
+        if not first[6]:
+            raise CheckpointMissing
+        return None
     key = (int(first[0]), int(first[1]))
     bound = (int(first[2]), int(first[3])) if first[3] is not None else key
     found = [row[_FIXED:] for row in rows if row[_FIXED + _POSITION] is not None]
@@ -127,8 +134,8 @@ def _taken(connection, rows: Sequence[Sequence[object]], using: str) -> Taken | 
                  claimed=bool(first[4]), held=bool(first[5]))
 
 
-# checkpoint txid, position; bound txid, position; claimed; held — then the event's columns.
-_FIXED = 6
+# checkpoint txid, position; bound txid, position; claimed; held; present — then the event's columns.
+_FIXED = 7
 _POSITION = [f.attname for f in Event._meta.concrete_fields].index("position")
 
 
@@ -166,8 +173,9 @@ def _build_lock_and_take(q: Callable[[str], str], namespace: bool, keys: int) ->
         f"AND (t.{txid}, t.{position}) > (c.{txid}, c.{position}) RETURNING 1) "
         f"SELECT c.{txid}, c.{position}, b.{txid}, b.{position}, EXISTS (SELECT 1 FROM r), "
         f"EXISTS (SELECT 1 FROM {events} WHERE {of_keys} AND {txid} >= s.xmin), "
+        f"EXISTS (SELECT 1 FROM {checkpoints} WHERE {q('name')} = %s), "
         f"{', '.join(f'e.{c}' for c in columns)} "
-        f"FROM c CROSS JOIN s LEFT JOIN b ON true LEFT JOIN e ON true "
+        f"FROM s LEFT JOIN c ON true LEFT JOIN b ON true LEFT JOIN e ON true "
         f"ORDER BY e.{txid}, e.{position}"
     )
 
@@ -190,14 +198,16 @@ def _take_mysql(connection, name: str, owner: str, using: str, evt_keys: list[st
         setattr(connection, sql.BEGIN_PENDING, False)
         statements = ["START TRANSACTION", *statements]
     with connection.cursor() as cursor:
-        cursor.execute("; ".join(statements), [name, now, owner, *filters])
+        cursor.execute("; ".join(statements), [name, now, owner, name, *filters])
         for _ in range(len(statements) - 2):
             sql._next_result(connection, cursor)
-        (found, key_txid, key_position), = cursor.fetchall()
+        (found, key_txid, key_position, present), = cursor.fetchall()
         sql._next_result(connection, cursor)
         rows = cursor.fetchall()
         sql._next_result(connection, cursor)  # none is left: the connection is ready for the next
     if found is None:
+        if not present:
+            raise CheckpointMissing
         return None
     key = (int(key_txid), int(key_position))
     # Nothing is claimed or moved yet (_settle_mysql, once the event decodes); the clock's
@@ -220,7 +230,8 @@ def _build_take_mysql(q: Callable[[str], str], namespace: bool, keys: int) -> li
         f"SELECT {q('id')}, {txid}, {position} INTO @fluvius_id, @fluvius_txid, @fluvius_position "
         f"FROM {q(Checkpoint._meta.db_table)} WHERE {q('name')} = %s AND ({q('lease_until')} IS NULL "
         f"OR {q('lease_until')} < %s OR {q('lease_owner')} = %s) FOR UPDATE SKIP LOCKED",
-        "SELECT @fluvius_id, @fluvius_txid, @fluvius_position",
+        f"SELECT @fluvius_id, @fluvius_txid, @fluvius_position, "
+        f"EXISTS (SELECT 1 FROM {q(Checkpoint._meta.db_table)} WHERE {q('name')} = %s)",
         f"SELECT {columns} FROM {events} WHERE @fluvius_id IS NOT NULL AND {of_keys + ' AND ' if of_keys else ''}"
         f"{txid} >= @fluvius_txid AND ({txid} > @fluvius_txid OR {position} > @fluvius_position) "
         f"AND {txid} < @fluvius_horizon ORDER BY {txid}, {position} LIMIT {READ_LIMIT}",
@@ -299,15 +310,3 @@ def wait_for(name: str, using: str) -> None:
 
 def _build_wait_for(q: Callable[[str], str]) -> str:
     return f"SELECT 1 FROM {q(Checkpoint._meta.db_table)} WHERE {q('name')} = %s FOR UPDATE"
-
-
-def exists(name: str, using: str) -> bool:
-    """Whether the subscription's checkpoint exists (``lock_and_take`` found none: busy or missing?)."""
-    connection = connections[using]
-    with sql.hot_cursor(connection) as cursor:
-        cursor.execute(sql.statement(connection, _build_exists), [name])
-        return cursor.fetchone() is not None
-
-
-def _build_exists(q: Callable[[str], str]) -> str:
-    return f"SELECT 1 FROM {q(Checkpoint._meta.db_table)} WHERE {q('name')} = %s"

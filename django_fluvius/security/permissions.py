@@ -87,6 +87,15 @@ def create_command_permissions(app_config: Any = None, verbosity: int = 2, using
     if not (global_apps.is_installed("django.contrib.auth") and global_apps.is_installed(
             "django.contrib.contenttypes")):
         return 0
+    state = kwargs.get("apps")
+    if state is not None:
+        # As Django's own: a migrate that has not made their tables yet (``migrate
+        # django_fluvius 0008`` on a new database) has nothing to add permissions to.
+        try:
+            state.get_model("contenttypes", "ContentType")
+            state.get_model("auth", "Permission")
+        except LookupError:
+            return 0
     from django.contrib.auth.models import Permission
     from django.contrib.contenttypes.models import ContentType
 

@@ -75,9 +75,9 @@ class Command(BaseCommand):
         except Exception as exc:  # noqa: BLE001 - unknown handler, broker down: say so, no traceback
             raise CommandError(f"Could not re-drive: {type(exc).__name__}: {exc}") from exc
         if verbosity:
-            self.stdout.write(f"Re-drove {count} dead letters.")
+            self.stdout.write(f"Re-drove {count} dead letter{'' if count == 1 else 's'}.")
 
     def do_discard(self, qs, chosen, verbosity):
         count = discard(self._chosen(qs, chosen, "discard"))
         if verbosity:
-            self.stdout.write(f"Discarded {count} dead letters.")
+            self.stdout.write(f"Discarded {count} dead letter{'' if count == 1 else 's'}.")
