@@ -49,6 +49,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from django.db import connections
 from django.utils import timezone
@@ -120,7 +121,7 @@ def _take_postgresql(connection, name: str, owner: str, using: str, evt_keys: li
     return _taken(connection, rows, using)
 
 
-def _taken(connection, rows: Sequence[Sequence[object]], using: str) -> Taken | None:
+def _taken(connection, rows: Sequence[Sequence[Any]], using: str) -> Taken | None:
     """Rows of (checkpoint txid, position, bound txid, position, claimed, held, present, the event's columns)."""
     first = rows[0]
     if first[0] is None:
@@ -193,13 +194,13 @@ def _take_mysql(connection, name: str, owner: str, using: str, evt_keys: list[st
                 namespace: str | None) -> Taken | None:
     now = connection.ops.adapt_datetimefield_value(timezone.now())
     filters = ([namespace] if namespace else []) + evt_keys
-    statements = sql.statement(connection, _build_take_mysql, bool(namespace), len(evt_keys))
+    text, count = sql.statement(connection, _build_take_mysql, bool(namespace), len(evt_keys)), _TAKE_STATEMENTS
     if getattr(connection, sql.BEGIN_PENDING, False):  # begun with this round trip (sql.command_transaction)
         setattr(connection, sql.BEGIN_PENDING, False)
-        statements = ["START TRANSACTION", *statements]
+        text, count = f"START TRANSACTION; {text}", count + 1
     with connection.cursor() as cursor:
-        cursor.execute("; ".join(statements), [name, now, owner, name, *filters])
-        for _ in range(len(statements) - 2):
+        cursor.execute(text, [name, now, owner, name, *filters])
+        for _ in range(count - 2):
             sql._next_result(connection, cursor)
         (found, key_txid, key_position, present), = cursor.fetchall()
         sql._next_result(connection, cursor)
@@ -216,12 +217,16 @@ def _take_mysql(connection, name: str, owner: str, using: str, evt_keys: list[st
                  held=False)
 
 
-def _build_take_mysql(q: Callable[[str], str], namespace: bool, keys: int) -> list[str]:
+# Statements of _build_take_mysql (their results are read in turn: the last two are rows).
+_TAKE_STATEMENTS = 5
+
+
+def _build_take_mysql(q: Callable[[str], str], namespace: bool, keys: int) -> str:
     events, txid, position = q(Event._meta.db_table), q("txid"), q("position")
     columns = ", ".join(q(str(f.column)) for f in Event._meta.concrete_fields)
     of_keys = " AND ".join([*([f"{q('namespace')} = %s"] if namespace else []),
                             *([f"{q('evt_key')} IN ({', '.join(['%s'] * keys)})"] if keys else [])])
-    return [
+    statements = [
         "SET @fluvius_id = NULL, @fluvius_txid = NULL, @fluvius_position = NULL",
         # The horizon first (the clock's next tick): every event below it has committed. Read
         # by a plain SELECT ... INTO: MariaDB reads a SELECT inside SET with a shared lock, which
@@ -236,6 +241,8 @@ def _build_take_mysql(q: Callable[[str], str], namespace: bool, keys: int) -> li
         f"{txid} >= @fluvius_txid AND ({txid} > @fluvius_txid OR {position} > @fluvius_position) "
         f"AND {txid} < @fluvius_horizon ORDER BY {txid}, {position} LIMIT {READ_LIMIT}",
     ]
+    assert len(statements) == _TAKE_STATEMENTS
+    return "; ".join(statements)
 
 
 def _settle_mysql(connection, taken: Taken, name: str) -> bool:
@@ -244,7 +251,7 @@ def _settle_mysql(connection, taken: Taken, name: str) -> bool:
     now = connection.ops.adapt_datetimefield_value(timezone.now())
     done, pending = HandlerReceipt.Status.DONE, HandlerReceipt.Status.PENDING
     with connection.cursor() as cursor:
-        cursor.execute("; ".join(sql.statement(connection, _build_settle_mysql)), [
+        cursor.execute(sql.statement(connection, _build_settle_mysql), [
             done, name, first.position, pending,
             name, first.position, done, now, name, first.position,
             int(first.txid or 0), first.position, int(first.txid or 0), first.position, now, name])
@@ -256,9 +263,9 @@ def _settle_mysql(connection, taken: Taken, name: str) -> bool:
     return made_done > 0 or inserted > 0
 
 
-def _build_settle_mysql(q: Callable[[str], str]) -> list[str]:
+def _build_settle_mysql(q: Callable[[str], str]) -> str:
     receipts, txid, position = q(HandlerReceipt._meta.db_table), q("txid"), q("position")
-    return [
+    return "; ".join([
         # A pending receipt (an ordered handler's, written by a relay) becomes done; else one is
         # written, unless a delivery did the work (done, failed or discarded).
         f"UPDATE {receipts} SET {q('status')} = %s, {q('due')} = NULL WHERE {q('handler')} = %s "
@@ -271,7 +278,7 @@ def _build_settle_mysql(q: Callable[[str], str]) -> list[str]:
         f"UPDATE {q(Checkpoint._meta.db_table)} SET {txid} = %s, {position} = %s, {q('sent_txid')} = %s, "
         f"{q('sent_position')} = %s, {q('events_applied')} = {q('events_applied')} + 1, {q('updated')} = %s "
         f"WHERE {q('name')} = %s",
-    ]
+    ])
 
 
 @dataclass(frozen=True)
