@@ -15,7 +15,7 @@ import time
 
 import psycopg
 import pytest
-from django.db import OperationalError, connection, connections, transaction
+from django.db import OperationalError, connection, transaction
 from django.test import override_settings
 from django.test.utils import CaptureQueriesContext
 
@@ -23,7 +23,15 @@ from django_fluvius.delivery import dispatch, locked
 from django_fluvius.models import Checkpoint, DeadLetter, HandlerReceipt
 
 from .dispatch_support import fluvius
-from .test_delivery_inline import NAME, checkpoint, create_notes, effects, feed_key, positions
+from .test_delivery_inline import (
+    NAME,
+    _in_thread,
+    checkpoint,
+    create_notes,
+    effects,
+    feed_key,
+    positions,
+)
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.server_database]
 
@@ -59,18 +67,7 @@ def handler():
 def slow_delivery(handler, position):
     """A thread delivering ``position`` whose handler holds its transaction open until released."""
     handler.hold.add(position)
-    errors: list[BaseException] = []
-
-    def run():
-        try:
-            dispatch.deliver_committed("default", [NAME])
-        except BaseException as exc:  # noqa: BLE001 - reported to the test
-            errors.append(exc)
-        finally:
-            connections.close_all()
-
-    thread = threading.Thread(target=run)
-    thread.start()
+    thread, errors = _in_thread(lambda: dispatch.deliver_committed("default", [NAME]))
     assert handler.holding.wait(20), "the slow handler started"
     return thread, errors
 

@@ -1288,6 +1288,12 @@ def _forget_ensured(**kwargs: Any) -> None:
 post_migrate.connect(_forget_ensured, dispatch_uid="django_fluvius.delivery.dispatch.ensured")
 
 
+def _wait_for(cond: threading.Condition, done: Callable[[], bool], timeout: float) -> bool:
+    """Wait on ``cond`` until ``done()`` (checked under its lock); False on timeout."""
+    with cond:
+        return cond.wait_for(done, timeout)
+
+
 class BackgroundRelay:
     """A daemon thread per process, woken by this process's commits.
 
@@ -1437,14 +1443,7 @@ class BackgroundRelay:
         """Wait until everything submitted so far is handed over (or failed); False on timeout."""
         if not self._started:
             return True
-        end = time.monotonic() + timeout
-        with self._cond:
-            while self._notes or self._close or self._active:
-                remaining = end - time.monotonic()
-                if remaining <= 0:
-                    return False
-                self._cond.wait(remaining)
-        return True
+        return _wait_for(self._cond, lambda: not (self._notes or self._close or self._active), timeout)
 
 
 relay = BackgroundRelay()
@@ -1514,14 +1513,7 @@ class BusyRetry:
 
     def flush(self, timeout: float = 10.0) -> bool:
         """Wait until every submission so far has been tried; False on timeout."""
-        end = time.monotonic() + timeout
-        with self._cond:
-            while self._pending or self._active:
-                remaining = end - time.monotonic()
-                if remaining <= 0:
-                    return False
-                self._cond.wait(remaining)
-        return True
+        return _wait_for(self._cond, lambda: not (self._pending or self._active), timeout)
 
 
 busy_retry = BusyRetry()
