@@ -349,8 +349,11 @@ def test_a_crowd_of_clients_opening_at_once_all_get_their_stream(server):
         if peak is not None:
             peak.stop()
     assert not refused, refused[:3]  # e.g. "HTTP/1.1 500 Internal Server Error": too many clients
-    if peak is not None:  # the gate's 8 openings, the feed reader, its LISTEN, the command's
-        assert peak.most <= 8 + 4, f"{peak.most} server connections at once"
+    if peak is not None:
+        # The gate's 8 openings, the feed reader, its LISTEN, the command's and its delivery's; a
+        # closed opening's backend stays in pg_stat_activity a moment after its slot's next one
+        # connects (seen under CI load as one over 12), so each slot may count twice. Not 200.
+        assert peak.most <= 2 * 8 + 4, f"{peak.most} server connections at once"
     assert offsets == [0] * crowd  # every client got the event committed once all were attached
 
 
@@ -369,7 +372,9 @@ def test_connected_clients_hold_no_database_connection_each(server):
     try:
         _, position = create_user(server, "Many")
         assert all(int(s.next_event().id) == position for s in streams)
-        assert server_connections() <= 4  # the feed reader, its LISTEN, the command's: not 12
+        # The feed reader, its LISTEN, the command's: not 12. Waited for, as a closed opening's
+        # backend and a delivery thread's idle connection leave pg_stat_activity a moment later.
+        wait_for(lambda: server_connections() <= 4, 10, 0.1, "the server to hold at most 4 connections")
     finally:
         for stream in streams:
             stream.close()
