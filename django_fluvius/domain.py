@@ -303,6 +303,18 @@ class Domain:
         """
         snapshots.after_append(self, aggregate, events)
 
+    def writes_after_append(self, aggregate: Aggregate, events: list[Any]) -> bool:
+        """Will ``after_append`` write to the database for these events?
+
+        False lets the command's write statement be its whole transaction on PostgreSQL
+        (no ``BEGIN`` and ``COMMIT`` round trips). The default's answer: when a snapshot
+        is due, or when ``after_append`` is overridden (assumed to write); an override
+        that writes nothing, or only sometimes, may say so here.
+        """
+        if type(self).after_append is not Domain.after_append:
+            return True
+        return snapshots.is_due(aggregate.version, len(events), snapshots.snapshot_interval(type(aggregate)))
+
     def scope_queryset(self, resource: str, queryset: QuerySet) -> QuerySet:
         """Narrow every read of a resource (row scoping); the default reads everything.
 

@@ -6,7 +6,7 @@ from contextlib import contextmanager
 
 import pytest
 from django.core import checks
-from django.db import connection
+from django.db import connection, transaction
 from django.test import override_settings
 from django.test.utils import CaptureQueriesContext
 
@@ -205,3 +205,96 @@ def test_good_write_settings_pass(settings):
     for setting in ({}, {"COMMAND_LOG": "failures", "PREPARED_STATEMENTS": False}, {"PREPARED_STATEMENTS": True}):
         with override_settings(FLUVIUS={**settings.FLUVIUS, **setting}):
             assert check_write_settings() == []
+
+
+# -- PostgreSQL: the command's one statement is its own transaction ----------------------------
+
+
+def needs_postgresql():
+    if connection.vendor != "postgresql":
+        pytest.skip("needs PostgreSQL: run with DATABASE_URL=postgres://127.0.0.1:5432/test")
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_a_command_whose_aggregate_is_cached_is_one_statement_without_begin_or_commit():
+    """The write statement is the whole transaction: atomic as one statement, committed durably."""
+    from tests.pg_trace import protocol_trace, simple_queries
+
+    needs_postgresql()
+    domain = UserDomain()
+    created = domain.process_command(domain.create_command("create-user", {"name": "Ann", "email": "a@example.com"}))
+    with protocol_trace() as sent:
+        domain.process_command(domain.create_command("rename-user", {"name": "Bea"}, aggregate_id=created.aggregate_id))
+    assert simple_queries(sent) == [], sent
+    assert [m.split()[0] for m in sent].count("Execute") == 1, sent
+    with connection.cursor() as cursor:
+        cursor.execute("SHOW synchronous_commit")
+        assert cursor.fetchone()[0] == "on"  # the statement's commit is as durable as COMMIT's
+    assert User.objects.get(pk=created.aggregate_id).name == "Bea"
+    assert list(Event.objects.filter(aggregate_id=created.aggregate_id).values_list("version", flat=True)) == [1, 2]
+    assert CommandLog.objects.filter(aggregate_id=created.aggregate_id).count() == 2
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_a_command_that_reads_first_keeps_its_transaction():
+    """The stream read and the write must see and commit together: BEGIN, read, write, COMMIT."""
+    from django_fluvius.write.cache import aggregate_cache
+    from tests.pg_trace import protocol_trace, simple_queries
+
+    needs_postgresql()
+    domain = UserDomain()
+    created = domain.process_command(domain.create_command("create-user", {"name": "Ann", "email": "a@example.com"}))
+    aggregate_cache.clear()
+    with protocol_trace() as sent:
+        domain.process_command(domain.create_command("rename-user", {"name": "Bea"}, aggregate_id=created.aggregate_id))
+    assert simple_queries(sent) == ["BEGIN", "COMMIT"], sent
+    assert User.objects.get(pk=created.aggregate_id).name == "Bea"
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_inside_a_callers_transaction_the_command_rolls_back_with_it():
+    needs_postgresql()
+    domain = UserDomain()
+    with pytest.raises(RuntimeError), transaction.atomic():
+        domain.process_command(domain.create_command("create-user", {"name": "Ann", "email": "a@example.com"}))
+        raise RuntimeError("the caller changes its mind")
+    assert not Event.objects.exists() and not User.objects.exists() and not CommandLog.objects.exists()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_after_append_that_fails_takes_the_command_back(monkeypatch):
+    """An overridden ``after_append`` is assumed to write: the command keeps its transaction, and
+    a failure there leaves nothing stored (every backend)."""
+    def after_append(self, aggregate, events):
+        raise DomainError("the snapshot store is down")
+
+    domain = UserDomain()
+    first = domain.process_command(domain.create_command("create-user", {"name": "Ann", "email": "a@example.com"}))
+    monkeypatch.setattr(UserDomain, "after_append", after_append)
+    for command in (domain.create_command("create-user", {"name": "Bea", "email": "b@example.com"}),
+                    domain.create_command("rename-user", {"name": "Cy"}, aggregate_id=first.aggregate_id)):
+        with pytest.raises(DomainError):
+            domain.process_command(command)
+    assert list(Event.objects.values_list("aggregate_id", "version")) == [(first.aggregate_id, 1)]
+    assert list(User.objects.values_list("name", flat=True)) == ["Ann"]
+
+
+def test_writes_after_append_says_when_a_snapshot_is_due(monkeypatch):
+    from django_fluvius.write.aggregate import Aggregate
+
+    class Every3(Aggregate):
+        snapshot_every = 3
+
+    domain = UserDomain()
+    aggregate = Every3("00000000-0000-0000-0000-000000000001", "user")
+    answers = []
+    for version in (1, 2, 3, 4):
+        aggregate.version = version
+        answers.append(domain.writes_after_append(aggregate, [object()]))
+    assert answers == [False, False, True, False]
+    monkeypatch.setattr(UserDomain, "after_append", lambda self, aggregate, events: None)
+    aggregate.version = 1
+    assert domain.writes_after_append(aggregate, [object()]) is True  # an override is assumed to write

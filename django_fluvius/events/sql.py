@@ -213,10 +213,16 @@ class WriteBatch:
                update: Iterable[str] | None = None) -> None:
         self._upserts.append((model, pk, values, tuple(values if update is None else update)))
 
-    def flush(self) -> None:
+    def flush(self, *, last: bool = False) -> None:
+        """Send the rows; ``last``: the caller's transaction runs nothing after this and commits.
+
+        ``last`` is the bus's promise (its own transaction, outermost, ``after_append``
+        writing nothing): on PostgreSQL, when nothing has been sent in that transaction
+        yet, the one statement runs as its own transaction instead (``_commits_alone``).
+        """
         connection = connections[self.using]
         if connection.vendor == "postgresql" and self._inserts:
-            self._flush_as_one_statement(connection)
+            self._flush_as_one_statement(connection, alone=last and _commits_alone(connection))
         elif connection.vendor == "mysql" and self._inserts and multi_statements(connection):
             self._flush_as_one_round_trip(connection)
         else:
@@ -227,7 +233,7 @@ class WriteBatch:
         self._inserts.clear()
         self._upserts.clear()
 
-    def _flush_as_one_statement(self, connection: Any) -> None:
+    def _flush_as_one_statement(self, connection: Any, *, alone: bool = False) -> None:
         json_text = _json_text_param()
         parts: list[str] = []
         params: list[Any] = []
@@ -262,7 +268,11 @@ class WriteBatch:
             for i, obj in returning
         ) or "SELECT NULL, NULL"
         with hot_cursor(connection) as cursor:
-            cursor.execute(f"WITH {ctes} {final}", params)
+            if alone:
+                with _autocommitted(connection.connection):
+                    cursor.execute(f"WITH {ctes} {final}", params)
+            else:
+                cursor.execute(f"WITH {ctes} {final}", params)
             pks = dict(cursor.fetchall())
         for i, obj in returning:
             pk_field = type(obj)._meta.pk
@@ -411,6 +421,46 @@ def _end_deferral(connection: Any, wrapper: Any) -> None:
     setattr(connection, BEGIN_PENDING, False)
     if wrapper in connection.execute_wrappers:
         connection.execute_wrappers.remove(wrapper)
+
+
+# -- PostgreSQL: a command's one statement, its own transaction ----------------------------
+
+
+def _commits_alone(connection: Any) -> bool:
+    """May the bus's write statement run as its own transaction here (PostgreSQL, psycopg 3)?
+
+    A statement is atomic: when it is all the transaction would hold, sending it without
+    ``BEGIN`` and ``COMMIT`` commits the same, durably, in one round trip instead of three.
+    So only in Django's outermost block, which commits on exit (``atomic_blocks``: the
+    bus's own; not a caller's ``atomic`` around it, nor autocommit turned off by hand),
+    and while the server has seen nothing of the transaction (psycopg's lazy ``BEGIN`` not
+    sent: no read, savepoint or other write came first).
+    """
+    raw = connection.connection
+    pgconn = getattr(raw, "pgconn", None)
+    if pgconn is None or len(connection.atomic_blocks) != 1 or not connection.commit_on_exit:
+        return False
+    if connection.savepoint_ids or connection.needs_rollback or raw.autocommit:
+        return False
+    from psycopg.pq import TransactionStatus
+
+    return pgconn.transaction_status == TransactionStatus.IDLE
+
+
+@contextmanager
+def _autocommitted(raw: Any) -> Iterator[None]:
+    """The psycopg connection in autocommit for one statement, then back in the block's transaction.
+
+    Django's block still runs its exit: the ``COMMIT`` it asks for finds nothing open (psycopg
+    sends none), then its ``on_commit`` callbacks run, as after any commit; a failed
+    statement left nothing open either, and the rollback is as empty.
+    """
+    raw.autocommit = True
+    try:
+        yield
+    finally:
+        if not raw.closed:  # a lost connection: its error stands (Django's wrapper raises it)
+            raw.autocommit = False
 
 
 # -- PostgreSQL: the hot statement's cursor and parameters --------------------------------

@@ -188,6 +188,8 @@ class BusDomain(Protocol):
 
     def after_append(self, aggregate: Aggregate, events: list[Any]) -> None: ...
 
+    def writes_after_append(self, aggregate: Aggregate, events: list[Any]) -> bool: ...
+
 
 class StaleCache(Exception):
     """Internal: the aggregate cache was behind the store; the bus retries from the store."""
@@ -350,7 +352,9 @@ class CommandBus:
                 # for the commit; it adds nothing to the batch (the event log is the outbox).
                 if events_appending.receivers:
                     events_appending.send(CommandBus, events=pending, using=using, batch=batch)
-                batch.flush()
+                # Nothing written after the batch: on PostgreSQL its one statement may then be
+                # the whole transaction, and commit alone (sql.WriteBatch.flush).
+                batch.flush(last=not domain.writes_after_append(aggregate, pending))
                 domain.after_append(aggregate, pending)
         except IntegrityError as exc:
             if aggregate is not None:
