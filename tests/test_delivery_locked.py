@@ -291,3 +291,28 @@ def test_a_checkpoint_gone_with_a_rolled_back_transaction_is_made_again_the_leas
     result = dispatch.deliver_committed("default", [NAME], hint=note - 1)
     assert result.handed_over == 1 and not result.busy
     assert effects()[-1] == note and Checkpoint.objects.filter(name=NAME).exists()
+
+
+def test_a_delivery_finding_nothing_new_commits_and_keeps_the_prepared_statements(handler):
+    """PostgreSQL: a rollback on psycopg 3 deallocates every prepared statement of the connection
+    (the bus's write statement too, planned again after it); a delivery that finds its event
+    delivered already ends with COMMIT, and what it prepared stays."""
+    if connection.vendor != "postgresql":
+        pytest.skip("psycopg 3's prepared statements")
+    from tests.pg_trace import protocol_trace, simple_queries
+
+    create_notes(1, "start")
+    (note,) = pending()
+    assert dispatch.deliver_committed("default", [NAME]).handed_over == 1
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT count(*) FROM pg_prepared_statements")
+        prepared = cursor.fetchone()[0]
+    with protocol_trace() as sent:
+        result = dispatch.deliver_committed("default", [NAME])
+    assert result.handed_over == 0 and result.busy == 0
+    assert simple_queries(sent) == ["BEGIN", "COMMIT"], sent
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT count(*) FROM pg_prepared_statements")
+        assert cursor.fetchone()[0] == prepared > 0
+    assert effects()[-1] == note
+    assert handler.seen.count(note) == 1
