@@ -215,23 +215,34 @@ def needs_postgresql():
         pytest.skip("needs PostgreSQL: run with DATABASE_URL=postgres://127.0.0.1:5432/test")
 
 
-@pytest.mark.postgres
-@pytest.mark.django_db(transaction=True)
-def test_a_command_whose_aggregate_is_cached_is_one_statement_without_begin_or_commit():
-    """The write statement is the whole transaction: atomic as one statement, committed durably."""
-    from tests.pg_trace import protocol_trace, simple_queries
+def renamed_after_create(*, cached: bool):
+    """A user created, then renamed under libpq's trace (its aggregate cached, or read first)."""
+    from django_fluvius.write.cache import aggregate_cache
+    from tests.pg_trace import protocol_trace
 
     needs_postgresql()
     domain = UserDomain()
     created = domain.process_command(domain.create_command("create-user", {"name": "Ann", "email": "a@example.com"}))
+    if not cached:
+        aggregate_cache.clear()
     with protocol_trace() as sent:
         domain.process_command(domain.create_command("rename-user", {"name": "Bea"}, aggregate_id=created.aggregate_id))
+    assert User.objects.get(pk=created.aggregate_id).name == "Bea"
+    return created, sent
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_a_command_whose_aggregate_is_cached_is_one_statement_without_begin_or_commit():
+    """The write statement is the whole transaction: atomic as one statement, committed durably."""
+    from tests.pg_trace import simple_queries
+
+    created, sent = renamed_after_create(cached=True)
     assert simple_queries(sent) == [], sent
     assert [m.split()[0] for m in sent].count("Execute") == 1, sent
     with connection.cursor() as cursor:
         cursor.execute("SHOW synchronous_commit")
         assert cursor.fetchone()[0] == "on"  # the statement's commit is as durable as COMMIT's
-    assert User.objects.get(pk=created.aggregate_id).name == "Bea"
     assert list(Event.objects.filter(aggregate_id=created.aggregate_id).values_list("version", flat=True)) == [1, 2]
     assert CommandLog.objects.filter(aggregate_id=created.aggregate_id).count() == 2
 
@@ -240,17 +251,10 @@ def test_a_command_whose_aggregate_is_cached_is_one_statement_without_begin_or_c
 @pytest.mark.django_db(transaction=True)
 def test_a_command_that_reads_first_keeps_its_transaction():
     """The stream read and the write must see and commit together: BEGIN, read, write, COMMIT."""
-    from django_fluvius.write.cache import aggregate_cache
-    from tests.pg_trace import protocol_trace, simple_queries
+    from tests.pg_trace import simple_queries
 
-    needs_postgresql()
-    domain = UserDomain()
-    created = domain.process_command(domain.create_command("create-user", {"name": "Ann", "email": "a@example.com"}))
-    aggregate_cache.clear()
-    with protocol_trace() as sent:
-        domain.process_command(domain.create_command("rename-user", {"name": "Bea"}, aggregate_id=created.aggregate_id))
+    _created, sent = renamed_after_create(cached=False)
     assert simple_queries(sent) == ["BEGIN", "COMMIT"], sent
-    assert User.objects.get(pk=created.aggregate_id).name == "Bea"
 
 
 @pytest.mark.postgres
