@@ -303,18 +303,6 @@ class Domain:
         """
         snapshots.after_append(self, aggregate, events)
 
-    def writes_after_append(self, aggregate: Aggregate, events: list[Any]) -> bool:
-        """Will ``after_append`` write to the database for these events?
-
-        False lets the command's write statement be its whole transaction on PostgreSQL
-        (no ``BEGIN`` and ``COMMIT`` round trips). The default's answer: when a snapshot
-        is due, or when ``after_append`` is overridden (assumed to write); an override
-        that writes nothing, or only sometimes, may say so here.
-        """
-        if type(self).after_append is not Domain.after_append:
-            return True
-        return snapshots.is_due(aggregate.version, len(events), snapshots.snapshot_interval(type(aggregate)))
-
     def scope_queryset(self, resource: str, queryset: QuerySet) -> QuerySet:
         """Narrow every read of a resource (row scoping); the default reads everything.
 
@@ -328,6 +316,19 @@ class Domain:
     # The bus (write/bus.py) and the state manager (read/state.py) sit below the
     # domain and name it only through protocols (``BusDomain``, ``ReadDomain``);
     # these methods are where the domain ties them to the read side and to security.
+
+    def writes_after_append(self, aggregate: Aggregate, events: list[Any]) -> bool:
+        """Will ``after_append`` write to the database for these events? (Not a hook.)
+
+        False lets the command's write statement be its whole transaction on PostgreSQL
+        (no ``BEGIN`` and ``COMMIT`` round trips), which is only safe when ``after_append``
+        then does nothing at all: a failure after that commit could not take the command
+        back. So: the base ``after_append`` with no snapshot due; any override keeps the
+        transaction.
+        """
+        if type(self).after_append is not Domain.after_append:
+            return True
+        return snapshots.is_due(aggregate.version, len(events), snapshots.snapshot_interval(type(aggregate)))
 
     def project(self, aggregate: Aggregate, using: str, batch: Any = None) -> None:
         """Write the aggregate's inline projection row in the command's transaction (or batch)."""

@@ -9,6 +9,20 @@ from django.core.serializers.json import DjangoJSONEncoder
 from django_fluvius.exceptions import FluviusError
 from django_fluvius.ops.inspection import DRIFT_KINDS, verify
 
+# What to do about each kind of drift found: the closing advice names those of the report.
+REMEDIES = {
+    "undecodable": "an event no code decodes or folds: an upcaster, or the @apply that fails "
+                   "(docs/event-sourcing-ops.md, Upcasting)",
+    "event_type": "stored event keys or schema versions no code reads: an upcaster or an old name "
+                  "(docs/event-sourcing-ops.md, Upcasting)",
+    "missing_row": "`manage.py fluvius_rebuild` rewrites projections from the events",
+    "extra_row": "`manage.py fluvius_rebuild` rewrites projections from the events",
+    "stale_row": "`manage.py fluvius_rebuild` rewrites projections from the events",
+    "field": "`manage.py fluvius_rebuild` rewrites projections from the events",
+    "snapshot": "snapshots are a cache: delete them (`SnapshotStore().clear(...)`) and take new ones "
+                "(`take_snapshots(DomainClass)`), docs/event-sourcing-ops.md, Snapshots",
+}
+
 
 class Command(BaseCommand):
     help = "Check that every stored event decodes and every projection matches its events."
@@ -38,7 +52,7 @@ class Command(BaseCommand):
                 self.stdout.write(f"{kind:<12} {count:>8,}  ({DRIFT_KINDS[kind]})")
         if not report.ok:
             total = sum(report.counts.values())
-            raise CommandError(f"Drift found: {total} problem(s). `manage.py fluvius_rebuild` rewrites "
-                               "projections from the events.")
+            advice = dict.fromkeys(REMEDIES[kind] for kind in sorted(report.counts))  # in order, once each
+            raise CommandError(f"Drift found: {total} problem(s). " + "; ".join(advice) + ".")
         if not options["json"]:
             self.stdout.write(self.style.SUCCESS("No drift: every projection matches its events."))
