@@ -1070,42 +1070,35 @@ def _deliver_first(sub: subscriptions.Subscription, spec: HandlerSpec, keys: lis
     # psycopg 3 deallocates every prepared statement of the connection (the bus's too),
     # which are then planned again. The statement's checkpoint move is right on its own (to
     # the bound, past none of the subscription's events), and nothing else was written.
-    usual_way = handed = False
     try:
         with sql.command_transaction(using):  # MariaDB: begun with the first round trip
             if wait:
                 locked.wait_for(sub.name, using)
             try:
                 taken = locked.lock_and_take(sub.name, owner, using, evt_keys=keys, namespace=sub.namespace)
-            except locked.CheckpointMissing:  # a rolled-back transaction took it away: the leased
-                taken, usual_way = None, True  # way makes it again
-            if taken is None:
-                if not usual_way:  # another delivery has the row locked, or another relay leads it
-                    result.busy += 1
-                    return locked.Taken.nothing()
-            elif not taken.events:
+            except locked.CheckpointMissing:  # a rolled-back transaction took it away:
+                return None  # the leased way makes it again
+            if taken is None:  # another delivery has the row locked, or another relay leads it
+                result.busy += 1
+                return locked.Taken.nothing()
+            if not taken.events:
                 # Delivered already; or held back by the server-wide xmin: the leased way's horizon is ours.
-                usual_way = taken.held
-            else:
+                return None if taken.held else taken
+            try:
+                event = feed.store.decode(taken.events[0])
+            except Exception as exc:  # a poison event: the leased way dead-letters it (the claim rolls back)
+                raise _TakeTheUsualWay from exc
+            if locked.settle(taken, spec.name, using):  # else a delivery did the work already
                 try:
-                    event = feed.store.decode(taken.events[0])
-                except Exception as exc:  # a poison event: the leased way dead-letters it
-                    raise _TakeTheUsualWay from exc
-                handed = True
-                if locked.settle(taken, spec.name, using):  # else a delivery did the work already
-                    try:
-                        spec(event)
-                    except Exception as exc:  # noqa: BLE001 - the handler's: dead-lettered below
-                        raise _HandlerFailed(event, exc, traceback.format_exc()) from exc
+                    spec(event)
+                except Exception as exc:  # noqa: BLE001 - the handler's: dead-lettered below
+                    raise _HandlerFailed(event, exc, traceback.format_exc()) from exc
     except _TakeTheUsualWay:
         return None
     except _HandlerFailed as failed:
         if not _dead_letter_led(sub, failed, owner, using):
             taken = locked.Taken.nothing()  # another relay leads now: the rest is theirs
-    if usual_way or taken is None:
-        return None
-    if handed:
-        result.handed_over += 1
+    result.handed_over += 1
     return taken
 
 

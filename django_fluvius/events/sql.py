@@ -442,9 +442,10 @@ def _commits_alone(connection: Any) -> bool:
         return False
     if connection.savepoint_ids or connection.needs_rollback or raw.autocommit:
         return False
-    from psycopg.pq import TransactionStatus
+    return pgconn.transaction_status == _PQ_IDLE
 
-    return pgconn.transaction_status == TransactionStatus.IDLE
+
+_PQ_IDLE = 0  # psycopg.pq.TransactionStatus.IDLE, without importing psycopg on every command
 
 
 @contextmanager

@@ -9,16 +9,16 @@ from django.core.serializers.json import DjangoJSONEncoder
 from django_fluvius.exceptions import FluviusError
 from django_fluvius.ops.inspection import DRIFT_KINDS, verify
 
+_REBUILD = "`manage.py fluvius_rebuild` rewrites projections from the events"
+_UPCAST = "(docs/event-sourcing-ops.md, Upcasting)"
 # What to do about each kind of drift found: the closing advice names those of the report.
 REMEDIES = {
-    "undecodable": "an event no code decodes or folds: an upcaster, or the @apply that fails "
-                   "(docs/event-sourcing-ops.md, Upcasting)",
-    "event_type": "stored event keys or schema versions no code reads: an upcaster or an old name "
-                  "(docs/event-sourcing-ops.md, Upcasting)",
-    "missing_row": "`manage.py fluvius_rebuild` rewrites projections from the events",
-    "extra_row": "`manage.py fluvius_rebuild` rewrites projections from the events",
-    "stale_row": "`manage.py fluvius_rebuild` rewrites projections from the events",
-    "field": "`manage.py fluvius_rebuild` rewrites projections from the events",
+    "undecodable": f"an event no code decodes or folds: an upcaster, or the @apply that fails {_UPCAST}",
+    "event_type": f"stored event keys or schema versions no code reads: an upcaster or an old name {_UPCAST}",
+    "missing_row": _REBUILD,
+    "extra_row": _REBUILD,
+    "stale_row": _REBUILD,
+    "field": _REBUILD,
     "snapshot": "snapshots are a cache: delete them (`SnapshotStore().clear(...)`) and take new ones "
                 "(`take_snapshots(DomainClass)`), docs/event-sourcing-ops.md, Snapshots",
 }
