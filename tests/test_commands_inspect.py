@@ -145,12 +145,12 @@ def test_verify_advises_what_mends_the_drift_it_found():
                             state={"title": "wrong"}, fingerprint=fold_fingerprint(NoteAggregate, "test-notes"))
     with pytest.raises(CommandError) as snapshot_only:
         run("fluvius_verify")
-    assert "SnapshotStore().clear" in str(snapshot_only.value) and "fluvius_rebuild" not in str(snapshot_only.value)
+    assert "fluvius_snapshots retake" in str(snapshot_only.value) and "fluvius_rebuild" not in str(snapshot_only.value)
     Note.objects.filter(pk=note_with_history()).update(title="edited by hand")
     with pytest.raises(CommandError) as both:
         run("fluvius_verify")
     assert "Drift found: 2 problem(s)" in str(both.value)
-    assert str(both.value).count("fluvius_rebuild") == 1 and "SnapshotStore().clear" in str(both.value)
+    assert str(both.value).count("fluvius_rebuild") == 1 and "fluvius_snapshots retake" in str(both.value)
 
 
 def test_verify_json_and_targets():

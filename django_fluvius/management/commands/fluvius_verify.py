@@ -19,8 +19,9 @@ REMEDIES = {
     "extra_row": _REBUILD,
     "stale_row": _REBUILD,
     "field": _REBUILD,
-    "snapshot": "snapshots are a cache: delete them (`SnapshotStore().clear(...)`) and take new ones "
-                "(`take_snapshots(DomainClass)`), docs/event-sourcing-ops.md, Snapshots",
+    "snapshot": "snapshots are a cache: delete them and take new ones from the events "
+                "(`manage.py fluvius_snapshots retake NAMESPACE`, or `clear` for domains without snapshots), "
+                "docs/event-sourcing-ops.md, Snapshots",
 }
 
 
