@@ -124,6 +124,17 @@ def test_non_object_json_is_400(api):
     assert "non_field_errors" in body["errors"]
 
 
+def test_json_null_is_400_not_an_empty_payload(api):
+    """``null`` is not an object of fields: refused as such, not read as ``{}`` (missing fields)."""
+    user_id = post(api, "/api/app-user/create-user/", {"name": "a", "email": "a@b.c"}).json()["aggregate_id"]
+    for url in ("/api/app-user/create-user/", f"/api/app-user/deactivate-user/{user_id}/"):
+        body = assert_error(api.post(url, "null", content_type="application/json"), 400, "invalid_payload")
+        assert body["errors"] == {"non_field_errors": ["Expected a JSON object of fields, got null."]}
+    assert Event.objects.count() == 1
+    empty = api.post(f"/api/app-user/deactivate-user/{user_id}/", "", content_type="application/json")
+    assert empty.status_code == 200, empty.content  # no body at all: a command without fields
+
+
 def test_malformed_json_is_400(api):
     response = api.post("/api/app-user/create-user/", '{"name": ', content_type="application/json")
     body = assert_error(response, 400, "parse_error")

@@ -38,6 +38,7 @@ from django_fluvius.conf import fluvius_settings
 from django_fluvius.domain import Domain
 from django_fluvius.exceptions import (
     AggregateNotFound,
+    CommandValidationError,
     ConcurrencyConflict,
     InvalidRequest,
     PreconditionFailed,
@@ -280,6 +281,8 @@ class CommandViewSet(FluviusAPIMixin, GenericViewSet):
 
     def get_payload(self, request: Any) -> Any:
         data = request.data
+        if data is None:  # a JSON `null` body (an empty body is already {}): not "no fields"
+            raise CommandValidationError({"non_field_errors": ["Expected a JSON object of fields, got null."]})
         if isinstance(data, QueryDict):  # a form (browsable API): drop the CSRF token
             data = data.copy()
             data.pop(CSRF_FIELD, None)
