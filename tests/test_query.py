@@ -209,7 +209,7 @@ def invalid(params, resource="test-notes.note"):
     ({"ordering": "tags"}, "ordering", "Cannot sort by 'tags'"),
     ({"ordering": "title;DROP TABLE testapp_note"}, "ordering", "Cannot sort by"),
     ({"ordering": "title,-title"}, "ordering", "names a field twice"),
-    ({"title__regex": ".*"}, "title__regex", "Unknown filter 'title__regex'"),
+    ({"title__regex": ".*"}, "title__regex", "Operator 'regex' is not allowed on 'title' (text); allowed: "),
     ({"1=1; DROP TABLE testapp_note; --": "x"}, "1=1; DROP TABLE testapp_note; --", "Unknown filter"),
     ({"edits__gt": "1e400"}, "edits__gt", "not a valid integer"),
     ({"search": "x" * 500}, "search", "longer than"),
@@ -223,6 +223,17 @@ def test_bad_params_are_refused_before_any_query(params, key, expected, django_a
         errors = invalid(params)
     assert key in errors, errors
     assert any(expected in message for message in errors[key]), errors[key]
+
+
+@pytest.mark.parametrize("key", ["title__icontain", "title__startwith", "priority__bogus", "title__regex"])
+def test_a_misspelt_operator_is_refused_not_ignored(key):
+    """Unknown parameters are ignored (not strict), but a known field's typo'd operator would
+    quietly return every row: it is the field's filter, refused."""
+    make_notes(["a", "b"])
+    errors = invalid({key: "a"})
+    name, operator = key.rsplit("__", 1)
+    assert list(errors) == [key] and f"Operator {operator!r} is not allowed on {name!r}" in errors[key][0]
+    assert QueryBuilder.from_params("test-notes.note", {"utm_source": "x"}).count() == 2  # still ignored
 
 
 def test_every_problem_is_reported_at_once(strict_query):

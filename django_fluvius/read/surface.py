@@ -674,11 +674,19 @@ class QuerySurface:
         parsed.limit, parsed.offset = size, offset
 
     def is_filter(self, key: Any) -> bool:
-        """Whether ``key`` names a filterable field (with or without an operator)."""
+        """Whether ``key`` names a filterable field, with or without an operator (a known or
+        a misspelt one: ``name__icontain`` is this field's filter, refused, never ignored)."""
         if not isinstance(key, str):
             return False
         name, _operator = _split_key(key)
-        return name in self.filterable
+        return name in self.filterable or self._misspelt_operator(key) is not None
+
+    def _misspelt_operator(self, key: str) -> tuple[str, str] | None:
+        """``(field, operator)`` when ``key`` is a filterable field and a suffix no filter has."""
+        head, sep, last = key.rpartition("__")
+        if sep and head in self.filterable and key not in self.filterable:
+            return head, last
+        return None
 
     def filter_q(self, key: str, value: Any) -> Q:
         """``Q(key=value)`` for one untrusted ``field`` / ``field__op`` parameter, checked."""
@@ -686,6 +694,9 @@ class QuerySurface:
             raise InvalidQuery({str(key): ["is not a field name."]})
         name, operator = _split_key(key)
         spec = self.filterable.get(name)
+        if spec is None and (misspelt := self._misspelt_operator(key)) is not None:
+            name, operator = misspelt
+            spec = self.filterable[name]
         if spec is None:
             allowed = ", ".join(sorted(self.filterable)) or "none"
             raise InvalidQuery({key: [f"Unknown filter {_show(name)}. Filterable fields: {allowed}."]})
