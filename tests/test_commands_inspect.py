@@ -5,8 +5,10 @@ import json
 import uuid
 
 import pytest
+from django.conf import settings
 from django.core.management import call_command
 from django.core.management.base import CommandError
+from django.test import override_settings
 
 from django_fluvius import event_handler
 from django_fluvius.delivery.handlers import handlers
@@ -133,7 +135,10 @@ def test_verify_reports_each_kind_of_drift():
     assert by_kind[("stale_row", str(stale))] == "row at version 2, events at 3"
     assert ("extra_row", str(orphan.pk)) in by_kind
     assert "note-exploded" in by_kind[("undecodable", str(broken))]
-    assert ("snapshot", str(snapped)) in by_kind
+    # Which keys differ: the title, and the fields the tampered state lacks.
+    assert by_kind[("snapshot", str(snapped))] == (
+        "snapshot at version 2 differs from the folded state in: archived, body, due, edits, priority, tags, title")
+    assert report.targets["snapshot"] == {"test-notes.note"}
     with pytest.raises(CommandError, match="Drift found: 8 problem"):
         run("fluvius_verify")
 
@@ -145,12 +150,19 @@ def test_verify_advises_what_mends_the_drift_it_found():
                             state={"title": "wrong"}, fingerprint=fold_fingerprint(NoteAggregate, "test-notes"))
     with pytest.raises(CommandError) as snapshot_only:
         run("fluvius_verify")
-    assert "fluvius_snapshots retake" in str(snapshot_only.value) and "fluvius_rebuild" not in str(snapshot_only.value)
+    said = str(snapshot_only.value)
+    # Snapshots are off for test-notes (the stored one is a leftover): delete, not retake.
+    assert "Snapshots are a cache: delete them and take new ones from the events, " in said
+    assert "`manage.py fluvius_snapshots clear test-notes`" in said and "retake" not in said
+    assert "fluvius_rebuild" not in said
+    with override_settings(FLUVIUS={**settings.FLUVIUS, "SNAPSHOT_EVERY": 50}), pytest.raises(CommandError) as on:
+        run("fluvius_verify")
+    assert "`manage.py fluvius_snapshots retake test-notes`" in str(on.value)
     Note.objects.filter(pk=note_with_history()).update(title="edited by hand")
     with pytest.raises(CommandError) as both:
         run("fluvius_verify")
     assert "Drift found: 2 problem(s)" in str(both.value)
-    assert str(both.value).count("fluvius_rebuild") == 1 and "fluvius_snapshots retake" in str(both.value)
+    assert str(both.value).count("fluvius_rebuild") == 1 and "fluvius_snapshots clear" in str(both.value)
 
 
 def test_verify_json_and_targets():

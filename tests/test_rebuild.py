@@ -86,7 +86,7 @@ def test_targets_by_resource_namespace_and_all():
     assert [t.name for t in resolve_targets(["test-notes"])] == ["test-notes.note", "test-notes.folder"]
     everything = {t.name for t in resolve_targets()}
     assert {"test-notes.note", "test-notes.folder", "app-user.user", "app-order.order"} <= everything
-    with pytest.raises(RebuildError, match="Nothing to rebuild is called 'nope'"):
+    with pytest.raises(RebuildError, match="^No registered domain has a resource named 'nope'. Known: "):
         resolve_targets(["nope"])
     with pytest.raises(CommandError, match="Known: .*test-notes.note"):
         call_command("fluvius_rebuild", "nope", stderr=io.StringIO())

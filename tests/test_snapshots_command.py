@@ -83,14 +83,18 @@ def test_clear_one_aggregate_or_all():
     assert not Snapshot.objects.exists()
 
 
-def test_take_refuses_a_domain_without_snapshots_and_all_skips_it():
-    note(4)
-    with pytest.raises(CommandError, match=f"Snapshots are off for {NOTES}"):
+def test_take_refuses_a_domain_without_snapshots_and_all_skips_it_saying_so():
+    with snapshots_on():
+        aggregate_id = note(2)                    # taken while on; then snapshots are turned off
+    with pytest.raises(CommandError, match=f"Snapshots are off for {NOTES}: .* `fluvius_snapshots clear {NOTES}`"):
         run("take", NOTES)
     with pytest.raises(CommandError, match="Snapshots are off"):
         run("retake", NOTES)
-    assert "Took 0 snapshots." in run("take", "--all")
-    assert not Snapshot.objects.exists()
+    assert versions(aggregate_id) == [2]          # refused before anything was deleted
+    out = run("take", "--all")
+    assert f"{NOTES}: snapshots off, skipped." in out and "Took 0 snapshots." in out
+    assert f"{NOTES}: snapshots off" in run("list", NOTES)
+    assert "Deleted 1 snapshot." in run("clear", NOTES)  # leftovers of a domain now off
 
 
 @pytest.mark.parametrize(("args", "message"), [

@@ -13,7 +13,7 @@ from __future__ import annotations
 import datetime
 import json
 import uuid
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -210,10 +210,13 @@ class VerifyReport:
     snapshots: int = 0
     drifts: list[Drift] = field(default_factory=list)
     counts: Counter = field(default_factory=Counter)
+    targets: defaultdict[str, set[str]] = field(default_factory=lambda: defaultdict(set))  # kind -> all, listed or not
     max_listed: int = 100
 
     def add(self, drift: Drift) -> None:
         self.counts[drift.kind] += 1
+        if drift.target:
+            self.targets[drift.kind].add(drift.target)
         if len(self.drifts) < self.max_listed:
             self.drifts.append(drift)
 
@@ -225,6 +228,15 @@ class VerifyReport:
         return {"events": self.events, "aggregates": self.aggregates, "rows": self.rows,
                 "snapshots": self.snapshots, "ok": self.ok, "drift_counts": dict(self.counts),
                 "drifts": [d.as_dict() for d in self.drifts]}
+
+
+def _differing(kept: Any, folded: dict[str, Any]) -> str:
+    """Where a snapshot's state differs from the folded one: its keys, or what it holds instead."""
+    if not isinstance(kept, dict):
+        return f" (it holds a {type(kept).__name__}, not an object)"
+    absent = object()
+    keys = sorted(k for k in kept.keys() | folded.keys() if kept.get(k, absent) != folded.get(k, absent))
+    return f" in: {', '.join(keys)}"
 
 
 def _comparable(f: models.Field, value: Any) -> Any:
@@ -321,10 +333,11 @@ def _verify_domain(domain_class: type[DomainProtocol], targets: list[ResourceTar
             snap = snapshots.get(aggregate.id, {}).get(aggregate.version)
             if snap is not None:
                 report.snapshots += 1
-                if snap.state != json_roundtrip(aggregate.state):
+                folded = json_roundtrip(aggregate.state)
+                if snap.state != folded:
                     report.add(Drift("snapshot", f"{domain_class.__namespace__}.{aggregate.resource}",
-                                     str(aggregate.id),
-                                     f"snapshot at version {snap.version} differs from the folded state"))
+                                     str(aggregate.id), f"snapshot at version {snap.version} differs from "
+                                     f"the folded state{_differing(snap.state, folded)}"))
 
         def broken(aggregate_id: uuid.UUID, exc: Exception) -> None:
             report.add(Drift("undecodable", domain_class.__namespace__, str(aggregate_id), str(exc)))

@@ -661,8 +661,8 @@ def _resolve_one(name: str) -> list[RebuildTarget]:
         domain_class, resource = domains.find_resource(name)
     except UnknownResource as exc:
         known = sorted({t.name for t in resolve_targets()} | {d.__namespace__ for d in domains})
-        raise RebuildError(f"Nothing to rebuild is called {name!r} ({exc.message}). "
-                           f"Known: {', '.join(known) or 'none'}.") from None
+        # Said for fluvius_verify's targets as well as for rebuilds: no "rebuild" in it.
+        raise RebuildError(f"{exc.message} Known: {', '.join(known) or 'none'}.") from None
     return [ResourceTarget(domain_class, resource)]
 
 

@@ -12,6 +12,7 @@ discarding gives up for good (an ordered handler then moves past the event).
 from django.core.management.base import BaseCommand, CommandError
 
 from django_fluvius.delivery.dispatch import discard, redrive
+from django_fluvius.management.options import database_alias
 from django_fluvius.models import DeadLetter
 
 
@@ -20,11 +21,11 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser):
         parser.add_argument("action", choices=["list", "show", "redrive", "discard"])
-        parser.add_argument("ids", nargs="*", help="dead letter ids")
+        parser.add_argument("ids", nargs="*", default=[], help="dead letter ids")
         parser.add_argument("--all", action="store_true", help="every dead letter (narrowed by the filters)")
         parser.add_argument("--handler", help="only this handler or projection")
         parser.add_argument("--kind", choices=[k for k, _ in DeadLetter.Kind.choices])
-        parser.add_argument("--database", default=None)
+        parser.add_argument("--database", default=None, type=database_alias)
 
     def handle(self, *args, action, ids, all=False, handler=None, kind=None, database=None, **options):
         qs = DeadLetter.objects.using(database) if database else DeadLetter.objects.all()

@@ -11,6 +11,7 @@ from django.core.management.base import BaseCommand, CommandError
 
 from django_fluvius.conf import fluvius_settings
 from django_fluvius.exceptions import PrivacyError
+from django_fluvius.management.options import database_alias
 from django_fluvius.security.erasure import forget
 
 
@@ -19,7 +20,7 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser):
         parser.add_argument("subject", help="the data subject's id (an aggregate id, or a customer id ...)")
-        parser.add_argument("--database", default=None, help="database alias of the event store")
+        parser.add_argument("--database", default=None, type=database_alias, help="database alias of the event store")
 
     def handle(self, *args, **options):
         using = options["database"] or fluvius_settings.DATABASE

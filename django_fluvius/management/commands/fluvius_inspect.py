@@ -5,6 +5,7 @@ import json
 from django.core.management.base import BaseCommand, CommandError
 from django.core.serializers.json import DjangoJSONEncoder
 
+from django_fluvius.management.options import database_alias
 from django_fluvius.ops.inspection import overview
 
 SECTIONS = ("domains", "commands", "events", "handlers", "projections")
@@ -34,10 +35,10 @@ class Command(BaseCommand):
     help = "List the domains, commands, events, handlers and projections of the project."
 
     def add_arguments(self, parser):
-        parser.add_argument("sections", nargs="*", help=f"any of {', '.join(SECTIONS)} (default: all)")
+        parser.add_argument("sections", nargs="*", default=[], help=f"any of {', '.join(SECTIONS)} (default: all)")
         parser.add_argument("--counts", action="store_true", help="also count stored events and rows")
         parser.add_argument("--json", action="store_true", help="one JSON document")
-        parser.add_argument("--database", default=None, help="database alias of the event store")
+        parser.add_argument("--database", default=None, type=database_alias, help="database alias of the event store")
 
     def handle(self, *args, **options):
         unknown = [s for s in options["sections"] if s not in SECTIONS]

@@ -17,6 +17,7 @@ from django.core.management.base import BaseCommand, CommandError
 
 from django_fluvius.delivery.projections import APPLIED, FAILED, async_projections
 from django_fluvius.exceptions import UnknownProjection
+from django_fluvius.management.options import database_alias
 
 
 class Command(BaseCommand):
@@ -24,10 +25,10 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser):
         parser.add_argument("action", choices=["list", "catch-up", "run", "reset", "start-at"])
-        parser.add_argument("names", nargs="*", help="projection names (default: all)")
+        parser.add_argument("names", nargs="*", default=[], help="projection names (default: all)")
         parser.add_argument("--position", type=int, default=0, help="event position to start after")
         parser.add_argument("--interval", type=float, default=1.0, help="seconds between idle rounds (run)")
-        parser.add_argument("--database", default=None)
+        parser.add_argument("--database", default=None, type=database_alias)
 
     def handle(self, *args, action, names, position=0, interval=1.0, database=None, **options):
         self.verbosity = options["verbosity"]

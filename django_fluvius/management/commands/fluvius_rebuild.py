@@ -15,6 +15,7 @@ from django.core.management.base import BaseCommand, CommandError
 
 from django_fluvius.conf import fluvius_settings
 from django_fluvius.exceptions import FluviusError
+from django_fluvius.management.options import database_alias
 from django_fluvius.models import RebuildRun
 from django_fluvius.ops.rebuild import DEFAULT_BATCH_SIZE, rebuild, resolve_targets
 
@@ -23,7 +24,7 @@ class Command(BaseCommand):
     help = "Rebuild read models (resources, projections) from the event store, resumably."
 
     def add_arguments(self, parser):
-        parser.add_argument("targets", nargs="*", help="resource, namespace.resource, namespace or projection")
+        parser.add_argument("targets", nargs="*", default=[], help="resource, namespace.resource, namespace or projection")
         parser.add_argument("--all", action="store_true", help="rebuild every target (asks first)")
         parser.add_argument("--noinput", "--no-input", action="store_false", dest="interactive",
                             help="do not ask for confirmation (--all)")
@@ -32,7 +33,7 @@ class Command(BaseCommand):
         parser.add_argument("--restart", action="store_true", help="start over instead of resuming")
         parser.add_argument("--no-progress", action="store_true", help="no progress bar")
         parser.add_argument("--list", action="store_true", help="list the targets and their last runs, rebuild nothing")
-        parser.add_argument("--database", default=None, help="database alias of the event store")
+        parser.add_argument("--database", default=None, type=database_alias, help="database alias of the event store")
 
     def handle(self, *args, **options):
         using = options["database"] or fluvius_settings.DATABASE

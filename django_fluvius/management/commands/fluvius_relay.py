@@ -24,6 +24,7 @@ from django.core.management.base import BaseCommand, CommandError
 from django_fluvius.conf import fluvius_settings
 from django_fluvius.delivery.dispatch import RelayResult, deliver_pending, serve
 from django_fluvius.delivery.dispatch import prune_receipts as prune
+from django_fluvius.management.options import database_alias
 
 
 class Command(BaseCommand):
@@ -34,7 +35,7 @@ class Command(BaseCommand):
         parser.add_argument("--interval", type=float, default=None,
                             help="seconds between polls (--loop; default FLUVIUS['RELAY_POLL'])")
         parser.add_argument("--no-listen", action="store_true", help="poll only, no LISTEN (--loop)")
-        parser.add_argument("--database", default=None, help="database alias of the event store")
+        parser.add_argument("--database", default=None, type=database_alias, help="database alias of the event store")
         parser.add_argument("--prune-receipts", type=float, default=None, metavar="DAYS",
                             help="first delete done handler receipts older than DAYS days")
 

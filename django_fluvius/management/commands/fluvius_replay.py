@@ -15,6 +15,7 @@ from django.core.management.base import BaseCommand, CommandError
 
 from django_fluvius.conf import fluvius_settings
 from django_fluvius.exceptions import FluviusError
+from django_fluvius.management.options import database_alias
 from django_fluvius.ops.progress import Progress
 from django_fluvius.ops.replay import replay, replay_events
 from django_fluvius.read.state import parse_aggregate_id
@@ -34,7 +35,7 @@ class Command(BaseCommand):
                             help="skip (handler, event) pairs that already ran")
         parser.add_argument("--dry-run", action="store_true", help="list the pairs, run nothing")
         parser.add_argument("--no-progress", action="store_true")
-        parser.add_argument("--database", default=None, help="database alias of the event store")
+        parser.add_argument("--database", default=None, type=database_alias, help="database alias of the event store")
 
     def handle(self, *args, **options):
         if options["from_position"] < 1 or (options["to_position"] is not None

@@ -9,6 +9,7 @@ from django.core.management.base import BaseCommand, CommandError
 
 from django_fluvius.conf import fluvius_settings
 from django_fluvius.exceptions import PrivacyError
+from django_fluvius.management.options import database_alias
 from django_fluvius.privacy import keys
 
 
@@ -16,7 +17,7 @@ class Command(BaseCommand):
     help = "Re-wrap every subject key with the first KEK of FLUVIUS['PRIVACY_KEK'] (or the KMS's current key)."
 
     def add_arguments(self, parser):
-        parser.add_argument("--database", default=None, help="database alias of the event store")
+        parser.add_argument("--database", default=None, type=database_alias, help="database alias of the event store")
         parser.add_argument("--batch-size", type=int, default=500)
 
     def handle(self, *args, **options):

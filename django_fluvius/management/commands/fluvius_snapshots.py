@@ -8,7 +8,9 @@
 ``take`` folds each aggregate from its events (never from an older snapshot) and
 stores the state at its current version; ``retake`` deletes the chosen snapshots
 first, so no older one (stale, tampered, of an old fold) is left for time-travel
-loads to use. Only domains whose aggregate has snapshots on can be taken.
+loads to use. Only domains whose aggregate has snapshots on are taken: named, another
+is refused; with ``--all`` it is skipped (and ``retake --all`` deletes its snapshots,
+which no load reads). ``clear`` takes any domain.
 """
 
 from django.core.management.base import BaseCommand, CommandError
@@ -17,6 +19,7 @@ from django.db.models import Count, Max
 from django_fluvius.conf import fluvius_settings
 from django_fluvius.events.snapshots import SnapshotStore, snapshot_interval, take_snapshots
 from django_fluvius.exceptions import FluviusError
+from django_fluvius.management.options import database_alias
 from django_fluvius.read.state import parse_aggregate_id
 from django_fluvius.registry import domains
 
@@ -26,10 +29,10 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser):
         parser.add_argument("action", choices=["list", "clear", "take", "retake"])
-        parser.add_argument("namespaces", nargs="*", help="domain namespaces (list: default all)")
+        parser.add_argument("namespaces", nargs="*", default=[], help="domain namespaces (list: default all)")
         parser.add_argument("--all", action="store_true", help="every domain (clear: every snapshot)")
         parser.add_argument("--aggregate", action="append", default=[], help="only this aggregate id (repeatable)")
-        parser.add_argument("--database", default=None, help="database alias of the event store")
+        parser.add_argument("--database", default=None, type=database_alias, help="database alias of the event store")
 
     def handle(self, *args, action, namespaces, all=False, aggregate=(), database=None, **options):
         self.store = SnapshotStore(database or fluvius_settings.DATABASE)
@@ -61,6 +64,10 @@ class Command(BaseCommand):
             total += row["snapshots"]
             self.stdout.write(f"{row['namespace'] + '.' + row['resource']:<40} {row['snapshots']:>8} snapshots "
                               f"of {row['aggregates']:>8} aggregates, newest {row['newest']:%Y-%m-%d %H:%M:%S}")
+        chosen = [domains.get(namespace) for namespace in namespaces] if namespaces else list(domains)
+        for domain_class in sorted(chosen, key=lambda d: d.__namespace__):
+            if not snapshot_interval(domain_class.__aggregate__):
+                self.stdout.write(f"{domain_class.__namespace__}: snapshots off (loads never read a snapshot).")
         self.stdout.write(f"{total} snapshot{'' if total == 1 else 's'}.")
 
     def do_clear(self, namespaces):
@@ -76,8 +83,9 @@ class Command(BaseCommand):
         self._say(f"Took {count} snapshot{'' if count == 1 else 's'}.")
 
     def do_retake(self, namespaces):
-        chosen = self._snapshotted(namespaces)  # refuse before deleting anything
-        self.do_clear([d.__namespace__ for d in chosen] if namespaces else [])
+        if namespaces:
+            self._snapshotted(namespaces)  # refuse before deleting anything
+        self.do_clear(namespaces)  # --all: every snapshot, those of domains now off included
         self.do_take(namespaces)
 
     def _clear(self, namespaces) -> int:
@@ -99,9 +107,16 @@ class Command(BaseCommand):
             if off:
                 raise CommandError(
                     f"Snapshots are off for {', '.join(off)}: set snapshot_every on the aggregate class "
-                    "or FLUVIUS['SNAPSHOT_EVERY'] (loads of such a domain never read a snapshot).")
+                    "or FLUVIUS['SNAPSHOT_EVERY'] to take them. Loads of such a domain never read a "
+                    f"snapshot; `fluvius_snapshots clear {' '.join(off)}` deletes any left from before.")
             return chosen
-        return sorted((d for d in domains if snapshot_interval(d.__aggregate__)), key=lambda d: d.__namespace__)
+        chosen = []
+        for domain_class in sorted(domains, key=lambda d: d.__namespace__):
+            if snapshot_interval(domain_class.__aggregate__):
+                chosen.append(domain_class)
+            else:
+                self._say(f"{domain_class.__namespace__}: snapshots off, skipped.")
+        return chosen
 
     def _say(self, line: str) -> None:
         if self.verbosity:

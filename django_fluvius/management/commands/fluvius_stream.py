@@ -6,6 +6,7 @@ from django.core.management.base import BaseCommand, CommandError
 from django.core.serializers.json import DjangoJSONEncoder
 
 from django_fluvius.exceptions import FluviusError
+from django_fluvius.management.options import database_alias
 from django_fluvius.ops.inspection import stream_history
 
 
@@ -16,7 +17,7 @@ class Command(BaseCommand):
         parser.add_argument("aggregate_id")
         parser.add_argument("--upto", type=int, default=None, help="stop at this version")
         parser.add_argument("--json", action="store_true", help="one JSON document")
-        parser.add_argument("--database", default=None, help="database alias of the event store")
+        parser.add_argument("--database", default=None, type=database_alias, help="database alias of the event store")
 
     def handle(self, *args, **options):
         try:

@@ -22,6 +22,7 @@ from django_fluvius.delivery import subscriptions
 from django_fluvius.delivery.dispatch import declared
 from django_fluvius.delivery.projections import async_projections
 from django_fluvius.exceptions import UnknownSubscription
+from django_fluvius.management.options import database_alias
 from django_fluvius.models import Event
 
 
@@ -48,7 +49,7 @@ class Command(BaseCommand):
         parser.add_argument("action", choices=["list", "reset"])
         parser.add_argument("name", nargs="?", help="the subscription (reset)")
         parser.add_argument("--to", default=None, help='"beginning", "now" or an event position (reset)')
-        parser.add_argument("--database", default=None)
+        parser.add_argument("--database", default=None, type=database_alias)
 
     def handle(self, *args, action, name=None, to=None, database=None, **options):
         using = database or fluvius_settings.DATABASE
