@@ -44,7 +44,7 @@ def test_list_counts_per_resource():
     with snapshots_on():
         first, second = note(4), note(2)          # versions 5 and 3: snapshots at 2, 4 and at 2
     out = run("list")
-    assert f"{NOTES}.note" in out and "3 snapshots of        2 aggregates" in out
+    assert f"{NOTES}.note" in out and "       3 snapshots of        2 aggregates" in out
     assert out.strip().endswith("3 snapshots.")
     assert run("list", "--aggregate", str(second)).strip().endswith("1 snapshot.")
     assert versions(first) == [2, 4]
@@ -110,3 +110,16 @@ def test_bad_arguments_are_refused_with_nothing_deleted(args, message):
     with pytest.raises(CommandError, match=message):
         run(*args)
     assert versions(aggregate_id) == [2]
+
+
+def test_verify_reports_a_snapshot_past_the_stream_and_retake_mends_it():
+    with snapshots_on(3):
+        aggregate_id = note(4)                    # version 5: snapshot at 3
+        Snapshot.objects.filter(aggregate_id=aggregate_id, version=3).update(version=30)
+        out = io.StringIO()
+        with pytest.raises(CommandError, match=f"fluvius_snapshots retake {NOTES}"):
+            call_command("fluvius_verify", stdout=out)
+        assert "snapshot at version 30 is past the stream's last event (5): loads ignore it" in out.getvalue()
+        run("retake", NOTES)
+        assert versions(aggregate_id) == [5]
+        call_command("fluvius_verify", stdout=io.StringIO())

@@ -205,15 +205,28 @@ def rehydrate(domain: Any, aggregate_class: type[AggregateT], aggregate_id: uuid
         snapshot = SnapshotStore(store.using).latest(aggregate_class, aggregate_id, domain.__namespace__,
                                                      upto_version=upto_version, until=until)
     if snapshot is None:
-        events = store.stream(aggregate_id, upto_version=upto_version, until=until, sealed=True)
-        if not events or events[0].namespace != domain.__namespace__:
-            return None
-        aggregate = aggregate_class(aggregate_id, events[0].resource, context=domain.context)
-    else:
-        events = store.stream(aggregate_id, after_version=snapshot.version, upto_version=upto_version,
-                              until=until, sealed=True)
-        aggregate = restore(aggregate_class, snapshot, domain.context)
-    return fold(aggregate, events, store)
+        return rehydrate_from_events(domain, aggregate_class, aggregate_id, upto_version=upto_version, until=until)
+    # From the snapshot's own event on: a snapshot is trusted only where the stream has that
+    # version. One restored from a newer backup than the events would otherwise stand for
+    # versions never stored, and the next command would leave a gap in the stream.
+    events = store.stream(aggregate_id, after_version=snapshot.version - 1, upto_version=upto_version,
+                          until=until, sealed=True)
+    if not events or events[0].version != snapshot.version:
+        logger.warning("Ignoring the snapshot of %s at version %s: the stream has no event at that "
+                       "version; loading from the events.", aggregate_id, snapshot.version)
+        return rehydrate_from_events(domain, aggregate_class, aggregate_id, upto_version=upto_version, until=until)
+    return fold(restore(aggregate_class, snapshot, domain.context), events[1:], store)
+
+
+def rehydrate_from_events(domain: Any, aggregate_class: type[AggregateT], aggregate_id: uuid.UUID, *,
+                          upto_version: int | None = None,
+                          until: datetime.datetime | None = None) -> AggregateT | None:
+    """The aggregate folded from its first event, no snapshot read; None if it has none here."""
+    store = domain.store
+    events = store.stream(aggregate_id, upto_version=upto_version, until=until, sealed=True)
+    if not events or events[0].namespace != domain.__namespace__:
+        return None
+    return fold(aggregate_class(aggregate_id, events[0].resource, context=domain.context), events, store)
 
 
 def after_append(domain: Any, aggregate: Aggregate, events: Sequence[Any]) -> Snapshot | None:

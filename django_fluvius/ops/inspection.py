@@ -346,6 +346,11 @@ def _verify_domain(domain_class: type[DomainProtocol], targets: list[ResourceTar
         for aggregate in scanner.fold(ids, on_error=broken, observe=observe if snapshots else None):
             events += aggregate.event_count
             aggregates += 1
+            for version in sorted(v for v in snapshots.get(aggregate.id, {}) if v > aggregate.version):
+                report.snapshots += 1
+                report.add(Drift("snapshot", f"{domain_class.__namespace__}.{aggregate.resource}",
+                                 str(aggregate.id), f"snapshot at version {version} is past the stream's "
+                                 f"last event ({aggregate.version}): loads ignore it"))
             target = models_by_resource.get(aggregate.resource)
             if target is None:
                 continue

@@ -682,10 +682,16 @@ class QuerySurface:
         return name in self.filterable or self._misspelt_operator(key) is not None
 
     def _misspelt_operator(self, key: str) -> tuple[str, str] | None:
-        """``(field, operator)`` when ``key`` is a filterable field and a suffix no filter has."""
-        head, sep, last = key.rpartition("__")
-        if sep and head in self.filterable and key not in self.filterable:
-            return head, last
+        """``(field, rest)`` when ``key`` is a filterable field followed by ``__`` parts no filter
+        has (``name__icontain``, ``name__icontains__``, ``created_at__date__gte``); the longest
+        such field, so a declared relation path (``customer__name``) is found before ``customer``."""
+        if key in self.filterable:
+            return None
+        parts = key.split("__")
+        for end in range(len(parts) - 1, 0, -1):
+            head = "__".join(parts[:end])
+            if head in self.filterable:
+                return head, "__".join(parts[end:])
         return None
 
     def filter_q(self, key: str, value: Any) -> Q:

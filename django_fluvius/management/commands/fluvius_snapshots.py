@@ -62,8 +62,8 @@ class Command(BaseCommand):
         total = 0
         for row in rows:
             total += row["snapshots"]
-            self.stdout.write(f"{row['namespace'] + '.' + row['resource']:<40} {row['snapshots']:>8} snapshots "
-                              f"of {row['aggregates']:>8} aggregates, newest {row['newest']:%Y-%m-%d %H:%M:%S}")
+            self.stdout.write(f"{row['namespace'] + '.' + row['resource']:<40} {_count(row['snapshots'], 'snapshot')} "
+                              f"of {_count(row['aggregates'], 'aggregate')}, newest {row['newest']:%Y-%m-%d %H:%M:%S}")
         chosen = [domains.get(namespace) for namespace in namespaces] if namespaces else list(domains)
         for domain_class in sorted(chosen, key=lambda d: d.__namespace__):
             if not snapshot_interval(domain_class.__aggregate__):
@@ -121,3 +121,7 @@ class Command(BaseCommand):
     def _say(self, line: str) -> None:
         if self.verbosity:
             self.stdout.write(line)
+
+
+def _count(number: int, noun: str) -> str:
+    return f"{number:>8} {noun}{'' if number == 1 else 's'}"
