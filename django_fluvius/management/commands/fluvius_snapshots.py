@@ -13,6 +13,8 @@ is refused; with ``--all`` it is skipped (and ``retake --all`` deletes its snaps
 which no load reads). ``clear`` takes any domain.
 """
 
+import uuid
+
 from django.core.management.base import BaseCommand, CommandError
 from django.db.models import Count, Max
 
@@ -62,25 +64,25 @@ class Command(BaseCommand):
         total = 0
         for row in rows:
             total += row["snapshots"]
-            self.stdout.write(f"{row['namespace'] + '.' + row['resource']:<40} {_count(row['snapshots'], 'snapshot')} "
-                              f"of {_count(row['aggregates'], 'aggregate')}, newest {row['newest']:%Y-%m-%d %H:%M:%S}")
+            self.stdout.write(f"{row['namespace'] + '.' + row['resource']:<40} {_count(row['snapshots'], 'snapshot', 8)} "
+                              f"of {_count(row['aggregates'], 'aggregate', 8)}, newest {row['newest']:%Y-%m-%d %H:%M:%S}")
         chosen = [domains.get(namespace) for namespace in namespaces] if namespaces else list(domains)
         for domain_class in sorted(chosen, key=lambda d: d.__namespace__):
             if not snapshot_interval(domain_class.__aggregate__):
                 self.stdout.write(f"{domain_class.__namespace__}: snapshots off (loads never read a snapshot).")
-        self.stdout.write(f"{total} snapshot{'' if total == 1 else 's'}.")
+        self.stdout.write(f"{_count(total, 'snapshot')}.")
 
     def do_clear(self, namespaces):
         count = self._clear(namespaces)
-        self._say(f"Deleted {count} snapshot{'' if count == 1 else 's'}.")
+        self._say(f"Deleted {_count(count, 'snapshot')}.")
 
     def do_take(self, namespaces):
         count = 0
         for domain_class in self._snapshotted(namespaces):
             taken = take_snapshots(domain_class, self.aggregate_ids or None, using=self.store.using)
             count += taken
-            self._say(f"{domain_class.__namespace__}: took {taken} snapshot{'' if taken == 1 else 's'}.")
-        self._say(f"Took {count} snapshot{'' if count == 1 else 's'}.")
+            self._say(f"{domain_class.__namespace__}: took {_count(taken, 'snapshot')}.")
+        self._say(f"Took {_count(count, 'snapshot')}.")
 
     def do_retake(self, namespaces):
         if namespaces:
@@ -88,16 +90,12 @@ class Command(BaseCommand):
         self.do_clear(namespaces)  # --all: every snapshot, those of domains now off included
         self.do_take(namespaces)
 
-    def _clear(self, namespaces) -> int:
-        if not namespaces:
-            return self._clear_each(None)
-        return sum(self._clear_each(namespace) for namespace in namespaces)
-
-    def _clear_each(self, namespace) -> int:
-        if not self.aggregate_ids:
-            return self.store.clear(namespace=namespace)
+    def _clear(self, namespaces: list[str]) -> int:
+        """Delete the chosen snapshots (None: no narrowing by namespace or aggregate)."""
+        chosen: list[str | None] = list(namespaces) or [None]
+        aggregate_ids: list[uuid.UUID | None] = list(self.aggregate_ids) or [None]
         return sum(self.store.clear(namespace=namespace, aggregate_id=aggregate_id)
-                   for aggregate_id in self.aggregate_ids)
+                   for namespace in chosen for aggregate_id in aggregate_ids)
 
     def _snapshotted(self, namespaces) -> list:
         """The chosen domains whose aggregate takes snapshots; naming one that does not is an error."""
@@ -123,5 +121,6 @@ class Command(BaseCommand):
             self.stdout.write(line)
 
 
-def _count(number: int, noun: str) -> str:
-    return f"{number:>8} {noun}{'' if number == 1 else 's'}"
+def _count(number: int, noun: str, width: int = 0) -> str:
+    """``3 snapshots``, ``1 snapshot`` (the number right-aligned in ``width``)."""
+    return f"{number:>{width}} {noun}{'' if number == 1 else 's'}"
